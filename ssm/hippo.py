@@ -1,0 +1,214 @@
+"""HiPPO transition matrices, their normal-plus-low-rank corrections, the DPLR
+(diagonal plus low rank) form used by S4, and the S4D diagonal initializations.
+
+Everything here runs on the host in NumPy float64: the eigendecompositions are
+ill-conditioned in float32 and `eig` has no TPU kernel. The results are constants
+that layers copy into their parameters at construction.
+
+Conventions are those of the S4 reference implementation (state-spaces/s4,
+``src/models/hippo/hippo.py``): ``A`` is the state matrix of ``x' = A x + B u``
+(already negated, so stable measures have eigenvalues with negative real part),
+indices are 0-based, and ``N`` is the full (real) state size.
+
+| measure | paper                         | A + P P^T                  |
+|---------|-------------------------------|----------------------------|
+| legs    | HiPPO-LegS (scaled Legendre)  | -I/2 + skew (rank 1)       |
+| legt    | HiPPO-LegT (translated), halved as in S4 | skew (rank 2)   |
+| lmu     | Legendre Memory Unit          | (similar to un-halved legt) |
+| lagt    | translated Laguerre           | skew (rank 1)              |
+| fout    | translated Fourier            | skew (rank 1, P = B)       |
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+
+Measure = Literal["legs", "legt", "lmu", "lagt", "fout"]
+MEASURES: tuple[str, ...] = ("legs", "legt", "lmu", "lagt", "fout")
+S4D_INITS: tuple[str, ...] = ("lin", "inv", "legs", "real")
+
+# Smallest correction rank for which A + sum_r P_r P_r^T is normal.
+_MIN_RANK = {"legs": 1, "legt": 2, "lagt": 1, "fout": 1}
+
+
+def _check_measure(measure: str, allowed: tuple[str, ...] = MEASURES) -> None:
+    if measure not in allowed:
+        raise ValueError(f"measure={measure!r} is not a known HiPPO measure; expected one of {allowed}")
+
+
+def _check_size(N: int, *, even: bool = False, name: str = "N") -> None:
+    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N <= 0:
+        raise ValueError(f"{name}={N!r} must be a positive integer")
+    if even and N % 2:
+        raise ValueError(f"{name}={N} must be even: the state is kept as N/2 conjugate pairs")
+
+
+def transition(measure: Measure, N: int) -> tuple[np.ndarray, np.ndarray]:
+    """HiPPO state matrices for ``x'(t) = A x(t) + B u(t)``.
+
+    Args:
+      measure: one of ``"legs"``, ``"legt"``, ``"lmu"``, ``"lagt"``, ``"fout"``.
+      N: state size (even for ``"fout"``).
+
+    Returns:
+      ``(A, B)``: float64 arrays of shape (N, N) and (N,).
+
+    ``legt`` is halved as in S4 (its eigenvalues then match the time scale of the
+    other measures); multiply both by 2 for the HiPPO paper's LegT. ``lmu`` is the
+    Legendre Memory Unit of Voelker et al. (2019), a similarity transform of the
+    un-halved LegT by ``T = diag((-1)^n sqrt(2n+1))``.
+    """
+    _check_measure(measure)
+    _check_size(N, even=(measure == "fout"))
+    n = np.arange(N, dtype=np.float64)
+    row, col = n[:, None], n[None, :]
+    r = np.sqrt(2 * n + 1)
+    if measure == "legs":
+        A = -np.where(row > col, r[:, None] * r[None, :], 0.0) - np.diag(n + 1)
+        B = r.copy()
+    elif measure == "legt":
+        sign = np.where(row >= col, 1.0, (-1.0) ** (row - col))
+        A = -0.5 * r[:, None] * sign * r[None, :]
+        B = 0.5 * r
+    elif measure == "lmu":
+        sign = np.where(row < col, -1.0, (-1.0) ** (row - col + 1))
+        A = (2 * n + 1)[:, None] * sign
+        B = (-1.0) ** n * (2 * n + 1)
+    elif measure == "lagt":
+        A = 0.5 * np.eye(N) - np.tril(np.ones((N, N)))
+        B = np.ones(N)
+    else:  # fout
+        freqs = np.arange(N // 2, dtype=np.float64)
+        d = np.stack([np.zeros(N // 2), freqs], axis=-1).reshape(-1)[1:]
+        B = np.zeros(N)
+        B[0::2] = math.sqrt(2.0)
+        B[0] = 1.0
+        A = np.pi * (-np.diag(d, 1) + np.diag(d, -1)) - np.outer(B, B)
+    return A, B
+
+
+def rank_correction(measure: Measure, N: int, rank: int | None = None) -> np.ndarray:
+    """Low-rank term ``P`` (rank, N) with ``A + sum_r P_r P_r^T`` normal.
+
+    ``rank=None`` takes the smallest rank that works for the measure; a larger rank
+    pads with zero rows (extra trainable capacity in S4). ``lmu`` has no correction.
+    """
+    _check_measure(measure, tuple(_MIN_RANK))
+    _check_size(N, even=(measure == "fout"))
+    need = _MIN_RANK[measure]
+    rank = need if rank is None else rank
+    if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < need:
+        raise ValueError(f"rank={rank!r} for measure={measure!r} must be an integer >= {need}")
+    n = np.arange(N, dtype=np.float64)
+    if measure == "legs":
+        P = np.sqrt(n + 0.5)[None]
+    elif measure == "legt":
+        r = np.sqrt(2 * n + 1) / math.sqrt(2.0)
+        P = np.stack([np.where(n % 2 == 1, r, 0.0), np.where(n % 2 == 0, r, 0.0)])
+    elif measure == "lagt":
+        P = np.full((1, N), math.sqrt(0.5))
+    else:  # fout: P = B
+        P = transition("fout", N)[1][None]
+    return np.concatenate([P, np.zeros((rank - P.shape[0], N))], axis=0)
+
+
+def dplr(
+    measure: Measure, N: int, rank: int | None = None, b_clip: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Diagonal-plus-low-rank form of a HiPPO matrix (S4's ``nplr``).
+
+    Over the conjugate-completed basis ``W = [V, conj V]`` (unitary, N x N),
+    ``A = W (diag(Lambda, conj Lambda) - p p^*) W^*`` with ``p = [P^T; conj P^T]``,
+    and ``B = W [Bt; conj Bt]``. Only the half with ``Im Lambda <= 0`` is returned.
+
+    Args:
+      measure: ``"legs"``, ``"legt"``, ``"lagt"`` or ``"fout"``.
+      N: full (even) state size.
+      rank: correction rank (default: the smallest that works).
+      b_clip: if set, clip ``Im Bt`` to ``[-b_clip, b_clip]``. The S4 reference
+        clips at 2.0 by default; that changes the initial LegS kernel by ~67% at
+        N=64, so here it is off unless asked for.
+
+    Returns:
+      ``Lambda`` (N/2,) complex, ``P`` (rank, N/2) complex, ``B`` (N/2,) complex,
+      ``V`` (N, N/2) complex with orthonormal columns.
+    """
+    _check_size(N, even=True)
+    A, B = transition(measure, N)
+    P = rank_correction(measure, N, rank)
+    AP = A + P.T @ P
+    # AP = c I + S with S skew: Re Lambda = c, and -i S is Hermitian, so eigh
+    # gives Im Lambda and orthonormal eigenvectors stably.
+    re = np.mean(np.diag(AP))
+    im, V = np.linalg.eigh(-1j * (AP - re * np.eye(N)))
+    order = np.argsort(im, kind="stable")
+    im, V = im[order], V[:, order]
+    if np.sum(np.abs(im) < 1e-6) > 2:
+        raise ValueError(f"measure={measure!r} has more than one zero eigenvalue pair")
+    if abs(im[N // 2 - 1]) < 1e-6:
+        # A zero pair (FouT): eigh returns an arbitrary basis of its 2-d eigenspace.
+        # The space is closed under conjugation; take a real orthonormal basis
+        # (u1, u2) of it and keep v = (u1 + i u2)/sqrt(2), whose partner is conj v.
+        pair = V[:, N // 2 - 1 : N // 2 + 1]
+        u, _, _ = np.linalg.svd(np.concatenate([pair.real, pair.imag], axis=1))
+        V[:, N // 2 - 1] = (u[:, 0] + 1j * u[:, 1]) / math.sqrt(2.0)
+    Lambda = re + 1j * im[: N // 2]
+    V = V[:, : N // 2]
+    Vh = V.conj().T
+    Bt = Vh @ B
+    Pt = P.astype(complex) @ V.conj()  # rows: V^* P_r
+    if b_clip is not None:
+        if b_clip <= 0:
+            raise ValueError(f"b_clip={b_clip!r} must be positive or None")
+        Bt = Bt.real + 1j * np.clip(Bt.imag, -b_clip, b_clip)
+    return Lambda, Pt, Bt, V
+
+
+def s4d_init(kind: str, N: int, b_clip: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Diagonal state matrices of S4D (Gu et al., 2022, "On the Parameterization
+    and Initialization of Diagonal State Space Models").
+
+    ``Lambda = -real - i imag`` for n = 0..N/2-1:
+      - ``"lin"``: real 1/2, imag pi n (S4D-Lin).
+      - ``"inv"``: real 1/2, imag (N/pi)(N/(2n+1) - 1) (S4D-Inv).
+      - ``"legs"``: the diagonal part of DPLR LegS, with its B (S4D-LegS).
+      - ``"real"``: real 1+n, imag 0.
+
+    Returns:
+      ``Lambda`` (N/2,) complex with ``Re < 0`` and ``Im <= 0``, ``B`` (N/2,) complex
+      (ones, except for ``"legs"``).
+    """
+    if kind not in S4D_INITS:
+        raise ValueError(f"kind={kind!r} is not an S4D initialization; expected one of {S4D_INITS}")
+    _check_size(N, even=True)
+    n = np.arange(N // 2, dtype=np.float64)
+    B = np.ones(N // 2, dtype=complex)
+    real = np.full(N // 2, 0.5)
+    if kind == "lin":
+        imag = np.pi * n
+    elif kind == "inv":
+        imag = N / np.pi * (N / (2 * n + 1) - 1)
+    elif kind == "legs":
+        Lambda, _, B, _ = dplr("legs", N, b_clip=b_clip)
+        imag = -Lambda.imag
+    else:  # real
+        imag = np.zeros(N // 2)
+        real = 1 + n
+    return -real - 1j * imag, B
+
+
+def log_dt_init(key, shape, dt_min: float = 1e-3, dt_max: float = 1e-1):
+    """``log(dt)`` drawn log-uniformly in ``[dt_min, dt_max]`` (a JAX array).
+
+    This one runs on device (it draws from a JAX key) so that layer construction
+    stays traceable, e.g. under ``nnx.eval_shape``.
+    """
+    import jax
+
+    if not 0 < dt_min <= dt_max:
+        raise ValueError(f"dt range ({dt_min!r}, {dt_max!r}) must satisfy 0 < dt_min <= dt_max")
+    lo, hi = math.log(dt_min), math.log(dt_max)
+    return jax.random.uniform(key, shape, minval=lo, maxval=hi)
