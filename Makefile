@@ -1,0 +1,28 @@
+# The README's commands. Each creates .venv and installs on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup train test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[train,test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+train: $(STAMP)
+	$(PY) train.py $(ARGS)
+
+# -n 2: one worker per core; --durations shows where the time goes.
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --durations=15 $(ARGS)
+
+bench: $(STAMP)
+	$(PY) -m ssm.bench.kernels $(ARGS)
+
+clean:
+	rm -rf $(VENV) .cache .pytest_cache

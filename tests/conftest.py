@@ -1,0 +1,34 @@
+"""Test settings that must be in place before JAX or datasets are imported."""
+
+import os
+import pathlib
+import zlib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# No network at run time: datasets and the hub stay offline in every test.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One compilation cache for the whole suite, inside the repo's ignored files.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".cache" / "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def rng(request):
+    """A NumPy generator per test, seeded from the test's id plus ``SSM_TEST_SEED``
+    (default 0): reproducible, and redrawn for every test by changing the variable."""
+    seed = zlib.crc32(request.node.nodeid.encode()) + int(os.environ.get("SSM_TEST_SEED", "0"))
+    return np.random.default_rng(seed)
+
+
+@pytest.fixture
+def x64():
+    """Run the test body with float64 enabled in JAX."""
+    with jax.enable_x64(True):
+        yield
