@@ -80,10 +80,12 @@ def discretize_bilinear(Lambda, B, dt):
     return (1 + half) / (1 - half), dt[:, None] * B / (1 - half)
 
 
-def _discretize(discretization: str) -> Callable:
+def discretize(Lambda, B, dt, discretization: Discretization = "zoh"):
+    """:func:`discretize_zoh` or :func:`discretize_bilinear`, by name."""
     if discretization not in DISCRETIZATIONS:
         raise ValueError(f"discretization={discretization!r}; expected one of {DISCRETIZATIONS}")
-    return discretize_zoh if discretization == "zoh" else discretize_bilinear
+    fn = discretize_zoh if discretization == "zoh" else discretize_bilinear
+    return fn(Lambda, B, dt)
 
 
 def dplr_conjugate_completed(Lambda, P, B, C=None):
@@ -231,7 +233,7 @@ def diagonal_kernel(Lambda, B, C, dt, length: int, discretization: Discretizatio
     dtype = _complex_dtype(Lambda, B, C, dt)
     Lambda, B, C = (jnp.asarray(x, dtype) for x in (Lambda, B, C))
     dt = jnp.asarray(dt, jnp.finfo(dtype).dtype)
-    Abar, Bbar = _discretize(discretization)(Lambda, B, dt)
+    Abar, Bbar = discretize(Lambda, B, dt, discretization)
     # exp(l log Abar) = Abar^l for integer l on any branch; ZOH's log is exact.
     dtL = dt[:, None] * Lambda
     if discretization == "zoh":

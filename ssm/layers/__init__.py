@@ -1,0 +1,14 @@
+"""Flax NNX sequence layers: thin shells over the functions in ``ssm.kernels``.
+
+Every sequence layer is built as ``Layer(d_model, *, <options>, dtype=None,
+param_dtype=jnp.float32, rngs=nnx.Rngs(...))`` and called as ``layer(x, mask=None)``
+on ``x`` (batch, length, d_model). Causal layers also offer ``init_state``,
+``step`` and ``prefill`` for recurrent inference.
+"""
+
+from ssm.layers.backbone import LAYERS, SequenceModel
+from ssm.layers.block import ResidualBlock
+from ssm.layers.s4 import S4
+from ssm.layers.s4d import S4D
+
+__all__ = ["LAYERS", "ResidualBlock", "S4", "S4D", "SequenceModel"]

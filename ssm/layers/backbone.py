@@ -1,0 +1,133 @@
+"""``SequenceModel``: encoder, a stack of residual blocks, and a head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.numpy as jnp
+from flax import nnx
+
+from ssm.layers.block import ResidualBlock, make_norm
+from ssm.layers.conv_ssm import check_positive_int
+from ssm.layers.s4 import S4
+from ssm.layers.s4d import S4D
+
+# Sequence layers a config can name. Each is built as cls(d_model, **layer_kwargs, rngs=...).
+LAYERS: dict[str, type[nnx.Module]] = {"s4": S4, "s4d": S4D}
+POOLS: tuple[str | None, ...] = (None, "mean", "last")
+
+
+class SequenceModel(nnx.Module):
+    """Embedding (or linear encoder) -> ``n_layers`` residual blocks -> head.
+
+    Inputs are token ids (batch, length) when ``vocab_size`` is set, else
+    features (batch, length, d_input). With ``pool=None`` the output is per
+    position, (batch, length, d_output) (language modelling, sequence-to-sequence);
+    with ``"mean"`` (over real tokens) or ``"last"`` (last real token) it is
+    (batch, d_output) (classification, regression).
+
+    Args:
+      d_model, n_layers, d_output: widths and depth.
+      vocab_size / d_input: exactly one of them.
+      layer: a name in :data:`LAYERS`; layer_kwargs: its options.
+      norm, prenorm, activation, post, dropout: of each :class:`ResidualBlock`.
+      pool: ``None``, ``"mean"`` or ``"last"``.
+
+    Parameter groups: the embedding and the head are ``adamw`` (never Muon).
+    """
+
+    def __init__(
+        self,
+        *,
+        d_model: int,
+        n_layers: int,
+        d_output: int,
+        vocab_size: int | None = None,
+        d_input: int | None = None,
+        layer: str = "s4d",
+        layer_kwargs: dict[str, Any] | None = None,
+        norm: str = "layer",
+        prenorm: bool = True,
+        activation: str = "gelu",
+        post: str | None = "glu",
+        dropout: float = 0.0,
+        pool: str | None = None,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        check_positive_int("d_model", d_model)
+        check_positive_int("n_layers", n_layers)
+        check_positive_int("d_output", d_output)
+        if (vocab_size is None) == (d_input is None):
+            raise ValueError(f"give exactly one of vocab_size={vocab_size!r} and d_input={d_input!r}")
+        if layer not in LAYERS:
+            raise ValueError(f"layer={layer!r}; expected one of {tuple(LAYERS)}")
+        if pool not in POOLS:
+            raise ValueError(f"pool={pool!r}; expected one of {POOLS}")
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        if vocab_size is not None:
+            self.encoder = nnx.Embed(check_positive_int("vocab_size", vocab_size), d_model,
+                                     embedding_metadata={"group": "adamw"}, **kw)
+        else:
+            self.encoder = nnx.Linear(check_positive_int("d_input", d_input), d_model, **kw)
+        self.blocks = nnx.List([
+            ResidualBlock(d_model, LAYERS[layer](d_model, **(layer_kwargs or {}), **kw), norm=norm,
+                          prenorm=prenorm, activation=activation, post=post, dropout=dropout, **kw)
+            for _ in range(n_layers)
+        ])
+        self.final_norm = make_norm(norm, d_model, **kw) if prenorm else None
+        self.head = nnx.Linear(d_model, d_output, kernel_metadata={"group": "adamw"}, **kw)
+        self.pool = pool
+
+    def _finish(self, h):
+        if self.final_norm is not None:
+            h = self.final_norm(h)
+        return h
+
+    def __call__(self, x, mask=None):
+        """``x`` (batch, length) ids or (batch, length, d_input); ``mask`` (batch, length).
+
+        Returns float32 (batch, length, d_output), or (batch, d_output) when pooled.
+        """
+        h = self.encoder(x)
+        for block in self.blocks:
+            h = block(h, mask=mask)
+        h = self._finish(h)
+        if self.pool == "mean":
+            w = jnp.ones(h.shape[:2], h.dtype) if mask is None else mask.astype(h.dtype)
+            h = jnp.einsum("bl,bld->bd", w, h) / jnp.maximum(w.sum(1, keepdims=True), 1)
+        elif self.pool == "last":
+            last = h.shape[1] - 1 if mask is None else jnp.maximum(mask.sum(1) - 1, 0)
+            h = h[jnp.arange(h.shape[0]), last]
+        return self.head(h).astype(jnp.float32)
+
+    # Recurrent inference (pool=None only) -------------------------------------------
+    def _check_recurrent(self):
+        if self.pool is not None:
+            raise ValueError(f"pool={self.pool!r}: a pooled model has no per-step output; use pool=None")
+
+    def init_state(self, batch_size: int):
+        """One state per block."""
+        self._check_recurrent()
+        return [block.init_state(batch_size) for block in self.blocks]
+
+    def step(self, x_t, state):
+        """``x_t`` (batch,) ids or (batch, d_input) -> ``(logits (batch, d_output), state)``."""
+        self._check_recurrent()
+        h = self.encoder(x_t)
+        new_state = []
+        for block, s in zip(self.blocks, state):
+            h, s = block.step(h, s)
+            new_state.append(s)
+        return self.head(self._finish(h)).astype(jnp.float32), new_state
+
+    def prefill(self, x):
+        """Run a prompt: ``x`` as in ``__call__`` -> ``(logits (batch, length, d_output), state)``."""
+        self._check_recurrent()
+        h = self.encoder(x)
+        state = []
+        for block in self.blocks:
+            h, s = block.prefill(h)
+            state.append(s)
+        return self.head(self._finish(h)).astype(jnp.float32), state

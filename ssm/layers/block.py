@@ -1,0 +1,104 @@
+"""Residual block around any sequence layer (a "mixer")."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ssm.layers.conv_ssm import make_dropout
+
+ACTIVATIONS: dict[str, Callable] = {
+    "gelu": jax.nn.gelu,
+    "silu": jax.nn.silu,
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "identity": lambda x: x,
+}
+NORMS: tuple[str, ...] = ("layer", "rms")
+POSTS: tuple[str | None, ...] = ("glu", "linear", None)
+
+
+def make_norm(kind: str, d_model: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Module:
+    """``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm) over the last axis."""
+    if kind not in NORMS:
+        raise ValueError(f"norm={kind!r}; expected one of {NORMS}")
+    cls = nnx.LayerNorm if kind == "layer" else nnx.RMSNorm
+    return cls(d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+
+
+class ResidualBlock(nnx.Module):
+    """``x + post(mixer(norm(x)))`` (pre-norm) or ``norm(x + post(mixer(x)))``.
+
+    ``post`` is what S4 puts after its SSM: activation, dropout, then an output
+    projection, ``"glu"`` (Linear d -> 2d and a gated linear unit, S4's default)
+    or ``"linear"``; ``None`` for mixers that project their own output (Mamba).
+
+    Args:
+      d_model: width d.
+      mixer: a sequence layer ``(batch, length, d) -> (batch, length, d)`` taking
+        ``mask=``; its ``init_state``/``step``/``prefill`` serve the block's own.
+      norm: ``"layer"`` or ``"rms"``. prenorm: normalize before the mixer.
+      activation: one of :data:`ACTIVATIONS`. dropout: rate after the activation
+        and after the projection.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        mixer: nnx.Module,
+        *,
+        norm: str = "layer",
+        prenorm: bool = True,
+        activation: str = "gelu",
+        post: str | None = "glu",
+        dropout: float = 0.0,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r}; expected one of {tuple(ACTIVATIONS)}")
+        if post not in POSTS:
+            raise ValueError(f"post={post!r}; expected one of {POSTS}")
+        self.mixer = mixer
+        self.norm = make_norm(norm, d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.prenorm = prenorm
+        self.activation = activation
+        self.post = post
+        width = 2 * d_model if post == "glu" else d_model
+        self.out = (nnx.Linear(d_model, width, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                    if post is not None else None)
+        self.dropout = make_dropout(dropout, rngs)
+
+    def _post(self, h):
+        if self.out is None:
+            return self.dropout(h)
+        h = self.out(self.dropout(ACTIVATIONS[self.activation](h)))
+        if self.post == "glu":
+            a, b = jnp.split(h, 2, axis=-1)
+            h = a * jax.nn.sigmoid(b)
+        return self.dropout(h)
+
+    def __call__(self, x, mask=None):
+        """``x`` (batch, length, d) -> (batch, length, d); ``mask`` (batch, length)."""
+        h = self.mixer(self.norm(x) if self.prenorm else x, mask=mask)
+        x = x + self._post(h)
+        return x if self.prenorm else self.norm(x)
+
+    def init_state(self, batch_size: int):
+        return self.mixer.init_state(batch_size)
+
+    def step(self, x_t, state):
+        """``x_t`` (batch, d) -> ``(y_t, state)``."""
+        h, state = self.mixer.step(self.norm(x_t) if self.prenorm else x_t, state)
+        x_t = x_t + self._post(h)
+        return (x_t if self.prenorm else self.norm(x_t)), state
+
+    def prefill(self, x):
+        """``x`` (batch, length, d) -> ``(y, state)``."""
+        h, state = self.mixer.prefill(self.norm(x) if self.prenorm else x)
+        x = x + self._post(h)
+        return (x if self.prenorm else self.norm(x)), state

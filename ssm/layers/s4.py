@@ -1,0 +1,97 @@
+"""S4: the diagonal-plus-low-rank state-space layer (Gu, Goel, Re, 2022)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from ssm import hippo, kernels
+from ssm.layers.conv_ssm import ConvSSM, check_positive_int, lambda_params, pair_from_complex
+
+DPLR_MEASURES: tuple[str, ...] = ("legs", "legt", "lagt", "fout")
+
+
+class S4(ConvSSM):
+    """DPLR SSM layer from a HiPPO measure: ``x`` (batch, length, d_model) -> same shape.
+
+    Each channel runs the bilinear system with state matrix
+    ``diag(Lambda, conj Lambda) - p p^*`` (the conjugate-completed DPLR form of
+    :func:`ssm.hippo.dplr`), trained through the Cauchy/Woodbury kernel
+    (:func:`ssm.kernels.dplr_kernel`) and run densely in :meth:`step`.
+
+    As in S4, the output matrix is stored truncated, ``C~ = C (I - Abar^l_max)``,
+    so the kernel needs no matrix power in training. Its length is therefore
+    fixed at ``l_max``: shorter inputs use the kernel's first taps; longer ones
+    are an error. ``C`` is drawn at random and converted to ``C~`` at init.
+
+    Args:
+      d_model: channels H.
+      d_state: full state size N (even).
+      l_max: longest input length.
+      measure: ``"legs"`` (default), ``"legt"``, ``"lagt"`` or ``"fout"``.
+      rank: low-rank correction rank (default: the measure's smallest).
+      b_clip: clip ``Im B`` of the DPLR form (S4's reference uses 2.0); None: off.
+      dt_min, dt_max: log-uniform range of the initial step sizes.
+      bidirectional, reverse_lag0, dropout, dtype, param_dtype: as :class:`S4D`.
+
+    Parameters: ``log_A_real``, ``A_imag`` (H, N/2), ``P`` (H, rank, N/2, 2),
+    ``B`` (H, N/2, 2), ``log_dt`` (H,): group ``ssm``; ``C`` (= C~, (H, N/2, 2)),
+    ``D`` (H,): group ``adamw``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        d_state: int = 64,
+        l_max: int = 1024,
+        measure: str = "legs",
+        rank: int | None = None,
+        b_clip: float | None = None,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        bidirectional: bool = False,
+        reverse_lag0: bool = False,
+        dropout: float = 0.0,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        super().__init__(d_model, d_state=d_state, dt_min=dt_min, dt_max=dt_max,
+                         bidirectional=bidirectional, reverse_lag0=reverse_lag0, dropout=dropout,
+                         dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        if measure not in DPLR_MEASURES:
+            raise ValueError(f"measure={measure!r} has no DPLR form; expected one of {DPLR_MEASURES}")
+        self.l_max = check_positive_int("l_max", l_max)
+        self.state_size = d_state  # the conjugate-completed state
+        Lambda, P, B, _ = hippo.dplr(measure, d_state, rank=rank, b_clip=b_clip)
+        H = d_model
+        self.log_A_real, self.A_imag = lambda_params(Lambda, H, param_dtype)
+        self.P = nnx.Param(pair_from_complex(jnp.broadcast_to(P, (H, *P.shape)), param_dtype), group="ssm")
+        self.B = nnx.Param(pair_from_complex(jnp.broadcast_to(B, (H, B.shape[-1])), param_dtype), group="ssm")
+        Lambda, P, B, dt = self._system()
+        truncate = lambda C: pair_from_complex(  # noqa: E731
+            kernels.truncate_output(Lambda, P, B, C, dt, self.l_max), param_dtype)
+        self.C = nnx.Param(truncate(self.init_C(rngs)), group="adamw")
+        if bidirectional:
+            self.C_reverse = nnx.Param(truncate(self.init_C(rngs)), group="adamw")
+
+    def _system(self):
+        return self.Lambda(), self.complex(self.P), self.complex(self.B), self.dt()
+
+    def kernel(self, length: int):
+        if length > self.l_max:
+            raise ValueError(f"input length {length} exceeds l_max={self.l_max}; build S4 with l_max >= {length}")
+        Lambda, P, B, dt = self._system()
+
+        def k(C_tilde):
+            K = kernels.dplr_kernel(Lambda, P, B, self.complex(C_tilde), dt, self.l_max, c_tilde=True)
+            return K[:, :length]
+
+        return k(self.C), (k(self.C_reverse) if self.bidirectional else None)
+
+    def discrete_system(self):
+        Lambda, P, B, dt = self._system()
+        Abar, Bbar = kernels.discretize_dplr(Lambda, P, B, dt)
+        C = kernels.untruncate_output(Lambda, P, B, self.complex(self.C), dt, self.l_max)
+        return Abar, Bbar, jnp.concatenate([C, C.conj()], -1)
