@@ -80,27 +80,29 @@ class SequenceModel(nnx.Module):
         self.head = nnx.Linear(d_model, d_output, kernel_metadata={"group": "adamw"}, **kw)
         self.pool = pool
 
-    def _finish(self, h):
+    def _logits(self, h):
+        """Final norm and head; logits in float32 at least (float64 if h is)."""
         if self.final_norm is not None:
             h = self.final_norm(h)
-        return h
+        h = self.head(h)
+        return h.astype(jnp.promote_types(h.dtype, jnp.float32))
 
     def __call__(self, x, mask=None):
         """``x`` (batch, length) ids or (batch, length, d_input); ``mask`` (batch, length).
 
-        Returns float32 (batch, length, d_output), or (batch, d_output) when pooled.
+        Returns (batch, length, d_output), or (batch, d_output) when pooled; float32 at
+        least.
         """
         h = self.encoder(x)
         for block in self.blocks:
             h = block(h, mask=mask)
-        h = self._finish(h)
         if self.pool == "mean":
             w = jnp.ones(h.shape[:2], h.dtype) if mask is None else mask.astype(h.dtype)
             h = jnp.einsum("bl,bld->bd", w, h) / jnp.maximum(w.sum(1, keepdims=True), 1)
         elif self.pool == "last":
             last = h.shape[1] - 1 if mask is None else jnp.maximum(mask.sum(1) - 1, 0)
             h = h[jnp.arange(h.shape[0]), last]
-        return self.head(h).astype(jnp.float32)
+        return self._logits(h)
 
     # Recurrent inference (pool=None only) -------------------------------------------
     def _check_recurrent(self):
@@ -120,7 +122,7 @@ class SequenceModel(nnx.Module):
         for block, s in zip(self.blocks, state):
             h, s = block.step(h, s)
             new_state.append(s)
-        return self.head(self._finish(h)).astype(jnp.float32), new_state
+        return self._logits(h), new_state
 
     def prefill(self, x):
         """Run a prompt: ``x`` as in ``__call__`` -> ``(logits (batch, length, d_output), state)``."""
@@ -130,4 +132,4 @@ class SequenceModel(nnx.Module):
         for block in self.blocks:
             h, s = block.prefill(h)
             state.append(s)
-        return self.head(self._finish(h)).astype(jnp.float32), state
+        return self._logits(h), state

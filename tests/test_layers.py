@@ -1,0 +1,236 @@
+"""S4 and S4D layers, the residual block and the SequenceModel backbone."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from ssm.layers import S4, S4D, SequenceModel
+
+LAYER_KW = {
+    "s4d": dict(d_state=8),
+    "s4d-bilinear": dict(d_state=8, discretization="bilinear"),
+    "s4": dict(d_state=8, l_max=32),
+    "s4-legt": dict(d_state=8, l_max=32, measure="legt"),
+}
+
+
+def build(name, d_model=4, **kw):
+    cls = S4 if name.startswith("s4-") or name == "s4" else S4D
+    return cls(d_model, **{**LAYER_KW[name], **kw}, rngs=nnx.Rngs(0))
+
+
+def model(layer, **kw):
+    base = "s4" if layer.startswith("s4-") or layer == "s4" else "s4d"
+    layer_kwargs = {**LAYER_KW[layer], **kw.pop("layer_kwargs", {})}
+    args = dict(d_model=6, n_layers=2, d_output=3, d_input=2, layer=base, layer_kwargs=layer_kwargs)
+    return SequenceModel(**{**args, **kw}, rngs=nnx.Rngs(1))
+
+
+def run_steps(m, x):
+    """Feed x (batch, length, ...) one position at a time; stack the outputs."""
+    state = m.init_state(x.shape[0])
+    ys = []
+    for t in range(x.shape[1]):
+        y, state = m.step(x[:, t], state)
+        ys.append(y)
+    return jnp.stack(ys, 1), state
+
+
+def rel(a, b):
+    return float(jnp.linalg.norm((a - b).ravel()) / jnp.linalg.norm(b.ravel()))
+
+
+@pytest.mark.parametrize("layer", list(LAYER_KW))
+def test_step_equals_convolution_for_a_stack(layer, rng, x64):
+    m = model(layer, param_dtype=jnp.float64)
+    x = jnp.asarray(rng.normal(size=(2, 20, 2)))
+    conv = m(x)
+    steps, _ = run_steps(m, x)
+    err = rel(steps, conv)
+    print(f"{layer}: step vs convolution, relative error {err:.2e}")
+    assert conv.dtype == jnp.float64
+    assert err < 1e-9
+
+
+@pytest.mark.parametrize("layer", ["s4d", "s4"])
+def test_step_equals_convolution_in_float32(layer, rng):
+    m = model(layer)
+    x = jnp.asarray(rng.normal(size=(2, 24, 2)), jnp.float32)
+    err = rel(run_steps(m, x)[0], m(x))
+    print(f"{layer}: float32 step vs convolution, relative error {err:.2e}")
+    assert err < 1e-4
+
+
+@pytest.mark.parametrize("layer", ["s4d", "s4"])
+def test_prefill_then_steps_equals_full_pass(layer, rng, x64):
+    m = model(layer, param_dtype=jnp.float64)
+    x = jnp.asarray(rng.normal(size=(2, 16, 2)))
+    full = m(x)
+    y_prompt, state = m.prefill(x[:, :10])
+    ys = [y_prompt]
+    for t in range(10, 16):
+        y, state = m.step(x[:, t], state)
+        ys.append(y[:, None])
+    assert rel(jnp.concatenate(ys, 1), full) < 1e-9
+    _, state_steps = run_steps(m, x[:, :10])
+    _, state_prefill = m.prefill(x[:, :10])
+    for a, b in zip(state_prefill, state_steps):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def _finite_difference_check(layer, x, rng, n_checks=4, eps=1e-6):
+    graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
+    w = jnp.asarray(rng.normal(size=x.shape))
+
+    def loss(p):
+        return jnp.sum(nnx.merge(graphdef, p, rest)(x) * w)
+
+    grads = jax.grad(loss)(params)
+    flat_p, unravel = jax.flatten_util.ravel_pytree(params)
+    flat_g, _ = jax.flatten_util.ravel_pytree(grads)
+    assert np.all(np.isfinite(flat_g))
+    for i in rng.choice(flat_p.size, size=n_checks * 4, replace=False):
+        e = jnp.zeros_like(flat_p).at[i].set(eps)
+        fd = (loss(unravel(flat_p + e)) - loss(unravel(flat_p - e))) / (2 * eps)
+        np.testing.assert_allclose(flat_g[i], fd, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("layer", ["s4d", "s4"])
+def test_gradients_match_finite_differences(layer, rng, x64):
+    import jax.flatten_util  # noqa: F401
+
+    m = build(layer, d_model=2, param_dtype=jnp.float64)
+    x = jnp.asarray(rng.normal(size=(1, 8, 2)))
+    _finite_difference_check(m, x, rng)
+
+
+def test_jit_and_vmap_match_eager(rng):
+    m = build("s4d")
+    x = jnp.asarray(rng.normal(size=(3, 2, 12, 4)), jnp.float32)
+    graphdef, state = nnx.split(m)
+
+    @jax.jit
+    def apply(state, x):
+        return nnx.merge(graphdef, state)(x)
+
+    eager = jnp.stack([m(xi) for xi in x])
+    np.testing.assert_allclose(apply(state, x[0]), eager[0], rtol=1e-5, atol=1e-6)
+    mapped = jax.vmap(apply, in_axes=(None, 0))(state, x)
+    np.testing.assert_allclose(mapped, eager, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("layer", ["s4d", "s4"])
+def test_bf16_inputs_run_in_float32_inside(layer, rng):
+    m = build(layer)
+    x = jnp.asarray(rng.normal(size=(2, 16, 4)), jnp.float32)
+    y32 = m(x)
+    y16 = m(x.astype(jnp.bfloat16))
+    assert y16.dtype == jnp.bfloat16
+    err = rel(y16.astype(jnp.float32), y32)
+    print(f"{layer}: bf16 vs float32 output, relative error {err:.2e}")
+    assert err < 2e-2  # bf16 rounding of input and output (8 bits of mantissa)
+
+
+@pytest.mark.parametrize("layer", ["s4d", "s4"])
+def test_padded_positions_do_not_change_real_outputs(layer, rng):
+    m = model(layer, pool="mean")
+    lengths = [9, 14]
+    x = jnp.asarray(rng.normal(size=(2, 16, 2)), jnp.float32)  # garbage beyond each length
+    mask = jnp.arange(16)[None] < jnp.asarray(lengths)[:, None]
+    padded = m(x, mask=mask)
+    for i, n in enumerate(lengths):
+        alone = m(x[i : i + 1, :n])
+        np.testing.assert_allclose(padded[i], alone[0], rtol=1e-5, atol=1e-5)
+
+
+def test_padding_on_the_left_and_bidirectional(rng):
+    """Zeroed padding is exact on either side, for causal and bidirectional layers."""
+    for bidirectional in (False, True):
+        m = build("s4d", bidirectional=bidirectional)
+        x = jnp.asarray(rng.normal(size=(1, 10, 4)), jnp.float32)
+        alone = m(x)
+        junk = jnp.asarray(rng.normal(size=(1, 5, 4)), jnp.float32)
+        left = jnp.concatenate([junk, x], 1)
+        mask = jnp.arange(15)[None] >= 5
+        np.testing.assert_allclose(m(left, mask=mask)[:, 5:], alone, rtol=1e-5, atol=1e-5)
+        right = jnp.concatenate([x, junk], 1)
+        np.testing.assert_allclose(m(right, mask=mask[:, ::-1])[:, :10], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_bidirectional_output_depends_on_the_future_and_has_no_step(rng):
+    m = build("s4", bidirectional=True)
+    x = jnp.asarray(rng.normal(size=(1, 12, 4)), jnp.float32)
+    x2 = x.at[:, 8:].set(jnp.asarray(rng.normal(size=(1, 4, 4)), jnp.float32))
+    assert float(jnp.abs(m(x)[:, :8] - m(x2)[:, :8]).max()) > 1e-4
+    causal = build("s4")
+    np.testing.assert_allclose(causal(x)[:, :8], causal(x2)[:, :8], rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="bidirectional=True.*no recurrent mode"):
+        m.init_state(1)
+
+
+def test_dropout_only_in_training_mode(rng):
+    m = build("s4d", dropout=0.5)
+    x = jnp.asarray(rng.normal(size=(2, 8, 4)), jnp.float32)
+    a, b = m(x), m(x)
+    assert not np.allclose(a, b)
+    m.eval()
+    np.testing.assert_array_equal(m(x), m(x))
+
+
+def test_s4_rejects_inputs_longer_than_l_max(rng):
+    m = build("s4")  # l_max = 32
+    with pytest.raises(ValueError, match="length 40 exceeds l_max=32"):
+        m(jnp.zeros((1, 40, 4)))
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: S4D(4, d_state=7, rngs=nnx.Rngs(0)), "d_state=7 must be even"),
+        (lambda: S4D(0, rngs=nnx.Rngs(0)), "d_model=0 must be a positive integer"),
+        (lambda: S4D(4, init="fourier", rngs=nnx.Rngs(0)), "kind='fourier'"),
+        (lambda: S4D(4, discretization="euler", rngs=nnx.Rngs(0)), "discretization='euler'"),
+        (lambda: S4D(4, dropout=1.5, rngs=nnx.Rngs(0)), r"dropout=1.5 must be in \[0, 1\)"),
+        (lambda: S4D(4, dt_min=0.1, dt_max=0.01, rngs=nnx.Rngs(0)), "dt_min <= dt_max"),
+        (lambda: S4(4, measure="lmu", rngs=nnx.Rngs(0)), "measure='lmu' has no DPLR form"),
+        (lambda: S4(4, l_max=0, rngs=nnx.Rngs(0)), "l_max=0"),
+        (lambda: SequenceModel(d_model=4, n_layers=1, d_output=2, rngs=nnx.Rngs(0)), "exactly one of"),
+        (lambda: SequenceModel(d_model=4, n_layers=1, d_output=2, d_input=3, layer="lstm",
+                               rngs=nnx.Rngs(0)), "layer='lstm'"),
+    ],
+)
+def test_bad_construction_arguments_raise_clear_errors(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_bad_call_arguments_raise_clear_errors():
+    m = build("s4d")
+    with pytest.raises(ValueError, match=r"x has shape \(8, 4\); expected \(batch, length, 4\)"):
+        m(jnp.zeros((8, 4)))
+    with pytest.raises(ValueError, match=r"x has shape \(1, 8, 3\)"):
+        m(jnp.zeros((1, 8, 3)))
+    with pytest.raises(ValueError, match=r"mask has shape \(1, 7\)"):
+        m(jnp.zeros((1, 8, 4)), mask=jnp.ones((1, 7), bool))
+    with pytest.raises(ValueError, match=r"x_t has shape"):
+        m.step(jnp.zeros((1, 8, 4)), m.init_state(1))
+    pooled = model("s4d", pool="last")
+    with pytest.raises(ValueError, match="pool='last'"):
+        pooled.init_state(1)
+
+
+def test_sequence_model_pools_and_token_inputs(rng):
+    m = SequenceModel(d_model=8, n_layers=1, d_output=5, vocab_size=7, pool=None,
+                      layer_kwargs=dict(d_state=4), rngs=nnx.Rngs(0))
+    ids = jnp.asarray(rng.integers(0, 7, size=(2, 9)))
+    logits = m(ids)
+    assert logits.shape == (2, 9, 5) and logits.dtype == jnp.float32
+    last = SequenceModel(d_model=8, n_layers=1, d_output=5, vocab_size=7, pool="last",
+                         layer_kwargs=dict(d_state=4), rngs=nnx.Rngs(0))
+    mask = jnp.arange(9)[None] < jnp.asarray([[4], [9]])
+    pooled = last(ids, mask=mask)
+    assert pooled.shape == (2, 5)
+    # "last" reads the last real token: the first row equals its 4-token prefix run alone.
+    np.testing.assert_allclose(pooled[0], last(ids[:1, :4])[0], rtol=1e-5, atol=1e-5)

@@ -1,0 +1,63 @@
+"""Linen users: the same layers through ``ssm.linen`` train via ``variables["params"]``."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import linen as nn
+from flax import nnx
+
+import ssm.linen
+from ssm.layers import S4D
+
+
+class Classifier(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = ssm.linen.S4D(4, d_state=4)(x)
+        x = ssm.linen.S4(4, d_state=4, l_max=16)(x)
+        return nn.Dense(2)(x.mean(1))
+
+
+def test_linen_model_trains_and_its_ssm_parameters_change(rng):
+    x = jnp.asarray(rng.normal(size=(8, 16, 4)), jnp.float32)
+    y = jnp.asarray(rng.integers(0, 2, size=8))
+    model = Classifier()
+    variables = model.init(jax.random.key(0), x)
+    assert set(variables) == {"params"}
+    params = variables["params"]
+
+    def loss(p):
+        logits = model.apply({"params": p}, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    tx = optax.adam(3e-2)
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def train_step(p, s):
+        value, grads = jax.value_and_grad(loss)(p)
+        updates, s = tx.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, value
+
+    p, losses = params, []
+    for _ in range(15):
+        p, opt_state, value = train_step(p, opt_state)
+        losses.append(float(value))
+    print("linen losses:", [round(v, 4) for v in losses])
+    assert losses[-1] < 0.8 * losses[0]
+    for layer in ("ToLinen_0", "ToLinen_1"):
+        old, new = nn.unbox(params)[layer], nn.unbox(p)[layer]
+        for name in ("log_dt", "log_A_real", "A_imag", "B", "C", "D"):
+            assert not np.allclose(old[name], new[name]), (layer, name)
+
+
+def test_linen_layer_equals_the_nnx_layer_with_the_same_parameters(rng):
+    x = jnp.asarray(rng.normal(size=(2, 10, 4)), jnp.float32)
+    layer = ssm.linen.S4D(4, d_state=4)
+    params = layer.init(jax.random.key(1), x)["params"]
+    nnx_layer = S4D(4, d_state=4, rngs=nnx.Rngs(5))
+    graphdef, state = nnx.split(nnx_layer)
+    state.replace_by_pure_dict(nn.unbox(params))
+    np.testing.assert_allclose(layer.apply({"params": params}, x), nnx.merge(graphdef, state)(x),
+                               rtol=1e-6, atol=1e-6)
