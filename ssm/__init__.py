@@ -1,0 +1,26 @@
+"""ssm: state-space sequence models in JAX.
+
+Submodules load on first use, so ``import ssm`` stays light:
+
+- ``ssm.hippo``    HiPPO matrices, DPLR form, S4D initializations (NumPy float64)
+- ``ssm.kernels``  discretization, S4D/S4 convolution kernels, FFT convolution
+- ``ssm.layers``   Flax NNX layers: S4, S4D, ResidualBlock, SequenceModel
+- ``ssm.linen``    the same layers for Linen
+- ``ssm.groups``   parameter groups for optimizers
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = ("bench", "groups", "hippo", "kernels", "layers", "linen")
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"ssm.{name}")
+    raise AttributeError(f"module 'ssm' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_SUBMODULES])
