@@ -133,21 +133,30 @@ def info(p: ListOpsParams) -> TaskInfo:
     return TaskInfo("classification", p.seq_len, len(VOCAB), None, 10)
 
 
-def _tree(rnd: random.Random, depth: int, max_depth: int, max_args: int, out: list[int]) -> int:
-    """LRA's ``generate_tree``, emitting token ids into ``out`` and returning the value."""
-    r = rnd.random() if depth < max_depth else 1
-    if r > VALUE_P:
-        value = rnd.choice(range(10))
+def _tree_sampler(rnd: random.Random, max_depth: int, max_args: int):
+    """LRA's ``generate_tree`` as ``tree(depth, out) -> value``, emitting token ids into
+    the list ``out``. It draws exactly as LRA does: ``random()`` per node above
+    ``max_depth``, ``choice(range(10))`` per leaf, ``randint(2, max_args)`` then the
+    arguments then ``choice(OPERATORS)`` per operator; calling ``_randbelow`` (what those
+    methods reduce to) directly halves the time."""
+    random_, below = rnd.random, rnd._randbelow
+    op_ids, end_id = tuple(TOKEN_ID[op] for op in OPERATORS), TOKEN_ID[END]
+
+    def tree(depth: int, out: list[int]) -> int:
+        if depth < max_depth and random_() <= VALUE_P:
+            n_args = 2 + below(max_args - 1)  # randint(2, max_args)
+            head = len(out)
+            out.append(PAD)  # the operator is drawn after its arguments
+            args = [tree(depth + 1, out) for _ in range(n_args)]
+            k = below(len(OPERATORS))  # choice(OPERATORS)
+            out[head] = op_ids[k]
+            out.append(end_id)
+            return apply(OPERATORS[k], args)
+        value = below(10)  # choice(range(10))
         out.append(DIGIT_IDS[value])
         return value
-    n_args = rnd.randint(2, max_args)
-    head = len(out)
-    out.append(PAD)  # the operator is drawn after its arguments, as in LRA
-    args = [_tree(rnd, depth + 1, max_depth, max_args, out) for _ in range(n_args)]
-    op = rnd.choice(OPERATORS)
-    out[head] = TOKEN_ID[op]
-    out.append(TOKEN_ID[END])
-    return apply(op, args)
+
+    return tree
 
 
 def _pack(rows: list[bytes], labels: list[int], seq_len: int) -> Columns:
@@ -163,8 +172,8 @@ def _pack(rows: list[bytes], labels: list[int], seq_len: int) -> Columns:
 
 def generate(p: ListOpsParams, n: int, seed: int) -> Columns:
     """Returns ``inputs`` int32 (n, seq_len), ``targets`` int32 (n,) in 0..9 and
-    ``length`` int32 (n,). One Python tree per example (about 0.8 ms each at the defaults)."""
-    rnd = random.Random(seed)
+    ``length`` int32 (n,). One Python tree per example (about 0.6 ms each at the defaults)."""
+    tree = _tree_sampler(random.Random(seed), p.max_depth, p.max_args)
     seen: set[bytes] = set()
     rows, labels = [], []
     attempts, max_attempts = 0, 1000 * n + 10_000
@@ -176,7 +185,7 @@ def generate(p: ListOpsParams, n: int, seed: int) -> Columns:
                 f"{p.max_length} in {max_attempts} trees; widen the bounds or ask for fewer examples"
             )
         out: list[int] = []
-        value = _tree(rnd, 1, p.max_depth, p.max_args, out)
+        value = tree(1, out)
         if not p.min_length < len(out) < p.max_length:
             continue
         ids = bytes(out)  # the set shares these objects with ``rows``
