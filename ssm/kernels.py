@@ -8,12 +8,15 @@ position, ``r`` rank of the low-rank correction. All kernels are real, shape
 Memory: the naive kernels materialize (H, N/2, L) tensors (s4#51, annotated-s4
 PR#59). Here both kernels evaluate their sums over positions or frequencies in
 chunks under ``jax.checkpoint``, so forward and backward hold O(H (N + L)) plus one
-(H, N/2, chunk) block.
+(H, N/2, chunk) block. The exception is :func:`dplr_kernel` given the plain ``C``:
+truncating it costs O(H N^2 log L) (dense powers of Abar, kept for the backward
+pass), which is why the S4 layer stores the truncated ``C~`` instead, as S4 does.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, Literal
 
 import jax
@@ -28,9 +31,9 @@ CHUNK = 256  # positions (or frequencies) evaluated at once in the kernel sums
 
 
 def _check_length(length) -> int:
-    if isinstance(length, bool) or not isinstance(length, int) or length <= 0:
-        raise ValueError(f"length={length!r} must be a positive Python int")
-    return length
+    if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length <= 0:
+        raise ValueError(f"length={length!r} must be a positive integer (static, not traced)")
+    return int(length)
 
 
 def _check_channels(**arrays) -> int:

@@ -9,6 +9,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # No network at run time: datasets and the hub stay offline in every test.
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Eight CPU devices, so data-parallel training can be tested against one device.
+# Single-device code is unaffected: it runs on the first device.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+# Small NumPy matrix products in the float64 references must not spawn BLAS threads
+# that fight the test workers for two cores (a 64x64 product went 2.7 us -> 375 us).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 # One compilation cache for the whole suite, inside the repo's ignored files.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(ROOT / ".cache" / "jax"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
