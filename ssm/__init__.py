@@ -7,13 +7,15 @@ Submodules load on first use, so ``import ssm`` stays light:
 - ``ssm.layers``   Flax NNX layers: S4, S4D, ResidualBlock, SequenceModel
 - ``ssm.linen``    the same layers for Linen
 - ``ssm.groups``   parameter groups for optimizers
+- ``ssm.data``     generated tasks as Hugging Face datasets, and their batches
+- ``ssm.train``    configs, trainer, checkpoints, metrics
 """
 
 import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("bench", "groups", "hippo", "kernels", "layers", "linen")
+_SUBMODULES = ("bench", "data", "groups", "hippo", "kernels", "layers", "linen", "train")
 
 
 def __getattr__(name):

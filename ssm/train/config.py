@@ -1,0 +1,344 @@
+"""Experiment configuration: typed, frozen dataclasses are the schema; YAML files
+under ``configs/`` are experiments; ``--set a.b=value`` overrides on the command line.
+
+A YAML file may start with ``extends: other.yaml`` (a path relative to the file);
+its mapping is merged over the other's, key by key. Unknown keys, wrong types and
+impossible values raise :class:`ConfigError` before any work starts, naming the
+key's path, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import pathlib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key's path."""
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: :class:`ssm.layers.SequenceModel` with one kind of sequence layer."""
+
+    layer: str = "s4d"  # a name in ssm.layers.LAYERS
+    d_model: int = 64
+    n_layers: int = 2
+    layer_kwargs: dict = field(default_factory=dict)  # options of the layer class
+    norm: str = "layer"
+    prenorm: bool = True
+    activation: str = "gelu"
+    post: str | None = "glu"
+    dropout: float = 0.0
+    pool: str = "auto"  # auto: none for token tasks, mean for classification, last for regression
+
+    def check(self, path: str) -> None:
+        from ssm.layers import LAYERS
+        from ssm.layers.block import ACTIVATIONS, NORMS, POSTS
+
+        choose(f"{path}.layer", self.layer, tuple(LAYERS))
+        positive(f"{path}.d_model", self.d_model)
+        positive(f"{path}.n_layers", self.n_layers)
+        choose(f"{path}.norm", self.norm, NORMS)
+        choose(f"{path}.activation", self.activation, tuple(ACTIVATIONS))
+        choose(f"{path}.post", self.post, POSTS)
+        rate(f"{path}.dropout", self.dropout)
+        choose(f"{path}.pool", self.pool, ("auto", "none", "mean", "last"))
+        signature = inspect.signature(LAYERS[self.layer].__init__).parameters
+        options = tuple(k for k, p in signature.items() if p.kind is p.KEYWORD_ONLY and k != "rngs")
+        for key in self.layer_kwargs:
+            if key not in options:
+                raise ConfigError(f"{path}.layer_kwargs.{key}: not an option of layer "
+                                  f"{self.layer!r}; valid options: {options}")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """The data: a task of :data:`ssm.data.TASKS`, its parameters and split sizes."""
+
+    name: str = "copying"
+    params: dict = field(default_factory=dict)  # fields of the task's parameter dataclass
+    sizes: dict = field(default_factory=dict)  # examples per split: train, validation, test
+    seed: int = 0
+    cache_dir: str = ".cache/datasets"
+    data_dir: str | None = None  # local files some tasks read (ListOps TSVs, text)
+
+    def check(self, path: str) -> None:
+        from ssm.data import TASKS
+
+        choose(f"{path}.name", self.name, tuple(TASKS))
+        params_cls = TASKS[self.name].params
+        fields = tuple(f.name for f in dataclasses.fields(params_cls))
+        for key in self.params:
+            if key not in fields:
+                raise ConfigError(f"{path}.params.{key}: not a parameter of task {self.name!r}; "
+                                  f"valid parameters: {fields}")
+        try:
+            params_cls(**self.params)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{path}.params: {e}") from None
+        for key, value in self.sizes.items():
+            choose(f"{path}.sizes", key, ("train", "validation", "test"))
+            positive(f"{path}.sizes.{key}", value)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with the parameter groups of :mod:`ssm.groups`."""
+
+    name: str = "adamw"
+    lr: float = 3e-3
+    ssm_lr: float = 1e-3  # learning rate of the SSM dynamics (no weight decay)
+    weight_decay: float = 0.01
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    grad_clip: float | None = 1.0  # global-norm clip; null: off
+
+    def check(self, path: str) -> None:
+        choose(f"{path}.name", self.name, ("adamw",))
+        positive(f"{path}.lr", self.lr)
+        positive(f"{path}.ssm_lr", self.ssm_lr)
+        nonnegative(f"{path}.weight_decay", self.weight_decay)
+        for key in ("b1", "b2"):
+            rate(f"{path}.{key}", getattr(self, key))
+        positive(f"{path}.eps", self.eps)
+        if self.grad_clip is not None:
+            positive(f"{path}.grad_clip", self.grad_clip)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Linear warmup, then cosine (or linear, or constant) decay, for every group."""
+
+    warmup_steps: int = 100
+    decay: str = "cosine"
+    min_lr_ratio: float = 0.0  # final lr / peak lr
+
+    def check(self, path: str) -> None:
+        nonnegative(f"{path}.warmup_steps", self.warmup_steps)
+        choose(f"{path}.decay", self.decay, ("cosine", "linear", "constant"))
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"{path}.min_lr_ratio: {self.min_lr_ratio!r} must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    steps: int = 1000
+    batch_size: int = 32  # global, over all devices
+    eval_every: int = 250
+    eval_batch_size: int | None = None  # default: batch_size
+    log_every: int = 20
+    seed: int = 0
+    devices: int | None = None  # local devices to use (default: all)
+
+    def check(self, path: str) -> None:
+        for key in ("steps", "batch_size", "eval_every", "log_every"):
+            positive(f"{path}.{key}", getattr(self, key))
+        for key in ("eval_batch_size", "devices"):
+            if getattr(self, key) is not None:
+                positive(f"{path}.{key}", getattr(self, key))
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    progress: bool = True  # live progress bar (on a terminal)
+    plot: bool = True  # metrics.png at the end
+    tensorboard: bool = False  # also write TensorBoard events (needs tensorboardX)
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every: int = 250
+    keep: int = 3
+
+    def check(self, path: str) -> None:
+        positive(f"{path}.every", self.every)
+        positive(f"{path}.keep", self.keep)
+
+
+@dataclass(frozen=True)
+class DistributedConfig:
+    """Multi-host: ``jax.distributed.initialize`` before anything else."""
+
+    multihost: bool = False
+    coordinator_address: str | None = None  # host:port; null: auto-detect (TPU, SLURM)
+    num_processes: int | None = None
+    process_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+    def check(self, path: str = "") -> None:
+        if self.schedule.warmup_steps > self.trainer.steps:
+            raise ConfigError(f"schedule.warmup_steps: {self.schedule.warmup_steps} exceeds "
+                              f"trainer.steps={self.trainer.steps}")
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def choose(path: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{path}: {value!r} is not one of {choices}")
+
+
+def positive(path: str, value) -> None:
+    if not value > 0:
+        raise ConfigError(f"{path}: {value!r} must be > 0")
+
+
+def nonnegative(path: str, value) -> None:
+    if not value >= 0:
+        raise ConfigError(f"{path}: {value!r} must be >= 0")
+
+
+def rate(path: str, value) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"{path}: {value!r} must be in [0, 1)")
+
+
+# ------------------------------------------------------------------------ conversions
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(path: str, value, tp):
+    """``value`` as the annotated type ``tp``, or ConfigError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(path, value, arg)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{path}: expected {' or '.join(_type_name(a) for a in args)}, "
+                          f"got {value!r} ({type(value).__name__})")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 3e-4 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
+    if tp is dict and isinstance(value, dict):
+        return dict(value)
+    if isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+
+
+def from_dict(cls, data, path: str = ""):
+    """Build the dataclass ``cls`` from a mapping, checking keys, types and values."""
+    where = path or "config"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r} ({type(data).__name__})")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise ConfigError(f"{_join(path, key)}: unknown key; valid keys: {tuple(sorted(fields))}")
+    values = {k: _convert(_join(path, k), v, hints[k]) for k, v in data.items()}
+    obj = cls(**values)
+    if hasattr(obj, "check"):
+        obj.check(path)
+    return obj
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+def merge(base: dict, over: dict) -> dict:
+    """Deep merge: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | pathlib.Path, _seen: tuple = ()) -> dict:
+    """A YAML experiment with its ``extends:`` chain resolved."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    if path.resolve() in _seen:
+        raise ConfigError(f"config file {str(path)!r} extends itself (cycle: {[str(p) for p in _seen]})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top, got {type(data).__name__}")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    base = read_yaml(path.parent / parent, (*_seen, path.resolve()))
+    return merge(base, data)
+
+
+def apply_override(data: dict, assignment: str) -> dict:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to a nested mapping."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected key.path=value")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    parts = key.split(".")
+    update: Any = value
+    for part in reversed(parts):
+        update = {part: update}
+    return merge(data, update)
+
+
+def load_config(path=None, overrides: list[str] = ()) -> Config:
+    """The experiment at ``path`` (or the defaults) with ``--set`` overrides applied."""
+    data = read_yaml(path) if path is not None else {}
+    for assignment in overrides:
+        data = apply_override(data, assignment)
+    return from_dict(Config, data)
+
+
+def dump(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)

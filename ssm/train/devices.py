@@ -1,0 +1,51 @@
+"""Devices: the data-parallel mesh, and global batches from process-local data."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ssm.train.config import ConfigError, DistributedConfig
+
+DATA = "data"
+
+
+def initialize(config: DistributedConfig) -> None:
+    """``jax.distributed.initialize`` when the config asks for multi-host."""
+    if config.multihost:
+        jax.distributed.initialize(config.coordinator_address, config.num_processes, config.process_id)
+
+
+def data_mesh(n_devices: int | None, batch_size: int) -> Mesh:
+    """A 1-d mesh over the devices (axis ``"data"``); all of them by default.
+
+    With several processes every device of every process joins; ``n_devices``
+    picks the first local ones of a single process.
+    """
+    if jax.process_count() > 1:
+        devices = jax.devices()
+    else:
+        local = jax.local_devices()
+        if n_devices is not None and n_devices > len(local):
+            raise ConfigError(f"trainer.devices: {n_devices} asked, but only {len(local)} local devices exist")
+        devices = local[: n_devices or len(local)]
+    if batch_size % len(devices):
+        raise ConfigError(f"trainer.batch_size: {batch_size} must be divisible by the {len(devices)} devices")
+    return Mesh(np.asarray(devices), (DATA,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def process_rows(batch_size: int) -> slice:
+    """The rows of a global batch that this process loads."""
+    per = batch_size // jax.process_count()
+    return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+
+
+def shard_batch(batch: dict, mesh: Mesh) -> dict:
+    """Process-local numpy rows -> global arrays split over ``"data"``."""
+    sharding = NamedSharding(mesh, PartitionSpec(DATA))
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}

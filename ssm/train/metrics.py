@@ -1,0 +1,101 @@
+"""What a run writes about itself: metrics as JSON lines, a live progress bar,
+optional TensorBoard events, and a plot at the end."""
+
+from __future__ import annotations
+
+import json
+import math
+import pathlib
+import sys
+import warnings
+
+TIMING = ("tokens_per_s", "step_time_s", "wall_time_s")  # fields that differ between identical runs
+
+
+class MetricsLog:
+    """``metrics.jsonl`` in the run folder: one record per line, flushed at once."""
+
+    def __init__(self, path: pathlib.Path, *, tensorboard: bool = False):
+        self.path = pathlib.Path(path)
+        self.writer = _tensorboard(self.path.parent) if tensorboard else None
+
+    def truncate_after(self, step: int) -> None:
+        """Drop records past ``step`` (a resumed run recomputes them): no step twice."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= step]
+        self.path.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key != "step":
+                    self.writer.add_scalar(f"{record['split']}/{key}", value, record["step"])
+            self.writer.flush()
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def _tensorboard(directory: pathlib.Path):
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        warnings.warn("logging.tensorboard is on but tensorboardX is not installed "
+                      "(pip install tensorboardX); writing JSON lines only", stacklevel=3)
+        return None
+    return SummaryWriter(str(directory / "tensorboard"))
+
+
+class Progress:
+    """A tqdm bar over steps showing loss, accuracy and tokens/s; silent off a terminal."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=initial, disable=None if enabled else True,
+                        dynamic_ncols=True, unit="step", file=sys.stderr)
+
+    def update(self, n: int, record: dict | None = None) -> None:
+        self.bar.update(n)
+        if record is not None:
+            shown = {"loss": f"{record['loss']:.4f}"}
+            if "accuracy" in record:
+                shown["acc"] = f"{record['accuracy']:.3f}"
+            if "tokens_per_s" in record:
+                shown["tok/s"] = f"{record['tokens_per_s']:.3g}"
+            self.bar.set_postfix(shown, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def plot(records: list[dict], path: pathlib.Path) -> None:
+    """Loss (and accuracy, when there is one) against step, train and validation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ["loss"] + (["accuracy"] if any("accuracy" in r for r in records) else [])
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for split, style in (("train", "-"), ("validation", "o-")):
+            points = [(r["step"], r[key]) for r in records
+                      if r["split"] == split and key in r and math.isfinite(r[key])]
+            if points:
+                ax.plot(*zip(*points), style, label=split, markersize=3)
+        ax.set_xlabel("step")
+        ax.set_ylabel(key)
+        if key == "loss":
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

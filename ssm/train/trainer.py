@@ -1,0 +1,262 @@
+"""``train_and_evaluate(config, workdir)``: one experiment, start to finish.
+
+The run folder holds ``config.yaml`` (the resolved config), ``metrics.jsonl``,
+``checkpoints/``, ``metrics.png`` and ``summary.json``. Running the same command
+again in the same folder resumes from the latest checkpoint and ends exactly as
+an uninterrupted run would: the data order is a pure function of (seed, step),
+the dropout streams are part of the checkpointed state, and metrics logged after
+the checkpoint are recomputed rather than kept twice.
+
+One jitted step updates the split NNX state (``nnx.split(model, nnx.Param, ...)``)
+with Optax; the batch is sharded over a 1-d ``"data"`` mesh of every device.
+A step whose loss or gradient is not finite is not applied; the run then stops
+at the next check with a clear message, and its last checkpoint stays good.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+import yaml
+from flax import nnx
+
+from ssm import data
+from ssm.layers import SequenceModel
+from ssm.train import devices
+from ssm.train.checkpoint import Checkpoints
+from ssm.train.config import Config, ConfigError, dump, to_dict
+from ssm.train.metrics import MetricsLog, Progress, plot
+from ssm.train.objectives import objective, summarize
+from ssm.train.optimizer import build_optimizer
+
+POOL = {"tokens": None, "classification": "mean", "regression": "last"}
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training produced a NaN or infinite loss (or gradient)."""
+
+
+def build_model(config: Config, info: "data.TaskInfo", rngs: nnx.Rngs) -> SequenceModel:
+    """The experiment's network, sized by the task (vocabulary, outputs, length)."""
+    m = config.model
+    layer_kwargs = dict(m.layer_kwargs)
+    if m.layer == "s4":
+        layer_kwargs.setdefault("l_max", info.seq_len)
+    pool = POOL[info.kind] if m.pool == "auto" else (None if m.pool == "none" else m.pool)
+    return SequenceModel(
+        d_model=m.d_model, n_layers=m.n_layers, d_output=info.d_output,
+        vocab_size=info.vocab_size, d_input=info.d_input, layer=m.layer, layer_kwargs=layer_kwargs,
+        norm=m.norm, prenorm=m.prenorm, activation=m.activation, post=m.post, dropout=m.dropout,
+        pool=pool, rngs=rngs,
+    )
+
+
+def _zero_accumulators():
+    """Per-log-interval sums, kept on device and checkpointed with the state."""
+    zero = lambda: jnp.zeros((), jnp.float32)  # noqa: E731  (distinct buffers: the state is donated)
+    return {"loss": zero(), "correct": zero(), "count": zero(), "steps": jnp.zeros((), jnp.int32),
+            "nonfinite_step": jnp.full((), -1, jnp.int32), "nonfinite_loss": zero()}
+
+
+def make_train_step(graphdef, tx, kind: str):
+    """``(state, batch, step) -> state``: one optimizer step on the split NNX state."""
+
+    def train_step(state, batch, step):
+        def loss_fn(params, rest):
+            model = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables in this trace (flax#5050)
+            sums = objective(kind, model(batch["inputs"], mask=batch["mask"]), batch)
+            rest = nnx.split(model, nnx.Param, ...)[2]  # advanced dropout streams
+            return sums["loss"] / jnp.maximum(sums["count"], 1.0), (sums, rest)
+
+        (loss, (sums, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], state["rest"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
+        old = {k: state[k] for k in ("params", "rest", "opt_state")}
+        new = {"params": optax.apply_updates(state["params"], updates), "rest": rest, "opt_state": opt_state}
+        kept = jax.lax.cond(finite, lambda: new, lambda: old)
+        acc = state["acc"]
+        first_bad = (acc["nonfinite_step"] < 0) & ~finite
+        acc = {
+            **{k: acc[k] + jnp.where(finite, sums[k], 0.0) for k in ("loss", "correct", "count")},
+            "steps": acc["steps"] + 1,
+            "nonfinite_step": jnp.where(first_bad, step, acc["nonfinite_step"]),
+            "nonfinite_loss": jnp.where(first_bad, loss, acc["nonfinite_loss"]),
+        }
+        return {**kept, "acc": acc}
+
+    return train_step
+
+
+def make_eval_step(graphdef, kind: str):
+    """``(params, rest, batch) -> sums`` in evaluation mode (no dropout)."""
+
+    def eval_step(params, rest, batch):
+        model = nnx.merge(graphdef, params, rest)
+        return objective(kind, model(batch["inputs"], mask=batch["mask"]), batch)
+
+    return eval_step
+
+
+def _check_run_folder(config: Config, workdir: pathlib.Path) -> None:
+    """A run folder belongs to one experiment: resuming with another config is an error."""
+    saved = workdir / "config.yaml"
+    if not saved.exists():
+        saved.write_text(dump(config))
+        return
+    old, new = yaml.safe_load(saved.read_text()), to_dict(config)
+    old.pop("logging", None), new.pop("logging", None)
+    if old != new:
+        diff = sorted(_diff_keys(old, new))
+        raise ConfigError(f"run folder {str(workdir)!r} holds a run with another config "
+                          f"(differs at {diff}); use another --workdir or the same config")
+
+
+def _diff_keys(a, b, prefix=""):
+    for key in set(a) | set(b):
+        path = f"{prefix}{key}"
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            yield from _diff_keys(a[key], b[key], path + ".")
+        elif a.get(key) != b.get(key):
+            yield path
+
+
+def train_and_evaluate(config: Config, workdir) -> dict:
+    """Train ``config`` in ``workdir`` (resuming if it holds a checkpoint); returns the summary."""
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    _check_run_folder(config, workdir)
+    devices.initialize(config.distributed)
+    t, task = config.trainer, config.task
+    import datasets
+
+    datasets.disable_progress_bars()  # building a cache is quick; its bars only clutter the log
+    splits, info = data.load_task(task.name, task.params, seed=task.seed, sizes=task.sizes or None,
+                                  cache_dir=task.cache_dir, data_dir=task.data_dir)
+    mesh = devices.data_mesh(t.devices, t.batch_size)
+    eval_batch_size = t.eval_batch_size or t.batch_size
+    devices.data_mesh(t.devices, eval_batch_size)  # checks divisibility
+    rows, eval_rows = devices.process_rows(t.batch_size), devices.process_rows(eval_batch_size)
+
+    model = build_model(config, info, nnx.Rngs(t.seed))
+    tx, schedules = build_optimizer(model, config.optim, config.schedule, t.steps)
+    train_graph, params, rest = nnx.split(model, nnx.Param, ...)
+    model.eval()
+    eval_graph = nnx.split(model, nnx.Param, ...)[0]
+    n_params = sum(x.size for x in jax.tree.leaves(params))
+    state = {"params": params, "rest": rest, "opt_state": tx.init(params), "acc": _zero_accumulators()}
+    state = jax.device_put(state, devices.replicated(mesh))
+
+    checkpoints = Checkpoints(workdir / "checkpoints", every=config.checkpoint.every, keep=config.checkpoint.keep)
+    log = MetricsLog(workdir / "metrics.jsonl", tensorboard=config.logging.tensorboard)
+    summary_path = workdir / "summary.json"
+    start = 0
+    if checkpoints.latest_step() is not None:
+        state, meta = checkpoints.restore(state)
+        start = meta["step"]
+        log.truncate_after(start)
+        if start >= t.steps and summary_path.exists():
+            checkpoints.close()
+            print(f"{workdir}: already trained for {start} steps; summary in {summary_path}")
+            return json.loads(summary_path.read_text())
+        print(f"{workdir}: resuming from step {start}")
+
+    train_step = jax.jit(make_train_step(train_graph, tx, info.kind), donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(eval_graph, info.kind))
+
+    def evaluate(split: str) -> dict:
+        sums = None
+        for batch in data.eval_batches(splits[split], eval_batch_size):
+            out = eval_step(state["params"], state["rest"], devices.shard_batch(
+                {k: v[eval_rows] for k, v in batch.items()}, mesh))
+            sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+        return summarize(jax.device_get(sums), info.kind)
+
+    def check_finite(step: int) -> None:
+        bad = int(state["acc"]["nonfinite_step"])
+        if bad >= 0:
+            value = float(state["acc"]["nonfinite_loss"])
+            last = checkpoints.latest_step()
+            checkpoints.close()
+            summary_path.write_text(json.dumps({"name": config.name, "status": "nonfinite",
+                                                "nonfinite_step": bad, "last_checkpoint": last}, indent=2))
+            raise NonFiniteLoss(
+                f"loss became {value} at step {bad + 1}; the update was not applied and training stopped "
+                f"at step {step}. The last good checkpoint is step {last} in {workdir / 'checkpoints'}. "
+                "Lower optim.lr, set optim.grad_clip, or check the data.")
+
+    tokens_per_step = t.batch_size * info.seq_len
+    progress = Progress(t.steps, start, config.logging.progress)
+    run_start = interval_start = time.perf_counter()
+    history: list[dict] = []
+    step = start
+    while step < t.steps:
+        batch = data.get_batch(splits["train"], step, t.batch_size, seed=t.seed)
+        state = train_step(state, devices.shard_batch({k: v[rows] for k, v in batch.items()}, mesh),
+                           jnp.asarray(step, jnp.int32))
+        step += 1
+        record = None
+        if step % t.log_every == 0 or step == t.steps:
+            acc = jax.device_get(state["acc"])
+            check_finite(step)
+            elapsed = time.perf_counter() - interval_start
+            record = {"step": step, "split": "train", **summarize(acc, info.kind),
+                      "lr": float(schedules["lr"](step)), "ssm_lr": float(schedules["ssm_lr"](step)),
+                      "tokens_per_s": int(acc["steps"]) * tokens_per_step / elapsed,
+                      "step_time_s": elapsed / int(acc["steps"]),
+                      "wall_time_s": time.perf_counter() - run_start}
+            log.write(record)
+            history.append(record)
+            state["acc"] = jax.device_put(_zero_accumulators(), devices.replicated(mesh))
+            interval_start = time.perf_counter()
+        progress.update(1, record)
+        if step % t.eval_every == 0 or step == t.steps:
+            result = {"step": step, "split": "validation", **evaluate("validation"),
+                      "wall_time_s": time.perf_counter() - run_start}
+            log.write(result)
+            progress.bar.write(_line(step, t.steps, history[-1] if history else None, result))
+            interval_start = time.perf_counter()  # evaluation time is not training throughput
+        if step % config.checkpoint.every == 0 or step == t.steps:
+            check_finite(step)
+            checkpoints.save(step, state, {"step": step, "data_position": step, "seed": t.seed})
+    progress.close()
+
+    test = {"step": step, "split": "test", **evaluate("test"), "wall_time_s": time.perf_counter() - run_start}
+    log.write(test)
+    checkpoints.close()
+    records = log.read()
+    validation = [r for r in records if r["split"] == "validation"]
+    summary = {
+        "name": config.name, "status": "completed", "steps": step, "parameters": n_params,
+        "devices": mesh.devices.size, "backend": jax.default_backend(),
+        "final": {"validation": _metrics(validation[-1]), "test": _metrics(test)},
+        "best_validation": max((_metrics(r) for r in validation), key=lambda r: r.get("accuracy", -r["loss"])),
+        "wall_time_s": time.perf_counter() - run_start,
+    }
+    summary_path.write_text(json.dumps(summary, indent=2))
+    if config.logging.plot and jax.process_index() == 0:
+        plot(records, workdir / "metrics.png")
+    print(f"{config.name}: test {_fmt(test)} ({summary['wall_time_s']:.0f} s); run folder {workdir}")
+    return summary
+
+
+def _metrics(record: dict) -> dict:
+    return {k: record[k] for k in ("step", "loss", "accuracy") if k in record}
+
+
+def _fmt(record: dict) -> str:
+    out = f"loss {record['loss']:.4f}"
+    if "accuracy" in record:
+        out += f" acc {record['accuracy']:.4f}"
+    return out
+
+
+def _line(step: int, total: int, train: dict | None, validation: dict) -> str:
+    head = f"step {step}/{total}"
+    if train is not None:
+        head += f"  train {_fmt(train)}"
+    return f"{head}  | validation {_fmt(validation)}"

@@ -1,0 +1,108 @@
+"""Experiment configs: YAML with `extends:`, `--set` overrides, and clear errors."""
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from ssm.train.config import Config, ConfigError, apply_override, dump, load_config
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+
+
+def write(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if isinstance(data, dict) else data)
+    return path
+
+
+def test_defaults_are_a_valid_config():
+    config = load_config(None)
+    assert config == Config()
+
+
+def test_extends_merges_key_by_key_and_set_overrides(tmp_path):
+    base = write(tmp_path, "base.yaml", {"name": "base", "model": {"d_model": 32, "n_layers": 3},
+                                         "optim": {"lr": 0.01}})
+    child = write(tmp_path, "child.yaml", "extends: base.yaml\nname: child\nmodel:\n  n_layers: 5\n")
+    config = load_config(child, ["optim.lr=3e-4", "trainer.steps=700", "model.layer_kwargs={d_state: 16}",
+                                 "optim.grad_clip=null"])
+    assert config.name == "child"
+    assert config.model.d_model == 32 and config.model.n_layers == 5  # inherited, overridden
+    assert config.optim.lr == 3e-4 and isinstance(config.optim.lr, float)
+    assert config.trainer.steps == 700
+    assert config.model.layer_kwargs == {"d_state": 16}
+    assert config.optim.grad_clip is None
+
+
+def test_dump_round_trips(tmp_path):
+    config = load_config(None, ["model.layer=s4", "task.params.l_noise=12", "name=x"])
+    again = load_config(write(tmp_path, "dumped.yaml", dump(config)))
+    assert again == config
+
+
+BAD = [
+    ({"bogus": 1}, r"bogus: unknown key; valid keys: \("),
+    ({"model": {"n_layer": 2}}, r"model\.n_layer: unknown key; valid keys: .*'n_layers'"),
+    ({"model": {"d_model": "big"}}, r"model\.d_model: expected int, got 'big' \(str\)"),
+    ({"trainer": {"steps": True}}, r"trainer\.steps: expected int, got True \(bool\)"),
+    ({"trainer": {"steps": 2.5}}, r"trainer\.steps: expected int, got 2\.5 \(float\)"),
+    ({"optim": {"lr": -1}}, r"optim\.lr: -1\.0 must be > 0"),
+    ({"model": {"layer": "lstm"}}, r"model\.layer: 'lstm' is not one of \('s4', 's4d'"),
+    ({"model": {"dropout": 1.0}}, r"model\.dropout: 1\.0 must be in \[0, 1\)"),
+    ({"model": {"layer_kwargs": {"d_stat": 8}}}, r"model\.layer_kwargs\.d_stat: not an option of layer 's4d'"),
+    ({"task": {"name": "sorting"}}, r"task\.name: 'sorting' is not one of \("),
+    ({"task": {"params": {"l_nois": 3}}}, r"task\.params\.l_nois: not a parameter of task 'copying'"),
+    ({"task": {"params": {"l_noise": -5}}}, r"task\.params: .*l_noise=-5"),
+    ({"task": {"sizes": {"dev": 10}}}, r"task\.sizes: 'dev' is not one of \('train', 'validation', 'test'\)"),
+    ({"schedule": {"decay": "step"}}, r"schedule\.decay: 'step' is not one of"),
+    ({"schedule": {"warmup_steps": 50}, "trainer": {"steps": 10}}, r"schedule\.warmup_steps: 50 exceeds"),
+    ({"optim": {"b2": 1.5}}, r"optim\.b2: 1\.5 must be in \[0, 1\)"),
+    ({"model": "s4"}, r"model: expected a mapping, got 's4' \(str\)"),
+]
+
+
+@pytest.mark.parametrize("data, match", BAD, ids=[m.split(":")[0].replace("\\", "") for _, m in BAD])
+def test_bad_configs_name_the_key_the_value_and_the_choices(tmp_path, data, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(write(tmp_path, "bad.yaml", data))
+
+
+def test_bad_files_and_overrides(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "broken.yaml", "model: [unclosed\n"))
+    a = write(tmp_path, "a.yaml", "extends: b.yaml\n")
+    write(tmp_path, "b.yaml", "extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(a)
+    with pytest.raises(ConfigError, match=r"--set 'optim\.lr': expected key\.path=value"):
+        apply_override({}, "optim.lr")
+    with pytest.raises(ConfigError, match=r"optim\.lr: expected float, got 'fast' \(str\)"):
+        load_config(None, ["optim.lr=fast"])
+
+
+def run_train(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "train.py", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_help_and_print_config_work_without_training():
+    out = run_train("--help")
+    assert out.returncode == 0 and "--set" in out.stdout and "--print-config" in out.stdout
+    out = run_train("--print-config", "--set", "model.d_model=48")
+    assert out.returncode == 0, out.stderr
+    printed = yaml.safe_load(out.stdout)
+    assert printed["model"]["d_model"] == 48 and printed["name"] == "default"
+    bad = run_train("--set", "model.layer=lstm")
+    assert bad.returncode == 2 and "model.layer: 'lstm' is not one of" in bad.stderr
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT / "configs")) for p in CONFIGS])
+def test_every_shipped_config_is_valid(path):
+    config = load_config(path)
+    assert config.name

@@ -1,0 +1,204 @@
+"""The trainer end to end: train.py as a subprocess, resume after SIGKILL (bitwise),
+NaN stop, data-parallel equality, and every shipped config for a few steps."""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from ssm.train import NonFiniteLoss, load_config, train_and_evaluate
+from ssm.train.metrics import TIMING
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# A few-second version of the default experiment.
+TINY = ["model.d_model=16", "model.n_layers=1", "model.layer_kwargs={d_state: 8}",
+        "task.params.l_noise=8", "task.params.l_memorize=4", "task.sizes={train: 256, validation: 32, test: 32}",
+        "trainer.batch_size=8", "trainer.devices=1", "trainer.log_every=5", "trainer.eval_every=10",
+        "schedule.warmup_steps=5", "logging.plot=false"]
+
+
+def tiny(tmp_path, *extra):
+    return [*TINY, f"task.cache_dir={tmp_path / 'cache'}", *extra]
+
+
+def run_train(args, workdir, **kw):
+    return subprocess.Popen([sys.executable, "train.py", *args, "--workdir", str(workdir)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def finish(proc, timeout=240):
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, out, err
+
+
+def records(workdir):
+    return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_timing(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def final_params(workdir):
+    import orbax.checkpoint as ocp
+
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    state = ocp.StandardCheckpointer().restore((workdir / "checkpoints" / str(steps[-1]) / "state").absolute())
+    return steps[-1], jax.tree.leaves(state["params"])
+
+
+def test_train_py_runs_end_to_end_and_writes_its_run_folder(tmp_path):
+    workdir = tmp_path / "run"
+    code, out, err = finish(run_train(["--set", *tiny(tmp_path, "trainer.steps=20", "logging.plot=true")], workdir))
+    assert code == 0, err
+    for name in ("config.yaml", "metrics.jsonl", "metrics.png", "summary.json", "checkpoints"):
+        assert (workdir / name).exists(), name
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 20
+    rows = records(workdir)
+    assert [r["step"] for r in rows if r["split"] == "train"] == [5, 10, 15, 20]
+    assert {"loss", "accuracy", "lr", "tokens_per_s"} <= set(rows[0])
+    assert "test" in out and str(workdir) in out
+    # Rerunning a finished run changes nothing.
+    code, out, _ = finish(run_train(["--set", *tiny(tmp_path, "trainer.steps=20", "logging.plot=true")], workdir))
+    assert code == 0 and "already trained" in out
+    assert records(workdir) == rows
+    # Another config in the same folder is refused before any work.
+    code, _, err = finish(run_train(["--set", *tiny(tmp_path, "trainer.steps=30")], workdir))
+    assert code == 2 and "another config" in err and "trainer.steps" in err
+
+
+def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
+    args = ["--set", *tiny(tmp_path, "trainer.steps=300", "checkpoint.every=10", "model.dropout=0.1")]
+    whole = tmp_path / "whole"
+    code, _, err = finish(run_train(args, whole))
+    assert code == 0, err
+
+    killed = tmp_path / "killed"
+    proc = run_train(args, killed)
+    deadline = time.time() + 180
+    while not (killed / "checkpoints" / "20").exists():
+        assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists(), "the run finished before the kill"
+    steps_at_kill = max(r["step"] for r in records(killed))
+    code, out, err = finish(run_train(args, killed))
+    assert code == 0, err
+    assert "resuming from step" in out
+
+    step_a, params_a = final_params(whole)
+    step_b, params_b = final_params(killed)
+    assert step_a == step_b == 300
+    for a, b in zip(params_a, params_b):
+        np.testing.assert_array_equal(a, b)
+    rows_a, rows_b = records(whole), records(killed)
+    keys_b = [(r["step"], r["split"]) for r in rows_b]
+    assert len(keys_b) == len(set(keys_b)), "a step was logged twice"
+    assert without_timing(rows_a) == without_timing(rows_b)
+    print(f"killed after step {steps_at_kill}, resumed, {len(rows_b)} records identical")
+
+
+def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    """A batch with NaN inputs (bad data) from step 12 on: the run must stop, say so,
+    and leave checkpoint 10 as the latest, with finite parameters."""
+    import ssm.data
+
+    real_get_batch = ssm.data.get_batch
+
+    def poisoned(dataset, step, batch_size, *, seed):
+        batch = real_get_batch(dataset, step, batch_size, seed=seed)
+        if step >= 12:
+            batch["inputs"] = np.full_like(batch["inputs"], np.nan)
+        return batch
+
+    monkeypatch.setattr(ssm.data, "get_batch", poisoned)
+    config = load_config(None, [
+        "task.name=adding", "task.params={seq_len: 16}", "task.sizes={train: 64, validation: 16, test: 16}",
+        f"task.cache_dir={tmp_path / 'cache'}", "model.d_model=8", "model.n_layers=1",
+        "model.layer_kwargs={d_state: 4}", "trainer.steps=40", "trainer.batch_size=8", "trainer.devices=1",
+        "trainer.log_every=5", "checkpoint.every=5", "schedule.warmup_steps=0", "logging.plot=false",
+        "logging.progress=false"])
+    workdir = tmp_path / "run"
+    with pytest.raises(NonFiniteLoss, match=r"loss became nan at step 13.*last good checkpoint is step 10"):
+        train_and_evaluate(config, workdir)
+    step, params = final_params(workdir)
+    assert step == 10
+    assert all(np.all(np.isfinite(p)) for p in params)
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["status"] == "nonfinite" and summary["last_checkpoint"] == 10
+
+
+def test_eight_devices_match_one_device(tmp_path):
+    assert jax.local_device_count() == 8, "tests/conftest.py sets 8 host devices"
+    results = {}
+    for n in (1, 8):
+        config = load_config(None, [*tiny(tmp_path, "trainer.steps=6", f"trainer.devices={n}",
+                                          "trainer.log_every=1", "trainer.eval_every=3",
+                                          "checkpoint.every=6", "logging.progress=false")])
+        train_and_evaluate(config, tmp_path / f"devices{n}")
+        results[n] = (records(tmp_path / f"devices{n}"), final_params(tmp_path / f"devices{n}")[1])
+    (rows1, params1), (rows8, params8) = results[1], results[8]
+    for r1, r8 in zip(rows1, rows8):
+        np.testing.assert_allclose(r8["loss"], r1["loss"], rtol=1e-5)
+    for a, b in zip(params1, params8):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    summary = json.loads((tmp_path / "devices8" / "summary.json").read_text())
+    assert summary["devices"] == 8
+
+
+def test_batch_must_divide_over_devices(tmp_path):
+    from ssm.train import ConfigError
+
+    config = load_config(None, [*tiny(tmp_path, "trainer.steps=10", "trainer.devices=8", "trainer.batch_size=12")])
+    with pytest.raises(ConfigError, match="trainer.batch_size: 12 must be divisible by the 8 devices"):
+        train_and_evaluate(config, tmp_path / "run")
+
+
+# Every shipped task x model config, shrunk, in this one process.
+SHRINK = {
+    "copying": ["task.params.l_noise=8"],
+    "selective_copying": ["task.params.l_noise=8", "task.params.l_memorize=4"],
+    "induction_heads": ["task.params.input_seq_len=12"],
+    "associative_recall": ["task.params.input_seq_len=12"],
+    "mqar": ["task.params={vocab_size: 64, input_seq_len: 16, num_kv_pairs: 2}"],
+    "adding": ["task.params.seq_len=16"],
+    "listops": ["task.params={max_depth: 3, min_length: 5, max_length: 40, seq_len: 40}"],
+    "text": ["task.params.seq_len=16"],
+}
+MODEL_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*/*.yaml") if p.stem != "task")
+
+
+def test_every_task_has_configs_for_every_model():
+    from ssm.data import TASKS
+    from ssm.layers import LAYERS
+
+    shipped = {(p.parent.name, p.stem) for p in MODEL_CONFIGS}
+    assert shipped == {(t, m) for t in TASKS for m in LAYERS}
+    assert set(SHRINK) == set(TASKS)
+
+
+@pytest.mark.parametrize("path", MODEL_CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in MODEL_CONFIGS])
+def test_shipped_config_trains_a_few_steps(path, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+    overrides = [*SHRINK[path.parent.name], "model.d_model=8", "model.n_layers=1",
+                 "model.layer_kwargs.d_state=4", "trainer.steps=2", "trainer.batch_size=4",
+                 "trainer.eval_every=2", "trainer.devices=1", "checkpoint.every=2",
+                 "schedule.warmup_steps=1", "task.sizes={train: 8, validation: 4, test: 4}",
+                 f"task.cache_dir={tmp_path / 'cache'}", "logging.progress=false", "logging.plot=false"]
+    if path.parent.name == "text":
+        overrides.append(f"task.params.path={corpus}")
+    config = load_config(path, overrides)
+    summary = train_and_evaluate(config, tmp_path / "run")
+    assert summary["status"] == "completed" and summary["steps"] == 2
+    assert np.isfinite(summary["final"]["test"]["loss"])
