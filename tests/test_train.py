@@ -48,10 +48,16 @@ def without_timing(rows):
 
 
 def final_params(workdir):
+    """(step, parameter leaves as numpy) of a run folder's latest checkpoint, whatever
+    devices wrote it."""
     import orbax.checkpoint as ocp
 
     steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-    state = ocp.StandardCheckpointer().restore((workdir / "checkpoints" / str(steps[-1]) / "state").absolute())
+    path = (workdir / "checkpoints" / str(steps[-1]) / "state").absolute()
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(path).item_metadata.tree
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
     return steps[-1], jax.tree.leaves(state["params"])
 
 
@@ -202,3 +208,29 @@ def test_shipped_config_trains_a_few_steps(path, tmp_path):
     summary = train_and_evaluate(config, tmp_path / "run")
     assert summary["status"] == "completed" and summary["steps"] == 2
     assert np.isfinite(summary["final"]["test"]["loss"])
+
+
+def test_two_processes_through_jax_distributed_match_one_process(tmp_path):
+    """Multi-host on one machine: two processes (one CPU device each, gloo collectives)
+    split every global batch and end with the single-process parameters."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    args = ["--set", *tiny(tmp_path, "trainer.steps=12", "trainer.devices=null", "checkpoint.every=6",
+                           "logging.progress=false")]
+    host = ["distributed.multihost=true", f"distributed.coordinator_address=127.0.0.1:{port}",
+            "distributed.num_processes=2"]
+    procs = [run_train([*args, *host, f"distributed.process_id={i}"], tmp_path / "multi", env=env) for i in (0, 1)]
+    outs = [finish(p) for p in procs]
+    for code, _, err in outs:
+        assert code == 0, err
+    code, _, err = finish(run_train(args, tmp_path / "single", env=env))
+    assert code == 0, err
+    for r2, r1 in zip(records(tmp_path / "multi"), records(tmp_path / "single")):
+        np.testing.assert_allclose(r2["loss"], r1["loss"], rtol=1e-5)
+    for a, b in zip(final_params(tmp_path / "multi")[1], final_params(tmp_path / "single")[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert json.loads((tmp_path / "multi" / "summary.json").read_text())["devices"] == 2

@@ -12,9 +12,18 @@ DATA = "data"
 
 
 def initialize(config: DistributedConfig) -> None:
-    """``jax.distributed.initialize`` when the config asks for multi-host."""
-    if config.multihost:
+    """``jax.distributed.initialize`` when the config asks for multi-host.
+
+    CPU processes exchange data through gloo; GPU and TPU use their own collectives.
+    """
+    if config.multihost and not jax.distributed.is_initialized():
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(config.coordinator_address, config.num_processes, config.process_id)
+
+
+def is_primary() -> bool:
+    """Whether this process writes the run's files (metrics, summary, plot)."""
+    return jax.process_index() == 0
 
 
 def data_mesh(n_devices: int | None, batch_size: int) -> Mesh:
@@ -37,6 +46,15 @@ def data_mesh(n_devices: int | None, batch_size: int) -> Mesh:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
+
+
+def replicate(tree, mesh: Mesh):
+    """Copy a pytree that every process holds identically onto every device of the mesh.
+
+    A jitted identity rather than ``jax.device_put``, which cannot place process-local
+    values on another process's devices.
+    """
+    return jax.jit(lambda t: t, out_shardings=replicated(mesh))(tree)
 
 
 def process_rows(batch_size: int) -> slice:

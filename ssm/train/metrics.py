@@ -15,19 +15,22 @@ TIMING = ("tokens_per_s", "step_time_s", "wall_time_s")  # fields that differ be
 class MetricsLog:
     """``metrics.jsonl`` in the run folder: one record per line, flushed at once."""
 
-    def __init__(self, path: pathlib.Path, *, tensorboard: bool = False):
+    def __init__(self, path: pathlib.Path, *, tensorboard: bool = False, enabled: bool = True):
         self.path = pathlib.Path(path)
-        self.writer = _tensorboard(self.path.parent) if tensorboard else None
+        self.enabled = enabled  # only one process of a multi-host run writes
+        self.writer = _tensorboard(self.path.parent) if tensorboard and enabled else None
 
     def truncate_after(self, step: int) -> None:
         """Drop records past ``step`` (a resumed run recomputes them): no step twice."""
-        if not self.path.exists():
+        if not self.enabled or not self.path.exists():
             return
         kept = [line for line in self.path.read_text().splitlines()
                 if line.strip() and json.loads(line)["step"] <= step]
         self.path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:

@@ -102,14 +102,16 @@ def make_eval_step(graphdef, kind: str):
     return eval_step
 
 
-def _check_run_folder(config: Config, workdir: pathlib.Path) -> None:
+def _check_run_folder(config: Config, workdir: pathlib.Path, write: bool) -> None:
     """A run folder belongs to one experiment: resuming with another config is an error."""
     saved = workdir / "config.yaml"
     if not saved.exists():
-        saved.write_text(dump(config))
+        if write:
+            saved.write_text(dump(config))
         return
     old, new = yaml.safe_load(saved.read_text()), to_dict(config)
-    old.pop("logging", None), new.pop("logging", None)
+    for free in ("logging", "distributed"):  # how a run is watched or launched, not what it computes
+        old.pop(free, None), new.pop(free, None)
     if old != new:
         diff = sorted(_diff_keys(old, new))
         raise ConfigError(f"run folder {str(workdir)!r} holds a run with another config "
@@ -127,10 +129,11 @@ def _diff_keys(a, b, prefix=""):
 
 def train_and_evaluate(config: Config, workdir) -> dict:
     """Train ``config`` in ``workdir`` (resuming if it holds a checkpoint); returns the summary."""
+    devices.initialize(config.distributed)
+    primary = devices.is_primary()
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    _check_run_folder(config, workdir)
-    devices.initialize(config.distributed)
+    _check_run_folder(config, workdir, write=primary)
     t, task = config.trainer, config.task
     import datasets
 
@@ -149,10 +152,10 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     eval_graph = nnx.split(model, nnx.Param, ...)[0]
     n_params = sum(x.size for x in jax.tree.leaves(params))
     state = {"params": params, "rest": rest, "opt_state": tx.init(params), "acc": _zero_accumulators()}
-    state = jax.device_put(state, devices.replicated(mesh))
+    state = devices.replicate(state, mesh)
 
     checkpoints = Checkpoints(workdir / "checkpoints", every=config.checkpoint.every, keep=config.checkpoint.keep)
-    log = MetricsLog(workdir / "metrics.jsonl", tensorboard=config.logging.tensorboard)
+    log = MetricsLog(workdir / "metrics.jsonl", tensorboard=config.logging.tensorboard, enabled=primary)
     summary_path = workdir / "summary.json"
     start = 0
     if checkpoints.latest_step() is not None:
@@ -182,15 +185,16 @@ def train_and_evaluate(config: Config, workdir) -> dict:
             value = float(state["acc"]["nonfinite_loss"])
             last = checkpoints.latest_step()
             checkpoints.close()
-            summary_path.write_text(json.dumps({"name": config.name, "status": "nonfinite",
-                                                "nonfinite_step": bad, "last_checkpoint": last}, indent=2))
+            if primary:
+                summary_path.write_text(json.dumps({"name": config.name, "status": "nonfinite",
+                                                    "nonfinite_step": bad, "last_checkpoint": last}, indent=2))
             raise NonFiniteLoss(
                 f"loss became {value} at step {bad + 1}; the update was not applied and training stopped "
                 f"at step {step}. The last good checkpoint is step {last} in {workdir / 'checkpoints'}. "
                 "Lower optim.lr, set optim.grad_clip, or check the data.")
 
     tokens_per_step = t.batch_size * info.seq_len
-    progress = Progress(t.steps, start, config.logging.progress)
+    progress = Progress(t.steps, start, config.logging.progress and primary)
     run_start = interval_start = time.perf_counter()
     history: list[dict] = []
     step = start
@@ -211,14 +215,15 @@ def train_and_evaluate(config: Config, workdir) -> dict:
                       "wall_time_s": time.perf_counter() - run_start}
             log.write(record)
             history.append(record)
-            state["acc"] = jax.device_put(_zero_accumulators(), devices.replicated(mesh))
+            state["acc"] = devices.replicate(_zero_accumulators(), mesh)
             interval_start = time.perf_counter()
         progress.update(1, record)
         if step % t.eval_every == 0 or step == t.steps:
             result = {"step": step, "split": "validation", **evaluate("validation"),
                       "wall_time_s": time.perf_counter() - run_start}
             log.write(result)
-            progress.bar.write(_line(step, t.steps, history[-1] if history else None, result))
+            if primary:
+                progress.bar.write(_line(step, t.steps, history[-1] if history else None, result))
             interval_start = time.perf_counter()  # evaluation time is not training throughput
         if step % config.checkpoint.every == 0 or step == t.steps:
             check_finite(step)
@@ -228,19 +233,26 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     test = {"step": step, "split": "test", **evaluate("test"), "wall_time_s": time.perf_counter() - run_start}
     log.write(test)
     checkpoints.close()
-    records = log.read()
-    validation = [r for r in records if r["split"] == "validation"]
-    summary = {
-        "name": config.name, "status": "completed", "steps": step, "parameters": n_params,
-        "devices": mesh.devices.size, "backend": jax.default_backend(),
-        "final": {"validation": _metrics(validation[-1]), "test": _metrics(test)},
-        "best_validation": max((_metrics(r) for r in validation), key=lambda r: r.get("accuracy", -r["loss"])),
-        "wall_time_s": time.perf_counter() - run_start,
-    }
-    summary_path.write_text(json.dumps(summary, indent=2))
-    if config.logging.plot and jax.process_index() == 0:
-        plot(records, workdir / "metrics.png")
-    print(f"{config.name}: test {_fmt(test)} ({summary['wall_time_s']:.0f} s); run folder {workdir}")
+    # Only the primary process reads the log back; the others summarize what they hold.
+    records = log.read() if primary else [test]
+    summary = _summary(config, records, test, n_params=n_params, devices=mesh.devices.size,
+                       wall_time_s=time.perf_counter() - run_start)
+    if primary:
+        summary_path.write_text(json.dumps(summary, indent=2))
+        if config.logging.plot:
+            plot(records, workdir / "metrics.png")
+        print(f"{config.name}: test {_fmt(test)} ({summary['wall_time_s']:.0f} s); run folder {workdir}")
+    return summary
+
+
+def _summary(config: Config, records: list[dict], test: dict, **facts) -> dict:
+    validation = [_metrics(r) for r in records if r["split"] == "validation"]
+    final = {"test": _metrics(test)}
+    summary = {"name": config.name, "status": "completed", "steps": test["step"], **facts,
+               "backend": jax.default_backend(), "final": final}
+    if validation:
+        final["validation"] = validation[-1]
+        summary["best_validation"] = max(validation, key=lambda r: r.get("accuracy", -r["loss"]))
     return summary
 
 
