@@ -1,0 +1,1 @@
+"""Benchmarks: speed and memory of the kernels, and the long-range memory suite."""
