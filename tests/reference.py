@@ -209,3 +209,101 @@ def hippo_legt_online(f: np.ndarray, A: np.ndarray, B: np.ndarray, step: float) 
     for fk in f:
         c = np.einsum("ij,j->i", Abar, c) + Bbar * fk
     return c
+
+
+# ------------------------------------------------------------------- SSD (Mamba-2)
+# These take batched arrays (b batch, L length, H heads, P headdim, G groups,
+# N state size) but loop over every batch row, head or channel, and time step.
+
+
+def ssd_segsum_loop(a: np.ndarray) -> np.ndarray:
+    """``out[i, j] = a[j+1] + ... + a[i]`` for ``i >= j`` and ``-inf`` above the
+    diagonal, for a 1-D ``a`` (T,): a double loop of explicit sums."""
+    T = len(a)
+    out = np.full((T, T), -np.inf)
+    for i in range(T):
+        for j in range(i + 1):
+            out[i, j] = sum(a[k] for k in range(j + 1, i + 1))
+    return out
+
+
+def ssd_loop(x, dt, A, B, C, initial_state=None):
+    """Mamba-2's SSD recurrence, one head and one token at a time, in float64.
+
+    ``x`` (b, L, H, P), ``dt`` (b, L, H), ``A`` (H,), ``B``, ``C`` (b, L, G, N), head
+    h reading group ``h // (H / G)``; ``initial_state`` (b, H, P, N) or None.
+    Per head: ``S_t = exp(dt_t A) S_{t-1} + dt_t x_t B_t^T`` (P, N), ``y_t = S_t C_t``.
+    Returns ``y`` (b, L, H, P) and the final state (b, H, P, N).
+    """
+    x, dt, A, B, C = (np.asarray(v, np.float64) for v in (x, dt, A, B, C))
+    b, L, H, P = x.shape
+    G, N = B.shape[2:]
+    y = np.zeros((b, L, H, P))
+    final = np.zeros((b, H, P, N))
+    for i in range(b):
+        for h in range(H):
+            g = h // (H // G)
+            S = np.zeros((P, N)) if initial_state is None else np.array(initial_state[i, h], np.float64)
+            for t in range(L):
+                S = math.exp(dt[i, t, h] * A[h]) * S + dt[i, t, h] * np.outer(x[i, t, h], B[i, t, g])
+                y[i, t, h] = np.einsum("pn,n->p", S, C[i, t, g])
+            final[i, h] = S
+    return y, final
+
+
+def selective_scan_loop(u, delta, A, B, C):
+    """Mamba-1's selective scan (``selective_scan_ref`` without D, z or bias), one
+    channel and one token at a time, in float64.
+
+    ``u``, ``delta`` (b, L, D); ``A`` (D, N); ``B``, ``C`` (b, L, G, N), channel d
+    reading group ``d // (D / G)``. Per channel: ``h_t = exp(delta_t A) * h_{t-1} +
+    delta_t B_t u_t`` (N,), ``y_t = C_t . h_t``. Returns ``y`` (b, L, D).
+    """
+    u, delta, A, B, C = (np.asarray(v, np.float64) for v in (u, delta, A, B, C))
+    b, L, D = u.shape
+    G = B.shape[2]
+    y = np.zeros((b, L, D))
+    for i in range(b):
+        for d in range(D):
+            g = d // (D // G)
+            h = np.zeros(A.shape[1])
+            for t in range(L):
+                h = np.exp(delta[i, t, d] * A[d]) * h + delta[i, t, d] * B[i, t, g] * u[i, t, d]
+                y[i, t, d] = np.dot(C[i, t, g], h)
+    return y
+
+
+def mamba2_forward_loop(p: dict, x, *, headdim: int, ngroups: int, eps: float = 1e-5):
+    """Mamba-2's mixer (state-spaces/mamba ``Mamba2``, simple path) in float64 from
+    its weights ``p``: ``in_kernel`` (d, d_in_proj), ``conv_kernel`` (K, conv_dim),
+    ``conv_bias`` (conv_dim,), ``dt_bias``, ``A_log``, ``D`` (H,), ``norm_scale``
+    (d_inner,), ``out_kernel`` (d_inner, d); no projection biases. ``x`` (b, L, d).
+
+    in_proj -> [z, x, B, C, dt]; causal depthwise convolution of xBC (a loop over
+    taps) and SiLU; dt = softplus(dt + dt_bias); :func:`ssd_loop` with
+    A = -exp(A_log); y += D x; RMSNorm of y * silu(z) over groups of d_inner / G
+    channels, times the scale; out_proj.
+    """
+    p = {k: np.asarray(v, np.float64) for k, v in p.items()}
+    x = np.asarray(x, np.float64)
+    b, L, _ = x.shape
+    K, conv_dim = p["conv_kernel"].shape
+    H = len(p["A_log"])
+    d_inner = H * headdim
+    N = (conv_dim - d_inner) // (2 * ngroups)
+    silu = lambda v: v / (1 + np.exp(-v))  # noqa: E731
+    zxbcdt = np.einsum("bld,de->ble", x, p["in_kernel"])
+    z, xBC, dt = np.split(zxbcdt, [d_inner, d_inner + conv_dim], axis=-1)
+    conv = np.zeros_like(xBC) + p["conv_bias"]
+    for t in range(L):
+        for k in range(K):  # kernel[k] meets x[t - (K - 1) + k]
+            if t - (K - 1) + k >= 0:
+                conv[:, t] += p["conv_kernel"][k] * xBC[:, t - (K - 1) + k]
+    xs, B, C = np.split(silu(conv), [d_inner, d_inner + ngroups * N], axis=-1)
+    xs = xs.reshape(b, L, H, headdim)
+    dt = np.log1p(np.exp(dt + p["dt_bias"]))
+    y, _ = ssd_loop(xs, dt, -np.exp(p["A_log"]), B.reshape(b, L, ngroups, N), C.reshape(b, L, ngroups, N))
+    y = (y + p["D"][:, None] * xs).reshape(b, L, d_inner) * silu(z)
+    groups = y.reshape(b, L, ngroups, d_inner // ngroups)
+    y = (groups / np.sqrt((groups**2).mean(-1, keepdims=True) + eps)).reshape(b, L, d_inner) * p["norm_scale"]
+    return np.einsum("ble,ed->bld", y, p["out_kernel"])

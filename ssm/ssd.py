@@ -1,0 +1,184 @@
+"""The state-space dual (SSD) of Mamba-2 (Dao & Gu, 2024, "Transformers are SSMs").
+
+One recurrence per head h, with a scalar decay per head and a matrix state:
+
+    h_t = exp(dt_t A_h) h_{t-1} + (dt_t x_t) B_t^T        h_t: (headdim, N)
+    y_t = h_t C_t
+
+that is, inputs ``X = dt * x`` and log-decays ``a_t = dt_t A_h`` in the paper's
+notation. Three ways to run it, which agree to rounding:
+
+- :func:`ssd_chunked`: the paper's Listing 1 (``ssd_minimal.py`` of
+  state-spaces/mamba): quadratic "attention" form inside chunks of length Q, a
+  recurrence over chunk states between them. O(L Q) work in matrix products.
+- :func:`ssd_sequential`: the recurrence one token at a time (``lax.scan``).
+- :func:`ssd_step`: one token, for recurrent inference.
+
+Notation: b batch, l length, h heads, p headdim, g groups, n state size N,
+c chunks, q (or s) positions inside a chunk. ``B`` and ``C`` are shared by the
+heads of a group: group g serves heads ``[g H/G, (g+1) H/G)``.
+
+Computation runs in float32 (float64 when an input is float64); the outputs and
+states come back in that dtype, whatever the inputs' dtype.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from einops import rearrange, repeat
+
+
+def _compute_dtype(*arrays):
+    return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
+
+
+def _check(x, dt, A, B, C, initial_state):
+    """Shapes of the SSD inputs; returns (batch, length, heads, headdim, groups, N)."""
+    if x.ndim != 4:
+        raise ValueError(f"x has shape {x.shape}; expected (batch, length, heads, headdim)")
+    b, l, h, p = x.shape
+    if dt.shape != (b, l, h):
+        raise ValueError(f"dt has shape {dt.shape}; expected {(b, l, h)} (batch, length, heads)")
+    if A.shape != (h,):
+        raise ValueError(f"A has shape {A.shape}; expected ({h},) (one scalar per head)")
+    if B.ndim != 4 or B.shape[:2] != (b, l):
+        raise ValueError(f"B has shape {B.shape}; expected ({b}, {l}, groups, N)")
+    if C.shape != B.shape:
+        raise ValueError(f"C has shape {C.shape}; expected B's shape {B.shape}")
+    g, n = B.shape[2:]
+    if h % g:
+        raise ValueError(f"heads={h} must be a multiple of groups={g} (B and C are shared by H/G heads)")
+    if initial_state is not None and initial_state.shape != (b, h, p, n):
+        raise ValueError(f"initial_state has shape {initial_state.shape}; expected {(b, h, p, n)}")
+    return b, l, h, p, g, n
+
+
+def _heads(M, heads: int):
+    """Group-shared (..., g, n) -> per head (..., h, n): head h reads group h // (H/G)."""
+    return repeat(M, "... g n -> ... (g r) n", r=heads // M.shape[-2])
+
+
+def segsum(a):
+    """Stable segment sums: (..., T) -> (..., T, T).
+
+    ``out[..., i, j] = a[j+1] + ... + a[i]`` for ``i >= j`` (0 on the diagonal) and
+    ``-inf`` above it, so ``exp(segsum(a))`` is the lower-triangular decay matrix
+    ``L[i, j] = prod_{j < k <= i} exp(a_k)`` of the paper. Each entry is a masked
+    cumulative sum of the terms it contains, never a difference of two prefix sums,
+    which would cancel catastrophically once the prefix sums grow large.
+    """
+    T = a.shape[-1]
+    terms = jnp.broadcast_to(a[..., :, None], a.shape + (T,))  # terms[..., k, j] = a[k]
+    strictly_below = jnp.tril(jnp.ones((T, T), bool), -1)
+    sums = jnp.cumsum(jnp.where(strictly_below, terms, 0), axis=-2)
+    return jnp.where(jnp.tril(jnp.ones((T, T), bool)), sums, -jnp.inf)
+
+
+def ssd_chunked(x, dt, A, B, C, chunk_size: int, *, initial_state=None, return_last_state=False):
+    """Mamba-2's SSD by chunks (Listing 1 of Dao & Gu, 2024).
+
+    Args:
+      x: (batch, length, heads, headdim) inputs.
+      dt: (batch, length, heads) step sizes, already ``softplus(dt + dt_bias)``.
+      A: (heads,) decay rates, negative.
+      B, C: (batch, length, groups, N); group g serves heads [g H/G, (g+1) H/G).
+      chunk_size: Q. A length that is not a multiple of Q is padded with
+        ``dt = 0`` (which leaves the state unchanged); a length below Q is one chunk.
+      initial_state: optional (batch, heads, headdim, N) state before position 0.
+      return_last_state: also return the state after the last position.
+
+    Returns:
+      ``y`` (batch, length, heads, headdim), and with ``return_last_state`` the
+      final state (batch, heads, headdim, N); float32 (float64 for float64 inputs).
+
+    With ``a = dt * A`` cumulated inside each chunk as ``s``:
+      1. ``Y_diag[t] = sum_{s<=t} (C_t . B_s) exp(segsum(a))[t, s] X_s``;
+      2. chunk states ``S_c = sum_s exp(s_Q - s_s) B_s (x) X_s``;
+      3. states entering each chunk, ``h_c = sum_{c'<c} exp(totals between c' and c) S_c'``
+         (plus the decayed initial state), by ``segsum`` over the chunk totals;
+      4. ``Y_off[t] = exp(s_t) C_t . h_c``.
+    """
+    b, length, h, p, g, n = _check(x, dt, A, B, C, initial_state)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer")
+    if length == 0:
+        raise ValueError("x has length 0; expected at least one position")
+    dtype = _compute_dtype(x, dt, A, B, C)
+    x, dt, A, B, C = (v.astype(dtype) for v in (x, dt, A, B, C))
+
+    Q = min(chunk_size, length)  # the result does not depend on Q; skip needless padding
+    pad = -length % Q
+    X = x * dt[..., None]
+    a = dt * A
+    B, C = _heads(B, h), _heads(C, h)
+    if pad:
+        X, a, B, C = (jnp.pad(v, [(0, 0), (0, pad)] + [(0, 0)] * (v.ndim - 2)) for v in (X, a, B, C))
+    X, B, C = (rearrange(v, "b (c q) h k -> b c q h k", q=Q) for v in (X, B, C))
+    a = rearrange(a, "b (c q) h -> b h c q", q=Q)
+    a_cumsum = jnp.cumsum(a, axis=-1)  # (b, h, c, q)
+
+    # 1. Inside each chunk (diagonal blocks): a masked attention with decay matrix L.
+    L = jnp.exp(segsum(a))  # (b, h, c, q, s)
+    Y_diag = jnp.einsum("bcqhn,bcshn,bhcqs,bcshp->bcqhp", C, B, L, X)
+
+    # 2. Each chunk's own contribution to the state at its end. exp(s_Q - s_s) is
+    #    the last row of L (the stable form of that difference).
+    decay_to_end = L[..., -1, :]  # (b, h, c, s)
+    states = jnp.einsum("bcshn,bhcs,bcshp->bchpn", B, decay_to_end, X)
+
+    # 3. Recurrence over chunks: the state entering chunk c, and the final state.
+    if initial_state is None:
+        initial_state = jnp.zeros((b, h, p, n), dtype)
+    states = jnp.concatenate([initial_state.astype(dtype)[:, None], states], axis=1)  # (b, c+1, ...)
+    totals = jnp.pad(a_cumsum[..., -1], [(0, 0), (0, 0), (1, 0)])  # (b, h, c+1)
+    decay_chunks = jnp.exp(segsum(totals))  # (b, h, c+1, c+1)
+    states = jnp.einsum("bhzc,bchpn->bzhpn", decay_chunks, states)
+    entering, last_state = states[:, :-1], states[:, -1]
+
+    # 4. The entering state read out inside each chunk (off-diagonal blocks).
+    Y_off = jnp.einsum("bcqhn,bchpn,bhcq->bcqhp", C, entering, jnp.exp(a_cumsum))
+
+    y = rearrange(Y_diag + Y_off, "b c q h p -> b (c q) h p")[:, :length]
+    return (y, last_state) if return_last_state else y
+
+
+def ssd_step(state, x_t, dt_t, A, B_t, C_t):
+    """One token of the SSD recurrence.
+
+    Args:
+      state: (batch, heads, headdim, N). x_t: (batch, heads, headdim).
+      dt_t: (batch, heads). A: (heads,). B_t, C_t: (batch, groups, N).
+
+    Returns:
+      ``(y_t, state)``: (batch, heads, headdim) and the new state, with
+      ``state = exp(dt_t A) state + (dt_t x_t) (x) B_t`` and ``y_t = state . C_t``;
+      float32 (float64 for float64 inputs).
+    """
+    dtype = _compute_dtype(state, x_t, dt_t, A, B_t, C_t)
+    heads = x_t.shape[1]
+    x_t, dt_t, A, state = (v.astype(dtype) for v in (x_t, dt_t, A, state))
+    B_t, C_t = _heads(B_t.astype(dtype), heads), _heads(C_t.astype(dtype), heads)
+    decay = jnp.exp(dt_t * A)[..., None, None]
+    state = decay * state + jnp.einsum("bhp,bhn->bhpn", x_t * dt_t[..., None], B_t)
+    return jnp.einsum("bhpn,bhn->bhp", state, C_t), state
+
+
+def ssd_sequential(x, dt, A, B, C, *, initial_state=None, return_last_state=False):
+    """The SSD recurrence token by token (``lax.scan`` of :func:`ssd_step`).
+
+    Same arguments and results as :func:`ssd_chunked` (without ``chunk_size``).
+    """
+    b, _, h, p, _, n = _check(x, dt, A, B, C, initial_state)
+    dtype = _compute_dtype(x, dt, A, B, C)
+    state = jnp.zeros((b, h, p, n), dtype) if initial_state is None else initial_state.astype(dtype)
+
+    def body(state, inputs):
+        x_t, dt_t, B_t, C_t = inputs
+        y_t, state = ssd_step(state, x_t, dt_t, A, B_t, C_t)
+        return state, y_t
+
+    time_major = [jnp.swapaxes(v, 0, 1) for v in (x, dt, B, C)]
+    last_state, y = jax.lax.scan(body, state, time_major)
+    y = jnp.swapaxes(y, 0, 1)
+    return (y, last_state) if return_last_state else y
