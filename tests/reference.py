@@ -273,14 +273,15 @@ def selective_scan_loop(u, delta, A, B, C):
     return y
 
 
-def mamba2_forward_loop(p: dict, x, *, headdim: int, ngroups: int, eps: float = 1e-5):
+def mamba2_forward_loop(p: dict, x, *, headdim: int, ngroups: int, eps: float = 1e-5,
+                        dt_limit=(0.0, math.inf)):
     """Mamba-2's mixer (state-spaces/mamba ``Mamba2``, simple path) in float64 from
     its weights ``p``: ``in_kernel`` (d, d_in_proj), ``conv_kernel`` (K, conv_dim),
     ``conv_bias`` (conv_dim,), ``dt_bias``, ``A_log``, ``D`` (H,), ``norm_scale``
     (d_inner,), ``out_kernel`` (d_inner, d); no projection biases. ``x`` (b, L, d).
 
     in_proj -> [z, x, B, C, dt]; causal depthwise convolution of xBC (a loop over
-    taps) and SiLU; dt = softplus(dt + dt_bias); :func:`ssd_loop` with
+    taps) and SiLU; dt = softplus(dt + dt_bias) clipped to dt_limit; :func:`ssd_loop` with
     A = -exp(A_log); y += D x; RMSNorm of y * silu(z) over groups of d_inner / G
     channels, times the scale; out_proj.
     """
@@ -301,7 +302,7 @@ def mamba2_forward_loop(p: dict, x, *, headdim: int, ngroups: int, eps: float = 
                 conv[:, t] += p["conv_kernel"][k] * xBC[:, t - (K - 1) + k]
     xs, B, C = np.split(silu(conv), [d_inner, d_inner + ngroups * N], axis=-1)
     xs = xs.reshape(b, L, H, headdim)
-    dt = np.log1p(np.exp(dt + p["dt_bias"]))
+    dt = np.clip(np.log1p(np.exp(dt + p["dt_bias"])), *dt_limit)
     y, _ = ssd_loop(xs, dt, -np.exp(p["A_log"]), B.reshape(b, L, ngroups, N), C.reshape(b, L, ngroups, N))
     y = (y + p["D"][:, None] * xs).reshape(b, L, d_inner) * silu(z)
     groups = y.reshape(b, L, ngroups, d_inner // ngroups)

@@ -1,11 +1,15 @@
-"""The Mamba-2 state-space dual (ssm.ssd) against float64 loops."""
+"""The Mamba-2 state-space dual (ssm.ssd) and the Mamba2 layer, against float64 loops."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 import reference as ref
+from ssm.groups import param_labels
+from ssm.layers.block import ResidualBlock
+from ssm.layers.mamba2 import Mamba2
 from ssm.ssd import segsum, ssd_chunked, ssd_sequential, ssd_step
 
 
@@ -169,3 +173,225 @@ def test_ssd_bad_inputs_raise_clear_errors(rng):
         ssd_chunked(x, dt, A, B, C, 4, initial_state=h0[..., :4])
     with pytest.raises(ValueError, match="chunk_size=0 must be a positive integer"):
         ssd_chunked(x, dt, A, B, C, 0)
+
+
+# ------------------------------------------------------------------- Mamba2 layer
+
+# d_model 8: d_inner 16, 4 heads in 2 groups, chunks of 4. Steps of 0.1 to 1 and decays
+# of 0.05 to 0.5 (instead of 1e-3..0.1 and 1..16) make the SSD carry about half of the
+# output (a tenth at the default init) and keep its state alive across chunks.
+SMALL = dict(d_state=4, headdim=4, ngroups=2, chunk_size=4, dt_min=0.1, dt_max=1.0, A_init_range=(0.05, 0.5))
+
+
+def build(d_model=8, seed=0, **kw):
+    return Mamba2(d_model, **{**SMALL, **kw}, rngs=nnx.Rngs(seed))
+
+
+# The layer's modes under jit (one compilation per shape, as a user would run them).
+call = nnx.jit(lambda m, x, mask=None: m(x, mask=mask))
+step = nnx.jit(lambda m, x_t, state: m.step(x_t, state))
+prefill = nnx.jit(lambda m, x: m.prefill(x))
+
+
+def run_steps(m, x):
+    """Feed x (batch, length, d_model) one position at a time; stack the outputs."""
+    state = m.init_state(x.shape[0])
+    ys = []
+    for t in range(x.shape[1]):
+        y, state = step(m, x[:, t], state)
+        ys.append(y)
+    return jnp.stack(ys, 1), state
+
+
+@pytest.mark.parametrize("dt_limit", [(0.0, float("inf")), (0.2, 0.5)])
+def test_mamba2_forward_equals_float64_reference_of_the_upstream_layer(dt_limit, rng, x64):
+    """The whole mixer (in_proj order [z, x, B, C, dt], conv, SSD, D skip, grouped
+    gated RMSNorm, out_proj) against a float64 loop written from the reference;
+    with and without a dt_limit that clips (initial dt spans 0.1 to 1)."""
+    m = build(param_dtype=jnp.float64, dt_limit=dt_limit)
+    weights = dict(in_kernel=m.in_proj.kernel, conv_kernel=m.conv1d.kernel, conv_bias=m.conv1d.bias,
+                   dt_bias=m.dt_bias, A_log=m.A_log, D=m.D, norm_scale=m.norm.scale,
+                   out_kernel=m.out_proj.kernel)
+    weights = {k: np.asarray(v[...]) for k, v in weights.items()}
+    weights["norm_scale"] = rng.uniform(0.5, 1.5, size=16)  # not all ones, to see the grouping
+    m.norm.scale[...] = jnp.asarray(weights["norm_scale"])
+    x = jnp.asarray(rng.normal(size=(2, 11, 8)))
+    err = rel(call(m, x), ref.mamba2_forward_loop(weights, x, headdim=4, ngroups=2, dt_limit=dt_limit))
+    print(f"dt_limit={dt_limit}: Mamba2 forward vs float64 reference loop, relative error {err:.1e}")
+    assert err < 1e-12
+
+
+def test_mamba2_step_equals_full_forward_in_float64(rng, x64):
+    m = build(param_dtype=jnp.float64)
+    x = jnp.asarray(rng.normal(size=(2, 11, 8)))
+    full = call(m, x)
+    steps, _ = run_steps(m, x)
+    err = rel(steps, full)
+    print(f"float64: step vs chunked forward, relative error {err:.1e}")
+    assert full.dtype == steps.dtype == jnp.float64 and full.shape == x.shape
+    assert err < 1e-12
+
+
+def test_mamba2_step_equals_full_forward_in_float32(rng):
+    m = build()
+    x = jnp.asarray(rng.normal(size=(2, 11, 8)), jnp.float32)
+    err = rel(run_steps(m, x)[0], call(m, x))
+    print(f"float32: step vs chunked forward, relative error {err:.1e}")
+    assert err < 1e-5
+
+
+@pytest.mark.parametrize("prompt", [2, 7])  # shorter and longer than d_conv = 4
+def test_mamba2_prefill_then_steps_equals_full_pass(prompt, rng, x64):
+    m = build(param_dtype=jnp.float64)
+    x = jnp.asarray(rng.normal(size=(2, 10, 8)))
+    full = call(m, x)
+    y, state = prefill(m, x[:, :prompt])
+    ys = [y]
+    for t in range(prompt, 10):
+        y_t, state = step(m, x[:, t], state)
+        ys.append(y_t[:, None])
+    err = rel(jnp.concatenate(ys, 1), full)
+    _, stepped = run_steps(m, x[:, :prompt])
+    state_err = max(rel(a, b) for a, b in zip(jax.tree.leaves(prefill(m, x[:, :prompt])[1]),
+                                              jax.tree.leaves(stepped)))
+    print(f"prompt {prompt}: prefill + steps vs full pass {err:.1e}; prefill state vs stepped state {state_err:.1e}")
+    assert err < 1e-12 and state_err < 1e-12
+
+
+def test_mamba2_in_a_residual_block_steps_and_prefills_like_its_forward(rng):
+    """As the backbone will hold it: RMSNorm, pre-norm, no post-projection."""
+    block = ResidualBlock(8, build(), norm="rms", post=None, rngs=nnx.Rngs(1))
+    x = jnp.asarray(rng.normal(size=(2, 9, 8)), jnp.float32)
+    full = call(block, x)
+    y, state = prefill(block, x[:, :3])
+    ys = [y]
+    for t in range(3, 9):
+        y_t, state = step(block, x[:, t], state)
+        ys.append(y_t[:, None])
+    err = rel(jnp.concatenate(ys, 1), full)
+    print(f"residual block: prefill + steps vs forward {err:.1e}")
+    assert err < 1e-5
+
+
+def test_mamba2_padding_left_and_right_does_not_change_real_outputs(rng):
+    m = build()
+    x = jnp.asarray(rng.normal(size=(1, 10, 8)), jnp.float32)
+    alone = call(m, x)
+    junk = jnp.asarray(rng.normal(size=(1, 5, 8)), jnp.float32)
+    mask = jnp.arange(15)[None] >= 5
+    left = call(m, jnp.concatenate([junk, x], 1), mask=mask)
+    right = call(m, jnp.concatenate([x, junk], 1), mask=mask[:, ::-1])
+    err_left, err_right = rel(left[:, 5:], alone), rel(right[:, :10], alone)
+    print(f"padding: left {err_left:.1e}, right {err_right:.1e}")
+    assert err_left < 1e-5 and err_right < 1e-5
+    assert not left[:, :5].any() and not right[:, 10:].any()  # padded outputs are zero
+    unmasked = rel(call(m, jnp.concatenate([junk, x], 1))[:, 5:], alone)
+    print(f"without the mask, left padding changes real outputs by {unmasked:.1e}")
+    assert unmasked > 1e-2
+    # A batch of different lengths, right-padded: each row equals its prefix alone.
+    lengths = [6, 10]
+    xb = jnp.asarray(rng.normal(size=(2, 10, 8)), jnp.float32)
+    out = call(m, xb, mask=jnp.arange(10)[None] < jnp.asarray(lengths)[:, None])
+    for i, n in enumerate(lengths):
+        np.testing.assert_allclose(out[i, :n], call(m, xb[i : i + 1, :n])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_mamba2_init_invariants_and_parameter_groups():
+    m = Mamba2(16, d_state=8, headdim=4, ngroups=2, dt_min=1e-5, dt_max=1e-3, dt_init_floor=1e-4,
+               A_init_range=(2, 5), bias=True, rngs=nnx.Rngs(3))
+    assert (m.d_inner, m.nheads) == (32, 8)
+    dt = np.asarray(jax.nn.softplus(m.dt_bias[...]))
+    A = np.asarray(-jnp.exp(m.A_log[...]))
+    print(f"softplus(dt_bias) in [{dt.min():.3e}, {dt.max():.3e}]; A in [{A.min():.3f}, {A.max():.3f}]")
+    assert np.all(dt >= 1e-4 * (1 - 1e-5)) and np.all(dt <= 1e-3 * (1 + 1e-5))
+    assert np.any(np.isclose(dt, 1e-4, rtol=1e-5))  # the floor bites for draws below it
+    assert np.all(A <= -2) and np.all(A >= -5)
+    np.testing.assert_array_equal(m.D[...], 1.0)
+    np.testing.assert_array_equal(m.norm.scale[...], 1.0)
+    assert m.in_proj.kernel.shape == (16, 2 * 32 + 2 * 2 * 8 + 8)  # [z, x, B, C, dt]
+    assert m.conv1d.kernel.shape == (4, 32 + 2 * 2 * 8)
+    # The default dt range: softplus(dt_bias) within [dt_min, dt_max].
+    dt = np.asarray(jax.nn.softplus(build(dt_min=1e-3, dt_max=0.1, d_model=64).dt_bias[...]))
+    assert np.all(dt >= 1e-3 * (1 - 1e-5)) and np.all(dt <= 0.1 * (1 + 1e-5))
+
+    params = nnx.state(m, nnx.Param)
+    labels = {tuple(str(k) for k in path): v.get_value()
+              for path, v in nnx.to_flat_state(param_labels(m)(params))}
+    expected = {
+        ("A_log",): "ssm", ("D",): "ssm", ("dt_bias",): "ssm",
+        ("conv1d", "kernel"): "adamw", ("conv1d", "bias"): "no_decay",
+        ("in_proj", "kernel"): "matrix", ("in_proj", "bias"): "no_decay",
+        ("out_proj", "kernel"): "matrix", ("out_proj", "bias"): "no_decay",
+        ("norm", "scale"): "no_decay",
+    }
+    assert labels == expected
+
+
+def test_mamba2_bf16_activations_keep_float32_state(rng):
+    m32, m16 = build(), build(dtype=jnp.bfloat16)
+    x = jnp.asarray(rng.normal(size=(2, 12, 8)), jnp.float32)
+    y32 = call(m32, x)
+    y16, state = prefill(m16, x.astype(jnp.bfloat16))
+    assert y16.dtype == jnp.bfloat16
+    assert state["ssm"].dtype == state["conv"].dtype == jnp.float32
+    err = rel(y16.astype(jnp.float32), y32)
+    y_t, _ = step(m16, x[:, 0].astype(jnp.bfloat16), m16.init_state(2))
+    step_err = rel(y_t.astype(jnp.float32), y32[:, 0])
+    print(f"bf16 activations vs float32: forward {err:.1e}, first step {step_err:.1e}")
+    assert y_t.dtype == jnp.bfloat16
+    assert err < 3e-2 and step_err < 3e-2  # a few bf16 roundings of 8-bit mantissas
+
+
+def test_mamba2_under_jit_matches_eager_and_has_finite_gradients(rng):
+    m = build()
+    x = jnp.asarray(rng.normal(size=(2, 9, 8)), jnp.float32)
+    graphdef, params, rest = nnx.split(m, nnx.Param, ...)
+
+    @jax.jit
+    def apply(params, x):
+        return nnx.merge(graphdef, params, rest)(x)
+
+    @jax.jit
+    def step(params, x_t, state):
+        return nnx.merge(graphdef, params, rest).step(x_t, state)
+
+    eager = m(x)
+    np.testing.assert_allclose(apply(params, x), eager, rtol=1e-5, atol=1e-6)
+    y_t, state = step(params, x[:, 0], m.init_state(2))
+    np.testing.assert_allclose(y_t, eager[:, 0], rtol=1e-5, atol=1e-6)
+    grads = jax.grad(lambda p: jnp.sum(apply(p, x) ** 2))(params)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+    assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads))
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(d_model=0), "d_model=0 must be a positive integer"),
+        (dict(headdim=5), r"d_inner = expand \* d_model = 16 must be a multiple of headdim=5"),
+        (dict(ngroups=3), "nheads = d_inner / headdim = 4 must be a multiple of ngroups=3"),
+        (dict(expand=0), "expand=0 must be a positive number"),
+        (dict(d_state=2.5), "d_state=2.5 must be a positive integer"),
+        (dict(chunk_size=0), "chunk_size=0 must be a positive integer"),
+        (dict(d_conv=-1), "d_conv=-1 must be a positive integer"),
+        (dict(dt_min=0.1, dt_max=0.01), "dt range.*0 < dt_min <= dt_max"),
+        (dict(A_init_range=(0, 16)), r"A_init_range=\(0, 16\) must satisfy 0 < lo <= hi"),
+        (dict(dt_limit=(0.1, 0.01)), r"dt_limit=\(0.1, 0.01\) must satisfy 0 <= lo <= hi"),
+        (dict(norm_eps=0.0), "norm_eps=0.0 must be > 0"),
+    ],
+)
+def test_mamba2_bad_construction_arguments_raise_clear_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        build(**kw)
+
+
+def test_mamba2_bad_call_arguments_raise_clear_errors():
+    m = build()
+    with pytest.raises(ValueError, match=r"x has shape \(8, 8\); expected \(batch, length, 8\)"):
+        m(jnp.zeros((8, 8)))
+    with pytest.raises(ValueError, match=r"mask has shape \(1, 7\); expected \(1, 8\)"):
+        m(jnp.zeros((1, 8, 8)), mask=jnp.ones((1, 7), bool))
+    with pytest.raises(ValueError, match=r"x_t has shape \(1, 3, 8\); expected \(batch, 8\)"):
+        m.step(jnp.zeros((1, 3, 8)), m.init_state(1))
+    with pytest.raises(ValueError, match="batch_size=0 must be a positive integer"):
+        m.init_state(0)
