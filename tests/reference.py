@@ -308,3 +308,132 @@ def mamba2_forward_loop(p: dict, x, *, headdim: int, ngroups: int, eps: float = 
     groups = y.reshape(b, L, ngroups, d_inner // ngroups)
     y = (groups / np.sqrt((groups**2).mean(-1, keepdims=True) + eps)).reshape(b, L, d_inner) * p["norm_scale"]
     return np.einsum("ble,ed->bld", y, p["out_kernel"])
+
+
+# ------------------------------------------------------------- selective scan (Mamba S6)
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    """``log(1 + e^x)``, and exactly ``x`` above 20 (torch's threshold, as Mamba uses)."""
+    return np.where(x > 20, x, np.log1p(np.exp(np.minimum(x, 20))))
+
+
+def _per_channel(M: np.ndarray, d: int) -> np.ndarray:
+    """B or C, (b, l, n) or (b, l, g, n), as (b, l, d, n): channel c reads group c // (d/g)."""
+    if M.ndim == 3:
+        M = M[:, :, None, :]
+    return np.repeat(M, d // M.shape[2], axis=2)
+
+
+def _scan_order(length: int, reset, batch: int, reverse: bool):
+    """Positions in the order scanned, and keep (b, l): 1 where the state of the previously
+    scanned position flows into t, 0 where t starts a sequence (forward) or t+1 does (reverse)."""
+    keep = np.ones((batch, length))
+    if reset is not None:
+        reset = np.asarray(reset, bool)
+        if reverse:
+            keep[:, :-1] = ~reset[:, 1:]
+        else:
+            keep = (~reset).astype(float)
+    order = range(length - 1, -1, -1) if reverse else range(length)
+    return list(order), keep
+
+
+def _selective_scan_states(u, delta, A, B, C, delta_bias, delta_softplus, initial_state,
+                           reset, reverse):
+    """Forward pass in float64; returns everything the backward pass needs."""
+    u, delta, A = (np.asarray(v, np.float64) for v in (u, delta, A))
+    b, l, d = u.shape
+    pre = delta + (0.0 if delta_bias is None else np.asarray(delta_bias, np.float64))
+    dt = softplus(pre) if delta_softplus else pre
+    Bx, Cx = (_per_channel(np.asarray(M, np.float64), d) for M in (B, C))
+    order, keep = _scan_order(l, reset, b, reverse)
+    h = np.zeros((b, d, A.shape[1])) if initial_state is None else np.array(initial_state, np.float64)
+    before, after, y = {}, {}, np.zeros((b, l, d))
+    for t in order:
+        before[t] = h
+        decay = keep[:, t, None, None] * np.exp(dt[:, t, :, None] * A)  # deltaA
+        h = decay * h + (dt[:, t] * u[:, t])[:, :, None] * Bx[:, t]  # + deltaB u
+        after[t] = h
+        y[:, t] = np.sum(h * Cx[:, t], axis=-1)
+    return dict(u=u, A=A, pre=pre, dt=dt, Bx=Bx, Cx=Cx, order=order, keep=keep,
+                before=before, after=after, y=y, last=h)
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                   initial_state=None, reset=None, reverse=False):
+    """Mamba's ``selective_scan_ref`` in float64, channel-last, one position at a time.
+
+    ``dt = softplus(delta + delta_bias)`` (optional), ``h_t = exp(dt_t A) h_{t-1} +
+    dt_t u_t B_t``, ``y_t = <h_t, C_t> + D u_t``, ``y_t *= silu(z_t)``. Shapes:
+    u, delta, z (b, l, d); A (d, n); B, C (b, l, n) or (b, l, g, n); D, delta_bias (d,);
+    initial_state (b, d, n); reset (b, l) bool (True: t starts a sequence, the state
+    entering it is zero; with ``reverse`` the state from t+1 is dropped where t+1 starts one).
+    Returns ``(y, last_state)``.
+    """
+    s = _selective_scan_states(u, delta, A, B, C, delta_bias, delta_softplus, initial_state,
+                               reset, reverse)
+    y = s["y"]
+    if D is not None:
+        y = y + np.asarray(D, np.float64) * s["u"]
+    if z is not None:
+        z = np.asarray(z, np.float64)
+        y = y * z / (1 + np.exp(-z))
+    return y, s["last"]
+
+
+def selective_scan_vjp(dy, d_last, u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                       delta_softplus=False, initial_state=None, reset=None, reverse=False):
+    """Gradients of ``<dy, y> + <d_last, last_state>`` for :func:`selective_scan`, by
+    backpropagation through time written out by hand (no autodiff):
+
+        g_t = dL/dh_t = dy0_t C_t + decay_{t'} g_{t'}   (t' the next position scanned)
+        dL/ddecay_t = g_t h_{t-1},  dL/d(dt_t u_t B_t) = g_t,  dL/dC_t = dy0_t h_t,
+
+    where dy0 is the cotangent of the output before the gate. Returns a dict with the
+    gradient for every argument that was given (``None`` for those that were not).
+    """
+    s = _selective_scan_states(u, delta, A, B, C, delta_bias, delta_softplus, initial_state,
+                               reset, reverse)
+    u, A, dt, Bx, Cx = s["u"], s["A"], s["dt"], s["Bx"], s["Cx"]
+    dy = np.asarray(dy, np.float64)
+    out = s["y"] if D is None else s["y"] + np.asarray(D, np.float64) * u
+    grads = dict(D=None, z=None, delta_bias=None, initial_state=None)
+    if z is not None:
+        z = np.asarray(z, np.float64)
+        sig = 1 / (1 + np.exp(-z))
+        grads["z"] = dy * out * sig * (1 + z * (1 - sig))  # silu'(z)
+        dy = dy * z * sig  # cotangent before the gate
+    du = np.zeros_like(u) if D is None else dy * np.asarray(D, np.float64)
+    if D is not None:
+        grads["D"] = np.sum(dy * u, axis=(0, 1))
+    d_dt, dA = np.zeros_like(dt), np.zeros_like(A)
+    dBx, dCx = np.zeros_like(Bx), np.zeros_like(Cx)
+    g = np.array(d_last, np.float64)
+    for t in reversed(s["order"]):
+        g = g + dy[:, t, :, None] * Cx[:, t]
+        dCx[:, t] = dy[:, t, :, None] * s["after"][t]
+        decay = s["keep"][:, t, None, None] * np.exp(dt[:, t, :, None] * A)
+        d_decay = g * s["before"][t]
+        gB = np.sum(g * Bx[:, t], axis=-1)
+        d_dt[:, t] = np.sum(d_decay * decay * A, axis=-1) + gB * u[:, t]
+        dA += np.sum(d_decay * decay * dt[:, t, :, None], axis=0)
+        dBx[:, t] = g * (dt[:, t] * u[:, t])[:, :, None]
+        du[:, t] += gB * dt[:, t]
+        g = decay * g
+    if initial_state is not None:
+        grads["initial_state"] = g
+
+    def per_group(dM, like):  # (b, l, d, n) -> like's shape: sum channels within a group
+        like = np.asarray(like)
+        groups = 1 if like.ndim == 3 else like.shape[2]
+        b, l, d, n = dM.shape
+        return dM.reshape(b, l, groups, d // groups, n).sum(3).reshape(like.shape)
+
+    d_pre = d_dt
+    if delta_softplus:
+        d_pre = d_dt * np.where(s["pre"] > 20, 1.0, 1 / (1 + np.exp(-s["pre"])))
+    if delta_bias is not None:
+        grads["delta_bias"] = np.sum(d_pre, axis=(0, 1))
+    grads.update(u=du, delta=d_pre, A=dA, B=per_group(dBx, B), C=per_group(dCx, C))
+    return grads

@@ -1,0 +1,400 @@
+"""Mamba's selective scan (S6): three scan methods and a one-step update.
+
+Notation: ``b`` batch, ``l`` length, ``d`` dim (channels), ``n`` state size,
+``g`` groups of B/C, ``k = d/g`` channels per group, ``t`` chunk length.
+
+Semantics are those of ``selective_scan_ref`` in state-spaces/mamba
+(``mamba_ssm/ops/selective_scan_interface.py``), channel-last. Per channel c,
+state index i and position t, all in float32 (or float64 if an input is float64):
+
+    delta_t  <- softplus(delta_t + delta_bias)      (softplus optional)
+    dA_t     =  exp(delta_t[c] A[c, i])             (zero-order hold of A)
+    dBu_t    =  delta_t[c] B_t[i] u_t[c]            ("simplified Euler" for B)
+    h_t      =  dA_t h_{t-1} + dBu_t                (h_{-1} = initial_state or 0)
+    y_t[c]   =  sum_i h_t[c, i] C_t[i] + D[c] u_t[c]
+    y_t      *= silu(z_t)
+
+Methods (:func:`resolve_method` picks one for ``"auto"``):
+
+- ``"sequential"``: one ``lax.scan`` over positions, the (b, d, n) state as the
+  carry and y_t emitted in the body. Forward memory O(b l d); JAX's autodiff of
+  the scan stores the state of every step, so its backward holds O(b l d n).
+- ``"chunked"``: the same forward, cut into chunks of t positions; only the state
+  entering each chunk is kept for the backward pass, which recomputes a chunk's
+  states and runs the adjoint recurrence ``g_t = dA_{t+1} g_{t+1} + dy_t C_t``
+  through it (Mamba's CUDA kernel does the same with chunks of 2048). Written as a
+  ``jax.custom_vjp``: the same memory as ``jax.checkpoint`` around each chunk, and
+  25-30% faster on CPU than autodiff through it (measured; ssm/bench/scan.py).
+  Memory O(b l d + b d n l / t) forward and backward. Reverse-mode only
+  (``jax.jvp`` through it raises; use ``"sequential"`` for forward mode).
+- ``"associative"``: ``lax.associative_scan`` over (dA, dBu), materialized as
+  (l, b, d, n): O(log l) depth, O(b l d n) memory.
+
+Resets: ``reset[b, t] = True`` marks position t as the start of a new sequence;
+the state entering it is dropped (taken as zero, *not* as ``initial_state``), so
+sequences packed along the length give the same outputs as separate runs. With
+``reverse=True`` the scan runs from the last position to the first and the same
+``reset`` mask (still marking sequence starts) drops the state flowing from t+1
+into t wherever t+1 starts a sequence, so packed reverse runs equal separate
+reverse runs too.
+"""
+
+from __future__ import annotations
+
+import functools
+import numbers
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+METHODS: tuple[str, ...] = ("auto", "sequential", "chunked", "associative")
+# Positions per chunk of the "chunked" method. Time is flat for 16-128 on a 2-core CPU
+# (ssm/bench/scan.py); 64 keeps the boundary states at 1/64 of a (b, l, d, n) buffer.
+CHUNK = 64
+# What "auto" runs per platform; only "cpu" is measured (see resolve_method).
+_AUTO = {"cpu": "chunked", "gpu": "chunked", "cuda": "chunked", "rocm": "chunked", "tpu": "chunked"}
+SOFTPLUS_THRESHOLD = 20.0  # softplus(x) = x above this, as torch's softplus and Mamba's CUDA kernel
+
+
+def resolve_method(method: str = "auto", platform: str | None = None) -> str:
+    """The scan method to run for ``method`` on ``platform`` (default: JAX's backend).
+
+    ``"auto"`` resolves to ``"chunked"`` everywhere. On CPU that is measured: its
+    forward is the sequential scan's (the fastest forward, 7-8x the associative scan
+    at b4 d512 n16), and its backward is the fastest and the smallest (ssm/bench/scan.py,
+    BENCHMARKS.md). On GPU and TPU it is a choice made without a measurement: the
+    chunked scan keeps training memory at O(b l d), where the associative scan needs
+    O(b l d n); a per-step loop may be launch-bound there.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}; expected one of {METHODS}")
+    if method != "auto":
+        return method
+    return _AUTO.get(platform or jax.default_backend(), "chunked")
+
+
+# ------------------------------------------------------------------------------ checks
+
+
+def _shape_error(name, x, expected):
+    return ValueError(f"{name} has shape {tuple(jnp.shape(x))}; expected {expected}")
+
+
+def _check_params(A, D, delta_bias, d):
+    """A (d, n) real, D and delta_bias (d,); returns n."""
+    if jnp.iscomplexobj(A):
+        raise ValueError(f"A has complex dtype {jnp.asarray(A).dtype}; only real A (Mamba's "
+                         "A = -exp(A_log)) is supported")
+    if jnp.ndim(A) != 2 or jnp.shape(A)[0] != d:
+        raise _shape_error("A", A, f"(dim, N) = ({d}, N)")
+    for name, v in (("D", D), ("delta_bias", delta_bias)):
+        if v is not None and jnp.shape(v) != (d,):
+            raise _shape_error(name, v, f"(dim,) = ({d},)")
+    return jnp.shape(A)[1]
+
+
+def _check_BC(B, C, lead: tuple, lead_names: str, d: int, n: int, suffix: str = "") -> int:
+    """B and C: lead + (n,) or lead + (g, n) with g dividing d; returns g."""
+    names = ("B" + suffix, "C" + suffix)
+    for name, v in zip(names, (B, C)):
+        shape = tuple(jnp.shape(v))
+        if len(shape) not in (len(lead) + 1, len(lead) + 2) or shape[:len(lead)] != lead \
+                or shape[-1] != n:
+            raise _shape_error(name, v, f"({lead_names}, N) or ({lead_names}, groups, N) "
+                               f"with {lead_names} = {lead} and N = {n} (from A)")
+    if jnp.shape(B) != jnp.shape(C):
+        raise ValueError(f"{names[0]} has shape {jnp.shape(B)} and {names[1]} {jnp.shape(C)}; "
+                         "expected the same")
+    g = jnp.shape(B)[-2] if jnp.ndim(B) == len(lead) + 2 else 1
+    if g < 1 or d % g:
+        raise ValueError(f"{names[0]} and {names[1]} have {g} groups, which does not divide "
+                         f"dim = {d}")
+    return g
+
+
+def _compute_dtype(*xs):
+    """float32, or float64 if an input is float64 (so x64 tests check the algebra)."""
+    return jnp.result_type(jnp.float32, *(jnp.asarray(x).dtype for x in xs if x is not None))
+
+
+def _time_step(delta, delta_bias, delta_softplus: bool, dtype):
+    """``softplus(delta + delta_bias)`` (softplus optional) in ``dtype``.
+
+    softplus(x) = x for x > 20 (torch's threshold, used by Mamba's reference and CUDA
+    kernel), else log1p(exp(x)); in float32 the two branches agree to rounding at 20.
+    """
+    delta = delta.astype(dtype)
+    if delta_bias is not None:
+        delta = delta + delta_bias.astype(dtype)
+    if delta_softplus:
+        safe = jnp.minimum(delta, SOFTPLUS_THRESHOLD)  # no inf (or nan gradient) on the x branch
+        delta = jnp.where(delta > SOFTPLUS_THRESHOLD, delta, jnp.log1p(jnp.exp(safe)))
+    return delta
+
+
+def _gate(y, u, D, z, dtype):
+    """``(y + D u) * silu(z)``, each term optional."""
+    if D is not None:
+        y = y + D.astype(dtype) * u.astype(dtype)
+    if z is not None:
+        y = y * jax.nn.silu(z.astype(dtype))
+    return y
+
+
+# --------------------------------------------------------------------- one step, grouped
+# Inside the scans the state is (b, g, k, n) (channel c = group * k + j), or (b, d, n)
+# when g = 1: a size-1 group axis makes XLA:CPU pick transposed layouts for the
+# per-chunk arrays, which made the backward 2.5x slower (measured).
+
+
+def _decay(delta_t, A, keep_t):
+    """``dA_t = exp(delta_t A)``, zeroed where the state is dropped (keep_t = 0).
+    delta_t (b, [g,] k), A ([g,] k, n), keep_t (b,) or None -> (b, [g,] k, n)."""
+    a = jnp.exp(delta_t[..., None] * A)
+    return a if keep_t is None else a * keep_t.reshape(keep_t.shape + (1,) * (a.ndim - 1))
+
+
+def _drive(x_t, B_t):
+    """``dBu_t = (delta_t u_t) B_t``: x_t (b, [g,] k), B_t (b, [g,] n) -> (b, [g,] k, n)."""
+    return x_t[..., None] * B_t[..., None, :]
+
+
+def _readout(h, C_t):
+    """``sum_i h[.., i] C_t[i]``: h (b, [g,] k, n), C_t (b, [g,] n) -> (b, [g,] k)."""
+    return jnp.einsum("...kn,...n->...k", h, C_t)
+
+
+# ------------------------------------------------------------------------------ methods
+# All take time-major, grouped inputs: delta, x = delta u (l, b, [g,] k); A ([g,] k, n);
+# B, C (l, b, [g,] n); h0 (b, [g,] k, n); keep (l, b) or None. They return
+# y (l, b, [g,] k) without the D and z terms, and the last state (b, [g,] k, n).
+
+
+def _scan_sequential(delta, x, A, B, C, h0, keep):
+    def step(h, s):
+        delta_t, x_t, B_t, C_t, keep_t = s
+        h = _decay(delta_t, A, keep_t) * h + _drive(x_t, B_t)
+        return h, _readout(h, C_t)
+
+    h, y = lax.scan(step, h0, (delta, x, B, C, keep))
+    return y, h
+
+
+def _scan_associative(delta, x, A, B, C, h0, keep):
+    a = jnp.exp(delta[..., None] * A)  # (l, b, [g,] k, n)
+    if keep is not None:
+        a = a * keep.reshape(keep.shape + (1,) * (a.ndim - 2))
+    bx = x[..., None] * B[..., None, :]
+    bx = bx.at[0].add(a[0] * h0)  # fold the initial state into the first element
+
+    def combine(first, second):  # (a1, b1) then (a2, b2): h -> a2 (a1 h + b1) + b2
+        return second[0] * first[0], second[0] * first[1] + second[1]
+
+    _, h = lax.associative_scan(combine, (a, bx), axis=0)
+    return jnp.einsum("...kn,...n->...k", h, C), h[-1]
+
+
+def _in_chunks(t: int, *arrays):
+    """(l, ...) -> (l/t, t, ...) for each array (None stays None)."""
+    return tuple(None if a is None else a.reshape(a.shape[0] // t, t, *a.shape[1:])
+                 for a in arrays)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _scan_chunked(t, delta, x, A, B, C, h0, keep):
+    return _scan_sequential(delta, x, A, B, C, h0, keep)
+
+
+def _chunked_fwd(t, delta, x, A, B, C, h0, keep):
+    def chunk(h, s):
+        delta_c, x_c, B_c, C_c, keep_c = s
+        y, h_next = _scan_sequential(delta_c, x_c, A, B_c, C_c, h, keep_c)
+        return h_next, (y, h)
+
+    h, (y, starts) = lax.scan(chunk, h0, _in_chunks(t, delta, x, B, C, keep))
+    return (y.reshape(-1, *y.shape[2:]), h), (delta, x, A, B, C, keep, starts)
+
+
+def _chunked_bwd(t, residuals, cotangents):
+    """Adjoint of h_t = dA_t h_{t-1} + dBu_t, y_t = <h_t, C_t>, chunk by chunk from the end.
+
+    With g_t = dL/dh_t = dA_{t+1} g_{t+1} + dy_t C_t (+ dL/dh_last at the end):
+    dL/dC_t = sum_k h_t dy_t, dL/dx_t = sum_n g_t B_t, dL/dB_t = sum_k g_t x_t,
+    dL/ddelta_t = sum_n w_t A and dL/dA = sum_{b,t} w_t delta_t with
+    w_t = g_t h_{t-1} dA_t, and dL/dh0 = dA_0 g_0.
+    """
+    delta, x, A, B, C, keep, starts = residuals
+    dy, dh_last = cotangents
+
+    def chunk(carry, s):
+        delta_c, x_c, B_c, C_c, keep_c, dy_c, h_start = s
+
+        def forward(h, s):  # recompute the states entering each step of the chunk
+            delta_t, x_t, B_t, keep_t = s
+            return _decay(delta_t, A, keep_t) * h + _drive(x_t, B_t), h
+
+        _, h_prev = lax.scan(forward, h_start, (delta_c, x_c, B_c, keep_c))
+
+        def backward(carry, s):
+            g_next, dA = carry  # g_next = dA_{t+1} g_{t+1}
+            delta_t, x_t, B_t, C_t, keep_t, dy_t, h_before = s
+            a = _decay(delta_t, A, keep_t)
+            g = g_next + dy_t[..., None] * C_t[..., None, :]
+            h = a * h_before + _drive(x_t, B_t)
+            w = g * h_before * a
+            grads = (jnp.sum(w * A, -1),  # d delta
+                     jnp.sum(g * B_t[..., None, :], -1),  # d x
+                     jnp.einsum("...kn,...k->...n", g, x_t),  # d B
+                     jnp.einsum("...kn,...k->...n", h, dy_t))  # d C
+            return (a * g, dA + w * delta_t[..., None]), grads
+
+        return lax.scan(backward, carry, (delta_c, x_c, B_c, C_c, keep_c, dy_c, h_prev),
+                        reverse=True)
+
+    xs = (*_in_chunks(t, delta, x, B, C, keep, dy), starts)
+    (dh0, dA), grads = lax.scan(chunk, (dh_last, jnp.zeros_like(dh_last)), xs, reverse=True)
+    d_delta, d_x, d_B, d_C = (g.reshape(-1, *g.shape[2:]) for g in grads)
+    d_keep = None if keep is None else jnp.zeros_like(keep)
+    return d_delta, d_x, dA.sum(0), d_B, d_C, dh0, d_keep
+
+
+_scan_chunked.defvjp(_chunked_fwd, _chunked_bwd)
+
+
+# ------------------------------------------------------------------------------ public
+
+
+def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, *,
+                   initial_state=None, return_last_state=False, reset=None, reverse=False,
+                   method="auto", chunk_size=None):
+    """Mamba's selective scan (S6), channel-last; semantics of ``selective_scan_ref``.
+
+    Gu & Dao (2023), "Mamba: Linear-Time Sequence Modeling with Selective State
+    Spaces", Algorithm 2. See the module docstring for the equations and methods.
+
+    Args:
+      u: (b, l, d) input.
+      delta: (b, l, d) time steps (before ``delta_bias`` and softplus).
+      A: (d, n) real state matrix (diagonal per channel; Mamba's ``-exp(A_log)``).
+      B, C: (b, l, n), or (b, l, g, n) where group j serves channels [j d/g, (j+1) d/g).
+      D: (d,) skip, optional.
+      z: (b, l, d) gate, optional: the output is multiplied by ``silu(z)``.
+      delta_bias: (d,) added to ``delta`` before the softplus, optional.
+      delta_softplus: apply softplus to ``delta + delta_bias``.
+      initial_state: (b, d, n) state before position 0 (before the last position when
+        ``reverse``); zero if None.
+      return_last_state: also return the state after the last scanned position.
+      reset: (b, l) bool; True marks the start of a new sequence, whose entering
+        state is zero (see the module docstring; with ``reverse`` too).
+      reverse: scan from the last position to the first (y_t depends on positions >= t).
+      method: ``"auto"``, ``"sequential"``, ``"chunked"`` or ``"associative"``.
+      chunk_size: positions per chunk for ``"chunked"`` (default ``CHUNK`` = 64);
+        chunks are made equal, so the length is padded by less than one per chunk.
+
+    Returns:
+      ``y`` (b, l, d) in u's dtype; with ``return_last_state``, ``(y, last_state)``
+      with last_state (b, d, n) float32 (float64 for float64 inputs).
+    """
+    method = resolve_method(method)
+    if jnp.ndim(u) != 3:
+        raise _shape_error("u", u, "(batch, length, dim)")
+    b, l, d = jnp.shape(u)
+    for name, v in (("delta", delta), ("z", z)):
+        if v is not None and jnp.shape(v) != (b, l, d):
+            raise _shape_error(name, v, f"(batch, length, dim) = {(b, l, d)} like u")
+    n = _check_params(A, D, delta_bias, d)
+    g = _check_BC(B, C, (b, l), "batch, length", d, n)
+    if initial_state is not None and jnp.shape(initial_state) != (b, d, n):
+        raise _shape_error("initial_state", initial_state, f"(batch, dim, N) = {(b, d, n)}")
+    if reset is not None:
+        if jnp.shape(reset) != (b, l):
+            raise _shape_error("reset", reset, f"(batch, length) = {(b, l)}")
+        if jnp.asarray(reset).dtype != jnp.bool_:
+            raise ValueError(f"reset has dtype {jnp.asarray(reset).dtype}; expected bool")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(
+            chunk_size, numbers.Integral) or chunk_size < 1):
+        raise ValueError(f"chunk_size={chunk_size!r}; expected a positive integer (static)")
+
+    dtype = _compute_dtype(u, delta, A, B, C, D, z, delta_bias, initial_state)
+    channels, states = ((g, d // g), (g, n)) if g > 1 else ((d,), (n,))
+    delta_t = _time_step(delta, delta_bias, delta_softplus, dtype)
+    x = delta_t * u.astype(dtype)
+
+    def time_major(v, trailing):  # (b, l, ...) -> (l, b, *trailing), flipped if reverse
+        v = jnp.swapaxes(v, 0, 1).reshape(l, b, *trailing)
+        return jnp.flip(v, 0) if reverse else v
+
+    B_, C_ = (time_major(v.astype(dtype), states) for v in (B, C))
+    keep = None
+    if reset is not None:
+        drop = reset
+        if reverse:  # going backwards, the state from t+1 is dropped where t+1 starts a sequence
+            drop = jnp.concatenate([reset[:, 1:], jnp.zeros((b, 1), bool)], axis=1)
+        keep = time_major(jnp.logical_not(drop).astype(dtype), ())
+    h0 = (jnp.zeros((b, *channels, n), dtype) if initial_state is None
+          else initial_state.astype(dtype).reshape(b, *channels, n))
+    inputs = (time_major(delta_t, channels), time_major(x, channels),
+              A.astype(dtype).reshape(*channels, n), B_, C_, h0, keep)
+
+    if method == "sequential":
+        y, h = _scan_sequential(*inputs)
+    elif method == "associative":
+        y, h = _scan_associative(*inputs)
+    else:
+        chunks = -(-l // (chunk_size or CHUNK))
+        t = -(-l // chunks)  # equal chunks
+        pad = chunks * t - l
+        if pad:  # delta = x = 0, keep = 1 leave the state unchanged (dA = 1, dBu = 0)
+            delta_, x_, A_, B_, C_, h0, keep = inputs
+            tail = lambda v, value=0: jnp.pad(  # noqa: E731
+                v, [(0, pad)] + [(0, 0)] * (v.ndim - 1), constant_values=value)
+            inputs = (tail(delta_), tail(x_), A_, tail(B_), tail(C_), h0,
+                      None if keep is None else tail(keep, 1))
+        y, h = _scan_chunked(t, *inputs)
+        y = y[:l]
+    if reverse:
+        y = jnp.flip(y, 0)
+    y = _gate(jnp.swapaxes(y.reshape(l, b, d), 0, 1), u, D, z, dtype).astype(u.dtype)
+    return (y, h.reshape(b, d, n)) if return_last_state else y
+
+
+def selective_state_update(state, u_t, delta_t, A, B_t, C_t, D=None, z_t=None, delta_bias=None,
+                           delta_softplus=False):
+    """One step of :func:`selective_scan` for recurrent inference (Mamba's ``step``).
+
+    ``h' = exp(delta A) h + delta u B``, ``y = <h', C> + D u``, ``y *= silu(z)``, with
+    ``delta <- softplus(delta + delta_bias)`` as in the scan. Feeding a sequence one
+    position at a time gives the scan's outputs and states.
+
+    Args:
+      state: (b, d, n) state before this step.
+      u_t, delta_t, z_t: (b, d); z_t optional.
+      A: (d, n) real.
+      B_t, C_t: (b, n) or (b, g, n).
+      D, delta_bias: (d,), optional.
+      delta_softplus: as in :func:`selective_scan`.
+
+    Returns:
+      ``(y_t, new_state)``: y_t (b, d) in u_t's dtype, new_state (b, d, n) float32
+      (float64 for float64 inputs).
+    """
+    if jnp.ndim(u_t) != 2:
+        raise _shape_error("u_t", u_t, "(batch, dim)")
+    b, d = jnp.shape(u_t)
+    for name, v in (("delta_t", delta_t), ("z_t", z_t)):
+        if v is not None and jnp.shape(v) != (b, d):
+            raise _shape_error(name, v, f"(batch, dim) = {(b, d)} like u_t")
+    n = _check_params(A, D, delta_bias, d)
+    g = _check_BC(B_t, C_t, (b,), "batch", d, n, suffix="_t")
+    if jnp.shape(state) != (b, d, n):
+        raise _shape_error("state", state, f"(batch, dim, N) = {(b, d, n)}")
+    dtype = _compute_dtype(state, u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias)
+    k = d // g
+    dt = _time_step(delta_t, delta_bias, delta_softplus, dtype)
+    grouped = lambda v: v.reshape(b, g, k)  # noqa: E731
+    h = (_decay(grouped(dt), A.astype(dtype).reshape(g, k, n), None)
+         * state.astype(dtype).reshape(b, g, k, n)
+         + _drive(grouped(dt * u_t.astype(dtype)), B_t.astype(dtype).reshape(b, g, n)))
+    y = _readout(h, C_t.astype(dtype).reshape(b, g, n)).reshape(b, d)
+    return _gate(y, u_t, D, z_t, dtype).astype(u_t.dtype), h.reshape(b, d, n)
