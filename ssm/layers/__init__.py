@@ -1,4 +1,5 @@
-"""Flax NNX sequence layers: thin shells over the functions in ``ssm.kernels``.
+"""Flax NNX sequence layers: thin shells over the functions in ``ssm.kernels``,
+``ssm.scan`` and ``ssm.ssd``.
 
 Every sequence layer is built as ``Layer(d_model, *, <options>, dtype=None,
 param_dtype=jnp.float32, rngs=nnx.Rngs(...))`` and called as ``layer(x, mask=None)``
@@ -8,7 +9,10 @@ on ``x`` (batch, length, d_model). Causal layers also offer ``init_state``,
 
 from ssm.layers.backbone import LAYERS, SequenceModel
 from ssm.layers.block import ResidualBlock
+from ssm.layers.conv1d import CausalConv1d
+from ssm.layers.mamba import Mamba
+from ssm.layers.mamba2 import Mamba2
 from ssm.layers.s4 import S4
 from ssm.layers.s4d import S4D
 
-__all__ = ["LAYERS", "ResidualBlock", "S4", "S4D", "SequenceModel"]
+__all__ = ["LAYERS", "CausalConv1d", "Mamba", "Mamba2", "ResidualBlock", "S4", "S4D", "SequenceModel"]

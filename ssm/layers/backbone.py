@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import math
 from typing import Any
 
 import jax.numpy as jnp
@@ -9,11 +11,13 @@ from flax import nnx
 
 from ssm.layers.block import ResidualBlock, make_norm
 from ssm.layers.conv_ssm import check_positive_int
+from ssm.layers.mamba import Mamba
+from ssm.layers.mamba2 import Mamba2
 from ssm.layers.s4 import S4
 from ssm.layers.s4d import S4D
 
 # Sequence layers a config can name. Each is built as cls(d_model, **layer_kwargs, rngs=...).
-LAYERS: dict[str, type[nnx.Module]] = {"s4": S4, "s4d": S4D}
+LAYERS: dict[str, type[nnx.Module]] = {"s4": S4, "s4d": S4D, "mamba": Mamba, "mamba2": Mamba2}
 POOLS: tuple[str | None, ...] = (None, "mean", "last")
 
 
@@ -29,9 +33,15 @@ class SequenceModel(nnx.Module):
     Args:
       d_model, n_layers, d_output: widths and depth.
       vocab_size / d_input: exactly one of them.
-      layer: a name in :data:`LAYERS`; layer_kwargs: its options.
-      norm, prenorm, activation, post, dropout: of each :class:`ResidualBlock`.
+      layer: a name in :data:`LAYERS`; layer_kwargs: its options. A layer that
+        takes ``out_init_scale`` (Mamba, Mamba-2) gets 1/sqrt(n_layers) unless
+        given: the reference LM's rescaling of each residual branch's output
+        projection.
+      norm, prenorm, activation, post, dropout: of each :class:`ResidualBlock`
+        (a Mamba LM: ``norm="rms", post=None``).
       pool: ``None``, ``"mean"`` or ``"last"``.
+      tie_embeddings: the head is the transposed embedding (token inputs and
+        ``d_output == vocab_size`` only), as in the Mamba LM.
 
     Parameter groups: the embedding and the head are ``adamw`` (never Muon).
     """
@@ -52,6 +62,7 @@ class SequenceModel(nnx.Module):
         post: str | None = "glu",
         dropout: float = 0.0,
         pool: str | None = None,
+        tie_embeddings: bool = False,
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -65,6 +76,12 @@ class SequenceModel(nnx.Module):
             raise ValueError(f"layer={layer!r}; expected one of {tuple(LAYERS)}")
         if pool not in POOLS:
             raise ValueError(f"pool={pool!r}; expected one of {POOLS}")
+        if tie_embeddings and (vocab_size is None or d_output != vocab_size):
+            raise ValueError(f"tie_embeddings needs token inputs and d_output == vocab_size; got "
+                             f"vocab_size={vocab_size!r}, d_output={d_output!r}")
+        layer_kwargs = dict(layer_kwargs or {})
+        if "out_init_scale" in inspect.signature(LAYERS[layer].__init__).parameters:
+            layer_kwargs.setdefault("out_init_scale", 1 / math.sqrt(n_layers))
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         if vocab_size is not None:
             self.encoder = nnx.Embed(check_positive_int("vocab_size", vocab_size), d_model,
@@ -72,19 +89,20 @@ class SequenceModel(nnx.Module):
         else:
             self.encoder = nnx.Linear(check_positive_int("d_input", d_input), d_model, **kw)
         self.blocks = nnx.List([
-            ResidualBlock(d_model, LAYERS[layer](d_model, **(layer_kwargs or {}), **kw), norm=norm,
+            ResidualBlock(d_model, LAYERS[layer](d_model, **layer_kwargs, **kw), norm=norm,
                           prenorm=prenorm, activation=activation, post=post, dropout=dropout, **kw)
             for _ in range(n_layers)
         ])
         self.final_norm = make_norm(norm, d_model, **kw) if prenorm else None
-        self.head = nnx.Linear(d_model, d_output, kernel_metadata={"group": "adamw"}, **kw)
+        self.head = (None if tie_embeddings else
+                     nnx.Linear(d_model, d_output, kernel_metadata={"group": "adamw"}, **kw))
         self.pool = pool
 
     def _logits(self, h):
         """Final norm and head; logits in float32 at least (float64 if h is)."""
         if self.final_norm is not None:
             h = self.final_norm(h)
-        h = self.head(h)
+        h = self.encoder.attend(h) if self.head is None else self.head(h)
         return h.astype(jnp.promote_types(h.dtype, jnp.float32))
 
     def __call__(self, x, mask=None):

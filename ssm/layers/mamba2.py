@@ -11,14 +11,10 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
-from ssm import hippo
 from ssm.layers.conv1d import CausalConv1d
 from ssm.layers.conv_ssm import check_positive_int
+from ssm.layers.init import dt_bias_init, torch_linear
 from ssm.ssd import ssd_chunked, ssd_step
-
-# PyTorch's nn.Linear default, U(+-1/sqrt(fan_in)), as in the reference implementation.
-_torch_linear_init = nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
-
 
 class RMSNormGated(nnx.Module):
     """``rmsnorm(y * silu(z)) * scale``, normalized over groups of ``group_size``
@@ -62,6 +58,8 @@ class Mamba2(nnx.Module):
       dt_limit: ``(lo, hi)``, clip of the step sizes; the default (0, inf) is off.
       conv_bias: bias in the convolution. bias: biases in the two projections.
       norm_eps: epsilon of the gated RMSNorm.
+      out_init_scale: multiplies out_proj's initial kernel (the backbone passes
+        1/sqrt(n_layers), the reference LM's prenorm-residual rescaling).
       dtype: activation dtype (default: the input's); the SSD, the norm and the
         recurrent state run in float32 (float64 with ``param_dtype=float64``).
       param_dtype: parameter dtype.
@@ -91,6 +89,7 @@ class Mamba2(nnx.Module):
         conv_bias: bool = True,
         bias: bool = False,
         norm_eps: float = 1e-5,
+        out_init_scale: float = 1.0,
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -130,20 +129,18 @@ class Mamba2(nnx.Module):
 
         H, GN = self.nheads, ngroups * d_state
         self.conv_dim = self.d_inner + 2 * GN
-        linear = dict(use_bias=bias, kernel_init=_torch_linear_init, dtype=dtype, param_dtype=param_dtype,
-                      rngs=rngs)
-        self.in_proj = nnx.Linear(d_model, 2 * self.d_inner + 2 * GN + H, **linear)
+        linear = dict(use_bias=bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.in_proj = torch_linear(d_model, 2 * self.d_inner + 2 * GN + H, **linear)
         self.conv1d = CausalConv1d(self.conv_dim, d_conv, use_bias=conv_bias, dtype=dtype,
                                    param_dtype=param_dtype, rngs=rngs)
-        dt = jnp.exp(hippo.log_dt_init(rngs.params(), (H,), dt_min, dt_max))
-        dt = jnp.maximum(dt, dt_init_floor)
-        self.dt_bias = nnx.Param((dt + jnp.log(-jnp.expm1(-dt))).astype(param_dtype), group="ssm")  # softplus^-1
+        self.dt_bias = nnx.Param(dt_bias_init(rngs.params(), (H,), dt_min, dt_max, dt_init_floor, param_dtype),
+                                 group="ssm")
         A = jax.random.uniform(rngs.params(), (H,), minval=lo, maxval=hi)
         self.A_log = nnx.Param(jnp.log(A).astype(param_dtype), group="ssm")
         self.D = nnx.Param(jnp.ones((H,), param_dtype), group="ssm")
         self.norm = RMSNormGated(self.d_inner, group_size=self.d_inner // ngroups, eps=norm_eps,
                                  param_dtype=param_dtype)
-        self.out_proj = nnx.Linear(self.d_inner, d_model, **linear)
+        self.out_proj = torch_linear(self.d_inner, d_model, scale=out_init_scale, **linear)
 
     # Parameters as computed with: float32 at least, float64 when param_dtype is.
     @property

@@ -1,0 +1,142 @@
+"""Mamba (Gu & Dao, 2023): the selective state-space block of state-spaces/mamba
+``modules/mamba_simple.py``, on :func:`ssm.scan.selective_scan`."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ssm import scan
+from ssm.layers.conv1d import CausalConv1d
+from ssm.layers.conv_ssm import check_positive_int
+from ssm.layers.init import dt_bias_init, symmetric_uniform, torch_linear
+
+
+class Mamba(nnx.Module):
+    """Mamba block: ``x`` (batch, length, d_model) -> same shape.
+
+    in_proj (d -> 2 d_inner: x, z) -> causal depthwise conv + SiLU -> x_proj (dt, B, C)
+    -> delta = softplus(dt_proj(dt)) -> selective scan with
+    ``A = -exp(A_log)`` and skip ``D`` -> gate ``silu(z)`` -> out_proj.
+
+    Args:
+      d_model: width d.
+      d_state: N (16). d_conv: convolution width (4). expand: d_inner = expand * d.
+      dt_rank: rank of the dt projection; ``None`` is ceil(d / 16).
+      dt_min, dt_max, dt_init_floor: step-size initialization (softplus of dt_proj's bias).
+      conv_bias, bias: biases of the convolution and of in/out projections.
+      out_init_scale: multiplies out_proj's initial kernel (the backbone passes
+        1/sqrt(n_layers), the reference LM's prenorm-residual rescaling).
+      scan_method: :func:`ssm.scan.selective_scan` method ("auto": fastest here).
+
+    Parameters: ``A_log`` (d_inner, N), ``D`` (d_inner,), ``dt_proj.bias``: group
+    ``ssm`` (AdamW, no weight decay); the conv kernel ``adamw``; projections ``matrix``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | None = None,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        out_init_scale: float = 1.0,
+        scan_method: str = "auto",
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.d_model = check_positive_int("d_model", d_model)
+        self.d_state = check_positive_int("d_state", d_state)
+        self.d_inner = check_positive_int("expand", expand) * d_model
+        self.dt_rank = math.ceil(d_model / 16) if dt_rank is None else check_positive_int("dt_rank", dt_rank)
+        scan.resolve_method(scan_method)  # validates the name
+        self.scan_method = scan_method
+        self.dtype = dtype
+        self.real_dtype = jnp.promote_types(param_dtype, jnp.float32)  # the scan's: float32 at least
+        kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        d_inner, R = self.d_inner, self.dt_rank
+        self.in_proj = torch_linear(d_model, 2 * d_inner, use_bias=bias, **kw)
+        self.conv1d = CausalConv1d(d_inner, d_conv, use_bias=conv_bias, **kw)
+        self.x_proj = torch_linear(d_inner, R + 2 * d_state, use_bias=False, **kw)
+        self.dt_proj = nnx.Linear(  # kernel U(+-dt_rank^-1/2): the reference's "random" dt init
+            R, d_inner, kernel_init=symmetric_uniform(R**-0.5), **kw,
+            bias_init=lambda key, shape, dtype: dt_bias_init(key, shape, dt_min, dt_max, dt_init_floor, dtype),
+            bias_metadata={"group": "ssm"},
+        )
+        A = jnp.broadcast_to(jnp.arange(1, d_state + 1, dtype=jnp.float32), (d_inner, d_state))
+        self.A_log = nnx.Param(jnp.log(A).astype(param_dtype), group="ssm")
+        self.D = nnx.Param(jnp.ones((d_inner,), param_dtype), group="ssm")
+        self.out_proj = torch_linear(d_inner, d_model, use_bias=bias, scale=out_init_scale, **kw)
+
+    # -------------------------------------------------------------------- pieces
+    def _A(self):
+        return -jnp.exp(self.A_log[...].astype(self.real_dtype))
+
+    def _ssm_inputs(self, u):
+        """Conv output u (..., d_inner) -> (delta, B, C), delta = softplus(dt_proj(dt)) in float32."""
+        dt, B, C = jnp.split(self.x_proj(u), [self.dt_rank, self.dt_rank + self.d_state], axis=-1)
+        delta = jax.nn.softplus(self.dt_proj(dt).astype(self.real_dtype))
+        return delta, B, C
+
+    def _check(self, x, mask):
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"x has shape {x.shape}; expected (batch, length, {self.d_model})")
+        if mask is not None and mask.shape != x.shape[:2]:
+            raise ValueError(f"mask has shape {mask.shape}; expected {x.shape[:2]} (batch, length)")
+
+    def _forward(self, x, mask, return_state: bool):
+        self._check(x, mask)
+        dtype = self.dtype or x.dtype
+        if mask is not None:
+            x = jnp.where(mask[..., None], x, 0)
+        xs, z = jnp.split(self.in_proj(x), 2, axis=-1)
+        conv_out, conv_state = (self.conv1d.prefill(xs, self.real_dtype) if return_state
+                                else (self.conv1d(xs), None))
+        u = jax.nn.silu(conv_out)
+        delta, B, C = self._ssm_inputs(u)
+        if mask is not None:  # a zero step leaves the state untouched: padding is invisible
+            delta = jnp.where(mask[..., None], delta, 0)
+        out = scan.selective_scan(u, delta, self._A(), B, C, self.D[...], z=z,
+                                  return_last_state=return_state, method=self.scan_method)
+        y, ssm_state = out if return_state else (out, None)
+        y = self.out_proj(y.astype(dtype))
+        return y, {"conv": conv_state, "ssm": ssm_state}
+
+    # -------------------------------------------------------------------- modes
+    def __call__(self, x, mask=None):
+        """``x`` (batch, length, d_model) -> (batch, length, d_model); ``mask``
+        (batch, length) marks real tokens (padded inputs are zeroed and take a zero
+        step, so they change neither real outputs nor the state)."""
+        return self._forward(x, mask, return_state=False)[0]
+
+    def init_state(self, batch_size: int):
+        """``{"conv": (batch, d_conv - 1, d_inner), "ssm": (batch, d_inner, N) float32}``."""
+        check_positive_int("batch_size", batch_size)
+        return {"conv": self.conv1d.init_state(batch_size, self.real_dtype),
+                "ssm": jnp.zeros((batch_size, self.d_inner, self.d_state), self.real_dtype)}
+
+    def step(self, x_t, state):
+        """One token: ``x_t`` (batch, d_model) -> ``(y_t, state)``, equal to ``layer(x)[:, t]``."""
+        if x_t.ndim != 2 or x_t.shape[-1] != self.d_model:
+            raise ValueError(f"x_t has shape {x_t.shape}; expected (batch, {self.d_model})")
+        xs, z = jnp.split(self.in_proj(x_t), 2, axis=-1)
+        conv_out, conv_state = self.conv1d.step(xs, state["conv"])
+        u = jax.nn.silu(conv_out)
+        delta, B, C = self._ssm_inputs(u)
+        y, ssm_state = scan.selective_state_update(state["ssm"], u, delta, self._A(), B, C, self.D[...], z_t=z)
+        return self.out_proj(y.astype(self.dtype or x_t.dtype)), {"conv": conv_state, "ssm": ssm_state}
+
+    def prefill(self, x):
+        """A prompt ``x`` (batch, length, d_model) -> ``(y, state)`` for :meth:`step`
+        (any length, also shorter than ``d_conv``)."""
+        return self._forward(x, None, return_state=True)

@@ -1,0 +1,147 @@
+"""The Mamba (selective SSM) block: recurrent inference, padding, initialization."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from ssm.groups import param_labels
+from ssm.layers.mamba import Mamba
+
+
+def layer(**kw):
+    return Mamba(8, **{"d_state": 4, **kw}, rngs=nnx.Rngs(0))
+
+
+def run_steps(m, x, state=None):
+    state = m.init_state(x.shape[0]) if state is None else state
+    ys = []
+    for t in range(x.shape[1]):
+        y, state = m.step(x[:, t], state)
+        ys.append(y)
+    return jnp.stack(ys, 1), state
+
+
+def rel(a, b):
+    return float(jnp.linalg.norm((a - b).ravel()) / jnp.linalg.norm(b.ravel()))
+
+
+@pytest.mark.parametrize("length", [1, 3, 13])  # 1 and 3 are shorter than d_conv = 4
+def test_step_equals_full_forward(length, rng, x64):
+    m = layer(param_dtype=jnp.float64)
+    x = jnp.asarray(rng.normal(size=(2, length, 8)))
+    full = m(x)
+    steps, _ = run_steps(m, x)
+    err = rel(steps, full)
+    print(f"L={length}: step vs full forward, relative error {err:.1e}")
+    assert full.dtype == jnp.float64 and err < 1e-10
+
+
+@pytest.mark.parametrize("prompt", [2, 9])  # a prompt shorter than d_conv, and a longer one
+def test_prefill_then_steps_equals_one_pass(prompt, rng, x64):
+    m = layer(param_dtype=jnp.float64)
+    x = jnp.asarray(rng.normal(size=(2, 14, 8)))
+    full = m(x)
+    y_prompt, state = m.prefill(x[:, :prompt])
+    rest, _ = run_steps(m, x[:, prompt:], state)
+    assert rel(jnp.concatenate([y_prompt, rest], 1), full) < 1e-10
+    _, stepped = run_steps(m, x[:, :prompt])
+    for key in ("conv", "ssm"):
+        np.testing.assert_allclose(state[key], stepped[key], rtol=1e-10, atol=1e-12)
+
+
+def test_step_equals_full_forward_in_float32(rng):
+    m = layer()
+    x = jnp.asarray(rng.normal(size=(2, 16, 8)), jnp.float32)
+    err = rel(run_steps(m, x)[0], m(x))
+    print(f"float32 step vs full forward: {err:.1e}")
+    assert err < 1e-5
+
+
+def test_padding_on_either_side_does_not_change_real_outputs(rng):
+    m = layer()
+    x = jnp.asarray(rng.normal(size=(1, 10, 8)), jnp.float32)
+    alone = m(x)
+    junk = jnp.asarray(rng.normal(size=(1, 4, 8)), jnp.float32)
+    real = jnp.arange(14)[None] >= 4
+    np.testing.assert_allclose(m(jnp.concatenate([junk, x], 1), mask=real)[:, 4:], alone, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(m(jnp.concatenate([x, junk], 1), mask=real[:, ::-1])[:, :10], alone,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_initialization_follows_the_reference():
+    m = Mamba(32, d_state=16, dt_min=1e-3, dt_max=0.1, dt_init_floor=1e-4, rngs=nnx.Rngs(0))
+    assert m.d_inner == 64 and m.dt_rank == 2  # expand 2, ceil(32 / 16)
+    dt = jax.nn.softplus(m.dt_proj.bias[...])
+    assert float(dt.min()) >= 1e-3 * (1 - 1e-5) and float(dt.max()) <= 0.1 * (1 + 1e-5)
+    np.testing.assert_allclose(m.A_log[...], np.log(np.broadcast_to(np.arange(1, 17), (64, 16))), rtol=1e-6)
+    np.testing.assert_array_equal(m.D[...], np.ones(64))
+    bound = 2 ** -0.5  # dt_proj.weight ~ U(+-dt_rank^-1/2)
+    assert float(jnp.abs(m.dt_proj.kernel[...]).max()) <= bound
+    assert float(jnp.abs(m.in_proj.kernel[...]).max()) <= 32 ** -0.5  # PyTorch's Linear default
+    floor = Mamba(8, dt_min=1e-6, dt_max=1e-5, dt_init_floor=1e-4, rngs=nnx.Rngs(1))
+    np.testing.assert_allclose(jax.nn.softplus(floor.dt_proj.bias[...]), 1e-4, rtol=1e-4)
+
+
+def test_ssm_parameters_are_routed_to_the_ssm_group():
+    m = layer()
+    labels = param_labels(m)(nnx.state(m, nnx.Param))
+    flat = {tuple(map(str, p)): v.get_value() for p, v in nnx.to_flat_state(labels)}
+    assert flat[("A_log",)] == flat[("D",)] == flat[("dt_proj", "bias")] == "ssm"
+    assert flat[("conv1d", "kernel")] == "adamw"
+    for name in ("in_proj", "x_proj", "out_proj", "dt_proj"):
+        assert flat[(name, "kernel")] == "matrix"
+
+
+def test_bf16_activations_with_float32_state(rng):
+    x = jnp.asarray(rng.normal(size=(2, 32, 8)), jnp.float32)
+    y32 = layer()(x)
+    y16 = layer(dtype=jnp.bfloat16)(x.astype(jnp.bfloat16))
+    assert y16.dtype == jnp.bfloat16
+    err = rel(y16.astype(jnp.float32), y32)
+    print(f"bf16 activations vs float32: relative error {err:.1e}")
+    assert err < 3e-2  # bf16 keeps 8 mantissa bits; the state and the scan stay float32
+
+
+def test_jit_matches_eager(rng):
+    m = layer()
+    x = jnp.asarray(rng.normal(size=(2, 12, 8)), jnp.float32)
+    graphdef, state = nnx.split(m)
+    jitted = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x))(state, x)
+    np.testing.assert_allclose(jitted, m(x), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="d_state=0"):
+        Mamba(8, d_state=0, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="method='cuda'"):
+        Mamba(8, scan_method="cuda", rngs=nnx.Rngs(0))
+    m = layer()
+    with pytest.raises(ValueError, match=r"x has shape \(2, 8\)"):
+        m(jnp.zeros((2, 8)))
+    with pytest.raises(ValueError, match=r"x_t has shape \(2, 3, 8\)"):
+        m.step(jnp.zeros((2, 3, 8)), m.init_state(2))
+
+
+@pytest.mark.parametrize("layer_name, layer_kwargs", [("mamba", {"d_state": 4}),
+                                                      ("mamba2", {"d_state": 4, "headdim": 4, "chunk_size": 4})])
+def test_mamba_language_model_steps_like_its_full_pass(layer_name, layer_kwargs, rng, x64):
+    """The Mamba LM shape of the backbone: embedding, pre-norm RMSNorm residual blocks
+    around the mixer alone, tied head; token-by-token decoding equals the full pass."""
+    from ssm.layers import SequenceModel
+
+    lm = SequenceModel(vocab_size=11, d_model=8, n_layers=2, d_output=11, layer=layer_name,
+                       layer_kwargs=layer_kwargs, norm="rms", post=None, tie_embeddings=True,
+                       param_dtype=jnp.float64, rngs=nnx.Rngs(0))
+    assert lm.head is None  # tied: logits = h @ embedding^T
+    ids = jnp.asarray(rng.integers(0, 11, size=(2, 9)))
+    full = lm(ids)
+    assert full.shape == (2, 9, 11)
+    steps, _ = run_steps(lm, ids)
+    assert rel(steps, full) < 1e-10
+    # The reference LM rescales each residual branch's output projection by 1/sqrt(n_layers).
+    alone = Mamba(8, d_state=4, rngs=nnx.Rngs(0)) if layer_name == "mamba" else None
+    if alone is not None:
+        scaled = lm.blocks[0].mixer.out_proj.kernel[...]
+        assert float(jnp.abs(scaled).max()) <= alone.d_inner ** -0.5 / np.sqrt(2) + 1e-12
