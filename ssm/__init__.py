@@ -4,7 +4,9 @@ Submodules load on first use, so ``import ssm`` stays light:
 
 - ``ssm.hippo``    HiPPO matrices, DPLR form, S4D initializations (NumPy float64)
 - ``ssm.kernels``  discretization, S4D/S4 convolution kernels, FFT convolution
-- ``ssm.layers``   Flax NNX layers: S4, S4D, ResidualBlock, SequenceModel
+- ``ssm.scan``     the selective scan of Mamba, and its one-step update
+- ``ssm.ssd``      the state-space dual of Mamba-2
+- ``ssm.layers``   Flax NNX layers: S4, S4D, Mamba, Mamba2, ResidualBlock, SequenceModel
 - ``ssm.linen``    the same layers for Linen
 - ``ssm.groups``   parameter groups for optimizers
 - ``ssm.data``     generated tasks as Hugging Face datasets, and their batches
@@ -15,7 +17,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("bench", "data", "groups", "hippo", "kernels", "layers", "linen", "train")
+_SUBMODULES = ("bench", "data", "groups", "hippo", "kernels", "layers", "linen", "scan", "ssd", "train")
 
 
 def __getattr__(name):

@@ -36,6 +36,8 @@ def _linen(nnx_cls):
 
 S4 = _linen(layers.S4)
 S4D = _linen(layers.S4D)
+Mamba = _linen(layers.Mamba)
+Mamba2 = _linen(layers.Mamba2)
 SequenceModel = _linen(layers.SequenceModel)
 
-__all__ = ["S4", "S4D", "SequenceModel"]
+__all__ = ["Mamba", "Mamba2", "S4", "S4D", "SequenceModel"]

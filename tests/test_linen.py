@@ -52,6 +52,22 @@ def test_linen_model_trains_and_its_ssm_parameters_change(rng):
             assert not np.allclose(old[name], new[name]), (layer, name)
 
 
+def test_linen_mamba_layers_train_through_params(rng):
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = ssm.linen.Mamba(4, d_state=4)(x)
+            x = ssm.linen.Mamba2(4, d_state=4, headdim=4, chunk_size=4)(x)
+            return nn.Dense(2)(x.mean(1))
+
+    x = jnp.asarray(rng.normal(size=(2, 8, 4)), jnp.float32)
+    params = Net().init(jax.random.key(0), x)["params"]
+    grads = jax.grad(lambda p: jnp.sum(Net().apply({"params": p}, x) ** 2))(params)
+    for layer, names in (("ToLinen_0", ("A_log", "D")), ("ToLinen_1", ("A_log", "D", "dt_bias"))):
+        for name in names:
+            assert float(jnp.abs(nn.unbox(grads)[layer][name]).max()) > 0, (layer, name)
+
+
 def test_linen_layer_equals_the_nnx_layer_with_the_same_parameters(rng):
     x = jnp.asarray(rng.normal(size=(2, 10, 4)), jnp.float32)
     layer = ssm.linen.S4D(4, d_state=4)
