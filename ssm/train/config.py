@@ -41,6 +41,7 @@ class ModelConfig:
     post: str | None = "glu"
     dropout: float = 0.0
     pool: str = "auto"  # auto: none for token tasks, mean for classification, last for regression
+    tie_embeddings: bool = False  # head = transposed embedding (token tasks; the Mamba LM)
 
     def check(self, path: str) -> None:
         from ssm.layers import LAYERS

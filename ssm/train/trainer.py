@@ -52,7 +52,7 @@ def build_model(config: Config, info: "data.TaskInfo", rngs: nnx.Rngs) -> Sequen
         d_model=m.d_model, n_layers=m.n_layers, d_output=info.d_output,
         vocab_size=info.vocab_size, d_input=info.d_input, layer=m.layer, layer_kwargs=layer_kwargs,
         norm=m.norm, prenorm=m.prenorm, activation=m.activation, post=m.post, dropout=m.dropout,
-        pool=pool, rngs=rngs,
+        pool=pool, tie_embeddings=m.tie_embeddings, rngs=rngs,
     )
 
 
