@@ -1,0 +1,56 @@
+"""The trainer's optimizer: groups get their learning rates and weight decay; the schedule."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from ssm.groups import param_labels
+from ssm.layers import SequenceModel
+from ssm.train.config import OptimConfig, ScheduleConfig
+from ssm.train.optimizer import build_optimizer, schedule
+
+
+@pytest.mark.parametrize("layer, kwargs", [("mamba", {"d_state": 4}), ("s4d", {"d_state": 4})])
+def test_weight_decay_skips_ssm_parameters_norms_and_biases(layer, kwargs):
+    """With zero gradients AdamW moves a parameter only through weight decay: SSM
+    dynamics (Mamba A_log, D, dt bias; S4D Lambda, B, dt), norms and biases must not move."""
+    model = SequenceModel(vocab_size=5, d_model=8, n_layers=1, d_output=5, layer=layer, layer_kwargs=kwargs,
+                          post=None if layer == "mamba" else "glu", rngs=nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    tx, _ = build_optimizer(model, OptimConfig(lr=0.1, ssm_lr=0.1, weight_decay=0.5, grad_clip=None),
+                            ScheduleConfig(warmup_steps=0, decay="constant"), steps=10)
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    labels = param_labels(model)(params)
+    for (path, u), (_, label) in zip(nnx.to_flat_state(updates), nnx.to_flat_state(labels)):
+        moved = bool(jnp.any(u[...] != 0))
+        assert moved == (label.get_value() in ("matrix", "adamw")), (path, label.get_value())
+
+
+def test_warmup_then_cosine_to_the_floor():
+    s = schedule(1.0, ScheduleConfig(warmup_steps=10, decay="cosine", min_lr_ratio=0.1), steps=110)
+    np.testing.assert_allclose([s(0), s(5), s(10)], [0.0, 0.5, 1.0], atol=1e-6)
+    np.testing.assert_allclose(s(60), 0.1 + 0.9 * 0.5, rtol=1e-5)  # half-way down the cosine
+    np.testing.assert_allclose(s(110), 0.1, rtol=1e-5)
+    linear = schedule(2.0, ScheduleConfig(warmup_steps=0, decay="linear", min_lr_ratio=0.0), steps=100)
+    np.testing.assert_allclose([linear(0), linear(50), linear(100)], [2.0, 1.0, 0.0], atol=1e-6)
+
+
+def test_gradients_are_clipped_to_the_global_norm_before_adam():
+    """Adam's first moment after one step is (1 - b1) times the gradient it saw: summed
+    over every group, its norm is (1 - b1) * grad_clip for a huge gradient."""
+    model = SequenceModel(vocab_size=5, d_model=8, n_layers=1, d_output=5, layer_kwargs={"d_state": 4},
+                          rngs=nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    optim = OptimConfig(grad_clip=0.5, b1=0.9)
+    tx, _ = build_optimizer(model, optim, ScheduleConfig(warmup_steps=0), steps=10)
+    huge = jax.tree.map(lambda p: jnp.full_like(p, 100.0), params)
+    _, state = tx.update(huge, tx.init(params), params)
+    adam = [s for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+            if isinstance(s, optax.ScaleByAdamState)]
+    assert len(adam) == 4  # one per parameter group
+    norm = np.sqrt(sum(float(optax.tree.norm(s.mu)) ** 2 for s in adam))
+    np.testing.assert_allclose(norm, (1 - optim.b1) * optim.grad_clip, rtol=1e-4)
