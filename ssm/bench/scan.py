@@ -103,7 +103,7 @@ def checkpointed_chunked_scan(u, delta, A, B, C, D, z, delta_bias, chunk: int = 
     library's hand-written backward. The length must be a multiple of ``chunk``."""
     b, l, d = u.shape
     delta = scan._time_step(delta, delta_bias, True, jnp.float32)
-    to_chunks = lambda v: jnp.swapaxes(v, 0, 1).reshape(l // chunk, chunk, b, -1)  # noqa: E731
+    to_chunks = lambda v: jnp.moveaxis(v.reshape(b, l // chunk, chunk, -1), 1, 0)  # noqa: E731
 
     @jax.checkpoint
     def chunk_body(h, s):
@@ -113,7 +113,7 @@ def checkpointed_chunked_scan(u, delta, A, B, C, D, z, delta_bias, chunk: int = 
 
     _, y = lax.scan(chunk_body, jnp.zeros((b, d, A.shape[1])),
                     tuple(map(to_chunks, (delta, delta * u, B, C))))
-    y = jnp.swapaxes(y.reshape(l, b, d), 0, 1) + D * u
+    y = jnp.moveaxis(y, 0, 1).reshape(b, l, d) + D * u
     return y * jax.nn.silu(z)
 
 
