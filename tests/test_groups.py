@@ -71,7 +71,7 @@ def test_routing_survives_nnx_optimizer(rng):
     def loss(p):
         return jnp.mean(nnx.merge(graphdef, p, rest)(ids) ** 2)
 
-    grads = jax.grad(loss)(params)
+    grads = jax.jit(jax.grad(loss))(params)
     optimizer.update(m, grads)
     after = nnx.state(m, nnx.Param)
     for (path, b), (_, a) in zip(nnx.to_flat_state(before), nnx.to_flat_state(after)):
@@ -89,7 +89,7 @@ def test_routing_survives_linen_params(rng):
     params = Net().init(jax.random.key(0), x)["params"]
     tx = optax.multi_transform(_frozen_ssm_tx(), param_labels(params))
     opt_state = tx.init(params)
-    grads = jax.grad(lambda p: jnp.sum(Net().apply({"params": p}, x) ** 2))(params)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(Net().apply({"params": p}, x) ** 2)))(params)
     updates, _ = tx.update(grads, opt_state, params)
     new = optax.apply_updates(params, updates)
     s4d_old, s4d_new = nn.unbox(params)["ToLinen_0"], nn.unbox(new)["ToLinen_0"]

@@ -62,7 +62,7 @@ def test_linen_mamba_layers_train_through_params(rng):
 
     x = jnp.asarray(rng.normal(size=(2, 8, 4)), jnp.float32)
     params = Net().init(jax.random.key(0), x)["params"]
-    grads = jax.grad(lambda p: jnp.sum(Net().apply({"params": p}, x) ** 2))(params)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(Net().apply({"params": p}, x) ** 2)))(params)
     for layer, names in (("ToLinen_0", ("A_log", "D")), ("ToLinen_1", ("A_log", "D", "dt_bias"))):
         for name in names:
             assert float(jnp.abs(nn.unbox(grads)[layer][name]).max()) > 0, (layer, name)
