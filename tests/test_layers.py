@@ -31,9 +31,10 @@ def model(layer, **kw):
 def run_steps(m, x):
     """Feed x (batch, length, ...) one position at a time; stack the outputs."""
     state = m.init_state(x.shape[0])
+    step = nnx.jit(lambda m, x_t, state: m.step(x_t, state))  # compile once, not op by op
     ys = []
     for t in range(x.shape[1]):
-        y, state = m.step(x[:, t], state)
+        y, state = step(m, x[:, t], state)
         ys.append(y)
     return jnp.stack(ys, 1), state
 

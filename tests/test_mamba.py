@@ -16,9 +16,10 @@ def layer(**kw):
 
 def run_steps(m, x, state=None):
     state = m.init_state(x.shape[0]) if state is None else state
+    step = nnx.jit(lambda m, x_t, state: m.step(x_t, state))  # compile once, not op by op
     ys = []
     for t in range(x.shape[1]):
-        y, state = m.step(x[:, t], state)
+        y, state = step(m, x[:, t], state)
         ys.append(y)
     return jnp.stack(ys, 1), state
 
