@@ -24,9 +24,9 @@ Methods (:func:`resolve_method` picks one for ``"auto"``):
   states and runs the adjoint recurrence ``g_t = dA_{t+1} g_{t+1} + dy_t C_t``
   through it (Mamba's CUDA kernel does the same with chunks of 2048). Written as a
   ``jax.custom_vjp``: the same memory as ``jax.checkpoint`` around each chunk, and
-  25-30% faster on CPU than autodiff through it (measured; ssm/bench/scan.py).
-  Memory O(b l d + b d n l / t) forward and backward. Reverse-mode only
-  (``jax.jvp`` through it raises; use ``"sequential"`` for forward mode).
+  1.8-1.9x faster on CPU than JAX's autodiff through that (ssm/bench/scan.py).
+  Memory O(b l d + b d n l / t). Reverse-mode only (``jax.jvp`` through it raises;
+  use ``"sequential"`` for forward mode).
 - ``"associative"``: ``lax.associative_scan`` over (dA, dBu), materialized as
   (l, b, d, n): O(log l) depth, O(b l d n) memory.
 
@@ -49,8 +49,9 @@ import jax.numpy as jnp
 from jax import lax
 
 METHODS: tuple[str, ...] = ("auto", "sequential", "chunked", "associative")
-# Positions per chunk of the "chunked" method. Time is flat for 16-128 on a 2-core CPU
-# (ssm/bench/scan.py); 64 keeps the boundary states at 1/64 of a (b, l, d, n) buffer.
+# Positions per chunk of the "chunked" method: the fastest forward+backward on a 2-core CPU
+# (b4 L4096 d512 n16: 894 / 765 / 746 / 837 / 878 ms for 16 / 32 / 64 / 128 / 256;
+# ssm/bench/scan.py), with boundary states 1/64 of a (b, l, d, n) buffer.
 CHUNK = 64
 # What "auto" runs per platform; only "cpu" is measured (see resolve_method).
 _AUTO = {"cpu": "chunked", "gpu": "chunked", "cuda": "chunked", "rocm": "chunked", "tpu": "chunked"}
@@ -60,12 +61,14 @@ SOFTPLUS_THRESHOLD = 20.0  # softplus(x) = x above this, as torch's softplus and
 def resolve_method(method: str = "auto", platform: str | None = None) -> str:
     """The scan method to run for ``method`` on ``platform`` (default: JAX's backend).
 
-    ``"auto"`` resolves to ``"chunked"`` everywhere. On CPU that is measured: its
-    forward is the sequential scan's (the fastest forward, 7-8x the associative scan
-    at b4 d512 n16), and its backward is the fastest and the smallest (ssm/bench/scan.py,
-    BENCHMARKS.md). On GPU and TPU it is a choice made without a measurement: the
-    chunked scan keeps training memory at O(b l d), where the associative scan needs
-    O(b l d n); a per-step loop may be launch-bound there.
+    ``"auto"`` resolves to ``"chunked"`` everywhere. On CPU that is measured
+    (ssm/bench/scan.py, BENCHMARKS.md; b4 d512 n16, L 1024 and 4096): its forward is the
+    fastest (6-17% ahead of "sequential", 10-12x the associative scan) and its
+    forward+backward the fastest and smallest by far (2.1-2.2x faster than "sequential"
+    with 1/7 of its memory, 4.5-6x faster than "associative" with 1/27). On GPU and TPU it is a
+    choice made without a measurement: the chunked scan keeps training memory at
+    O(b l d), where the associative scan needs O(b l d n); a per-step loop may be
+    launch-bound there, so measure before relying on it.
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r}; expected one of {METHODS}")
