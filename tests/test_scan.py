@@ -174,7 +174,7 @@ def test_float32_gradients_match_float64_reference(rng, method):
 
 
 def test_float32_exp_is_within_one_ulp_of_the_true_exp():
-    """The scans' float32 exp on CPU (a polynomial XLA vectorizes) over its whole range."""
+    """The scans' float32 exp on CPU (a polynomial of multiplies and adds) over its range."""
     x = np.concatenate([np.linspace(-110, 90, 400_001), np.linspace(-2, 0, 100_001)])
     x = x.astype(np.float32)
     got = np.asarray(jax.jit(scan._exp_float32)(x), np.float64)
