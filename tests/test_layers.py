@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from stepping import rel, run_steps
 
 from ssm.layers import S4, S4D, SequenceModel
 
@@ -26,21 +27,6 @@ def model(layer, **kw):
     layer_kwargs = {**LAYER_KW[layer], **kw.pop("layer_kwargs", {})}
     args = dict(d_model=6, n_layers=2, d_output=3, d_input=2, layer=base, layer_kwargs=layer_kwargs)
     return SequenceModel(**{**args, **kw}, rngs=nnx.Rngs(1))
-
-
-def run_steps(m, x):
-    """Feed x (batch, length, ...) one position at a time; stack the outputs."""
-    state = m.init_state(x.shape[0])
-    step = nnx.jit(lambda m, x_t, state: m.step(x_t, state))  # compile once, not op by op
-    ys = []
-    for t in range(x.shape[1]):
-        y, state = step(m, x[:, t], state)
-        ys.append(y)
-    return jnp.stack(ys, 1), state
-
-
-def rel(a, b):
-    return float(jnp.linalg.norm((a - b).ravel()) / jnp.linalg.norm(b.ravel()))
 
 
 @pytest.mark.parametrize("layer", list(LAYER_KW))

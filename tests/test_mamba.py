@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from stepping import rel, run_steps
 
 from ssm.groups import param_labels
 from ssm.layers.mamba import Mamba
@@ -12,20 +13,6 @@ from ssm.layers.mamba import Mamba
 
 def layer(**kw):
     return Mamba(8, **{"d_state": 4, **kw}, rngs=nnx.Rngs(0))
-
-
-def run_steps(m, x, state=None):
-    state = m.init_state(x.shape[0]) if state is None else state
-    step = nnx.jit(lambda m, x_t, state: m.step(x_t, state))  # compile once, not op by op
-    ys = []
-    for t in range(x.shape[1]):
-        y, state = step(m, x[:, t], state)
-        ys.append(y)
-    return jnp.stack(ys, 1), state
-
-
-def rel(a, b):
-    return float(jnp.linalg.norm((a - b).ravel()) / jnp.linalg.norm(b.ravel()))
 
 
 @pytest.mark.parametrize("length", [1, 3, 13])  # 1 and 3 are shorter than d_conv = 4

@@ -37,16 +37,17 @@ import argparse
 import functools
 import math
 import os
-import statistics
 import sys
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from ssm import hippo, kernels
+from ssm.bench.common import (BUDGET_S, MiB, Timing, cpu_name, fmt_mib, fmt_ms, fmt_ratio, markdown_table,
+                              matmul_and_read_rates, measure)
 
 H, N, BATCH = 256, 64, 8
 HALF = N // 2
@@ -54,39 +55,9 @@ LENGTHS = (1024, 4096, 16384)
 CEXP_FLOPS, CRECIP_FLOPS, CMAC_FLOPS = 20, 6, 8
 WOODBURY_FLOPS = 40  # rank-1 correction and the 2/(1+w) factor, per (h, frequency)
 DIRECT_MAX_LENGTH = 2048  # direct convolution: ~3 s at L=1024 on 2 CPU cores, x4 per doubling
-BUDGET_S = 10.0  # seconds of timed runs per measurement before the run count is cut
-MiB = 2**20
 
 
 # ---------------------------------------------------------------------------- timing
-
-
-class Timing(NamedTuple):
-    compile_s: float
-    seconds: float  # median over the timed runs
-    capped: bool  # fewer runs than asked for, to stay within BUDGET_S
-    temp_bytes: int | None  # XLA's temp allocation, None where the backend does not say
-    output: Any  # of the warm-up run
-
-
-def measure(fn: Callable, *args, repeats: int) -> Timing:
-    """Compile ``jax.jit(fn)`` for ``args`` (timed), run it once to warm up, then
-    time ``repeats`` runs, each waited on with ``block_until_ready``; the median.
-    Fewer runs (at least one) where the warm-up says they would exceed ``BUDGET_S``."""
-    start = time.perf_counter()
-    compiled = jax.jit(fn).lower(*args).compile()
-    compile_s = time.perf_counter() - start
-    analysis = compiled.memory_analysis()
-    start = time.perf_counter()
-    output = jax.block_until_ready(compiled(*args))
-    runs = max(1, min(repeats, int(BUDGET_S / (time.perf_counter() - start))))
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - start)
-    temp = None if analysis is None else analysis.temp_size_in_bytes
-    return Timing(compile_s, statistics.median(times), runs < repeats, temp, output)
 
 
 def value_and_grad_of(kernel: Callable) -> Callable:
@@ -105,27 +76,13 @@ class Machine(NamedTuple):
 
 
 def measure_machine(repeats: int) -> Machine:
-    n = 2048
-    square = jnp.ones((n, n), jnp.float32)
-    t_matmul = measure(lambda a: a @ a, square, repeats=repeats).seconds
-    big = jnp.ones((64 * MiB,), jnp.float32)
-    t_read = measure(jnp.sum, big, repeats=repeats).seconds
+    matmul_flops, read_bytes = matmul_and_read_rates(repeats)
     # One chunk's worth of S4D-Lin exponents dt lambda l (dt = 0.01, 0 < l <= CHUNK).
     lam = (-0.5 - 1j * math.pi * jnp.arange(HALF)).astype(jnp.complex64)
     block = jnp.tile(0.01 * lam[:, None] * jnp.arange(1, kernels.CHUNK + 1), (H, 1))
     t_exp = measure(jnp.exp, block, repeats=repeats).seconds
     t_recip = measure(lambda x: 1 / x, block, repeats=repeats).seconds
-    return Machine(2 * n**3 / t_matmul, big.nbytes / t_read,
-                   block.size / t_exp, block.size / t_recip)
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = (line.split(":", 1)[1] for line in f if line.startswith("model name"))
-            return next(names).strip()
-    except (OSError, StopIteration):
-        return "unknown CPU"
+    return Machine(matmul_flops, read_bytes, block.size / t_exp, block.size / t_recip)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -266,18 +223,6 @@ def fft_conv_cost(L: int, batch: int = BATCH) -> Cost:
 # -------------------------------------------------------------------------- reporting
 
 
-def _ms(t: Timing | None) -> str:
-    return "—" if t is None else f"{1e3 * t.seconds:.1f}" + ("†" if t.capped else "")
-
-
-def _mib(t: Timing | None) -> str:
-    return "—" if t is None or t.temp_bytes is None else f"{t.temp_bytes / MiB:.1f}"
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    return "—" if not a or not b else f"{a / b:.1f}×"
-
-
 def _compile(ours: Timing, naive: Timing | None) -> str:
     return f"{ours.compile_s:.1f}" + ("" if naive is None else f" / {naive.compile_s:.1f}")
 
@@ -297,11 +242,6 @@ def _roofline(t: Timing, cost: Cost, machine: Machine) -> tuple[str, str, str]:
             f"{1e3 * op_time:.0f}" if op_time else "—")
 
 
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
 FORWARD_HEADER = ["kernel", "L", "ours ms", "naive ms", "naive/ours", "compile s (ours / naive)",
                   "GFLOP", "ours GFLOP/s", "% of roofline", "op time ms",
                   "temp MiB (ours / naive)", "max rel. diff"]
@@ -318,15 +258,15 @@ def bench_kernel(name: str, L: int, ours: Callable, naive: Callable | None, args
     fwd = measure(ours, *args, repeats=repeats)
     base = None if naive is None else measure(naive, *args, repeats=repeats)
     gflops, roof, op_time = _roofline(fwd, cost, machine)
-    forward = [name, str(L), _ms(fwd), _ms(base), _ratio(base and base.seconds, fwd.seconds),
+    forward = [name, str(L), fmt_ms(fwd), fmt_ms(base), fmt_ratio(base and base.seconds, fwd.seconds),
                _compile(fwd, base), f"{cost.flops / 1e9:.2f}", gflops, roof, op_time,
-               f"{_mib(fwd)} / {_mib(base)}", _rel_diff(fwd, base)]
+               f"{fmt_mib(fwd)} / {fmt_mib(base)}", _rel_diff(fwd, base)]
     if not grad:
         return forward, None, fwd.output
     g = measure(value_and_grad_of(ours), args, repeats=repeats)
     g_base = measure(value_and_grad_of(naive), args, repeats=repeats)
-    backward = [name, str(L), _ms(g), _ms(g_base), _ratio(g_base.seconds, g.seconds), _mib(g),
-                _mib(g_base), _ratio(g_base.temp_bytes, g.temp_bytes), _compile(g, g_base)]
+    backward = [name, str(L), fmt_ms(g), fmt_ms(g_base), fmt_ratio(g_base.seconds, g.seconds), fmt_mib(g),
+                fmt_mib(g_base), fmt_ratio(g_base.temp_bytes, g.temp_bytes), _compile(g, g_base)]
     return forward, backward, fwd.output
 
 
@@ -337,8 +277,8 @@ def bench_conv(L: int, K, machine: Machine, repeats: int) -> list[str]:
     direct = measure(direct_conv, u, K, repeats=repeats) if L <= DIRECT_MAX_LENGTH else None
     cost = fft_conv_cost(L)
     gflops, roof, _ = _roofline(fft, cost, machine)
-    return [str(L), _ms(fft), _ms(direct) if direct else "skipped (O(L²))",
-            _ratio(direct and direct.seconds, fft.seconds), _compile(fft, direct),
+    return [str(L), fmt_ms(fft), fmt_ms(direct) if direct else "skipped (O(L²))",
+            fmt_ratio(direct and direct.seconds, fft.seconds), _compile(fft, direct),
             f"{cost.flops / 1e9:.2f}", f"{cost.bytes / 1e6:.1f}", gflops, roof,
             _rel_diff(fft, direct)]
 

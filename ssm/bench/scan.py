@@ -46,7 +46,8 @@ import numpy as np
 from jax import lax
 
 from ssm import scan
-from ssm.bench.kernels import MiB, Timing, cpu_name, markdown_table, measure
+from ssm.bench.common import (MiB, Timing, cpu_name, fmt_mib, fmt_ms, fmt_ratio, markdown_table,
+                              matmul_and_read_rates, measure)
 
 BATCH, DIM, N = 4, 512, 16
 EXP_FLOPS = 20
@@ -147,11 +148,7 @@ class Machine(NamedTuple):
 
 
 def measure_machine(repeats: int) -> Machine:
-    n = 2048
-    square = jnp.ones((n, n), jnp.float32)
-    t_matmul = measure(lambda a: a @ a, square, repeats=repeats).seconds
-    big = jnp.ones((64 * MiB,), jnp.float32)
-    t_read = measure(jnp.sum, big, repeats=repeats).seconds
+    matmul_flops, read_bytes = matmul_and_read_rates(repeats)
     steps = 1024
     decay = jnp.full((BATCH, DIM, N), 0.9, jnp.float32)
     xs = jnp.ones((steps, BATCH, DIM, 1), jnp.float32)
@@ -160,7 +157,7 @@ def measure_machine(repeats: int) -> Machine:
         return lax.scan(lambda h, x: (decay * h + x, None), jnp.zeros_like(decay), xs)[0]
 
     t_loop = measure(loop, decay, xs, repeats=repeats).seconds
-    return Machine(2 * n**3 / t_matmul, big.nbytes / t_read, t_loop / steps)
+    return Machine(matmul_flops, read_bytes, t_loop / steps)
 
 
 def floor_seconds(c: Cost, machine: Machine) -> float:
@@ -168,18 +165,6 @@ def floor_seconds(c: Cost, machine: Machine) -> float:
 
 
 # -------------------------------------------------------------------------- reporting
-
-
-def _ms(t: Timing | None) -> str:
-    return "—" if t is None else f"{1e3 * t.seconds:.1f}" + ("†" if t.capped else "")
-
-
-def _mib(t: Timing | None) -> str:
-    return "—" if t is None or t.temp_bytes is None else f"{t.temp_bytes / MiB:.1f}"
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    return "—" if not a or not b else f"{a / b:.1f}×"
 
 
 def _rel_diff(a, b) -> str:
@@ -196,8 +181,8 @@ HEADER = ["method", "L", "ms", "baseline/ours time", "temp MiB", "baseline/ours 
 
 def row(name: str, L: int, t: Timing, base: Timing, c: Cost, machine: Machine) -> list[str]:
     floor = floor_seconds(c, machine)
-    return [name, str(L), _ms(t), _ratio(base.seconds, t.seconds), _mib(t),
-            _ratio(base.temp_bytes, t.temp_bytes), f"{t.compile_s:.1f}", f"{c.flops / 1e9:.2f}",
+    return [name, str(L), fmt_ms(t), fmt_ratio(base.seconds, t.seconds), fmt_mib(t),
+            fmt_ratio(base.temp_bytes, t.temp_bytes), f"{t.compile_s:.1f}", f"{c.flops / 1e9:.2f}",
             f"{c.exps / 1e9:.3f}", f"{c.bytes / 1e6:.0f}", f"{1e3 * floor:.1f}",
             f"{100 * floor / t.seconds:.1f}", f"{1e3 * L * machine.step_seconds:.1f}",
             "—" if t is base else _rel_diff(t.output, base.output)]
@@ -229,7 +214,7 @@ def bench_chunk_sizes(L: int, sizes, repeats: int, log) -> list[list[str]]:
         log(f"L={L} chunk_size={size} ...")
         fwd = measure(ours("chunked", size), *args, repeats=repeats)
         grad = measure(value_and_grad_of(ours("chunked", size)), *args, repeats=repeats)
-        rows.append([str(size), _ms(fwd), _ms(grad), _mib(fwd), _mib(grad),
+        rows.append([str(size), fmt_ms(fwd), fmt_ms(grad), fmt_mib(fwd), fmt_mib(grad),
                      f"{BATCH * DIM * N * 4 * -(-L // size) / MiB:.1f}"])
     return rows
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssm.layers.block import ResidualBlock, make_norm
-from ssm.layers.conv_ssm import check_positive_int
+from ssm.layers.checks import check_positive_int
 from ssm.layers.mamba import Mamba
 from ssm.layers.mamba2 import Mamba2
 from ssm.layers.s4 import S4

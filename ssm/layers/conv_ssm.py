@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssm import hippo, kernels
+from ssm.layers.checks import check_positive_int, check_sequence, check_token
 
 
 def complex_from_pair(p):
@@ -39,12 +40,6 @@ def lambda_params(Lambda, H: int, param_dtype):
     log_A_real = jnp.log(jnp.maximum(-Lambda.real, MIN_DECAY))
     return (nnx.Param(log_A_real.astype(param_dtype), group="ssm"),
             nnx.Param(Lambda.imag.astype(param_dtype), group="ssm"))
-
-
-def check_positive_int(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name}={value!r} must be a positive integer")
-    return value
 
 
 def make_dropout(rate: float, rngs: nnx.Rngs) -> nnx.Dropout:
@@ -127,12 +122,6 @@ class ConvSSM(nnx.Module):
         raise NotImplementedError
 
     # Convolution mode ------------------------------------------------------------
-    def _check_input(self, x, mask):
-        if x.ndim != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"x has shape {x.shape}; expected (batch, length, {self.d_model})")
-        if mask is not None and mask.shape != x.shape[:2]:
-            raise ValueError(f"mask has shape {mask.shape}; expected {x.shape[:2]} (batch, length)")
-
     def __call__(self, x, mask=None):
         """``x`` (batch, length, d_model) -> (batch, length, d_model).
 
@@ -140,7 +129,7 @@ class ConvSSM(nnx.Module):
         before the convolution, so they never reach real outputs, and padded
         outputs are zero.
         """
-        self._check_input(x, mask)
+        check_sequence(x, mask, self.d_model)
         dtype = self.dtype or x.dtype
         if mask is not None:
             x = jnp.where(mask[..., None], x, 0)
@@ -183,8 +172,7 @@ class ConvSSM(nnx.Module):
         Equals ``layer(x)[:, t]`` when fed ``x[:, 0..t]`` from ``init_state``.
         """
         self._check_causal()
-        if x_t.ndim != 2 or x_t.shape[-1] != self.d_model:
-            raise ValueError(f"x_t has shape {x_t.shape}; expected (batch, {self.d_model})")
+        check_token(x_t, self.d_model)
         Abar, Bbar, C_out = self.discrete_system()
         u = x_t.astype(self.real_dtype)
         state = self._advance(Abar, Bbar, state, u)

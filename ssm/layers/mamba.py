@@ -11,7 +11,7 @@ from flax import nnx
 
 from ssm import scan
 from ssm.layers.conv1d import CausalConv1d
-from ssm.layers.conv_ssm import check_positive_int
+from ssm.layers.checks import check_positive_int, check_sequence, check_token
 from ssm.layers.init import dt_bias_init, symmetric_uniform, torch_linear
 
 
@@ -88,14 +88,8 @@ class Mamba(nnx.Module):
         delta = jax.nn.softplus(self.dt_proj(dt).astype(self.real_dtype))
         return delta, B, C
 
-    def _check(self, x, mask):
-        if x.ndim != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"x has shape {x.shape}; expected (batch, length, {self.d_model})")
-        if mask is not None and mask.shape != x.shape[:2]:
-            raise ValueError(f"mask has shape {mask.shape}; expected {x.shape[:2]} (batch, length)")
-
     def _forward(self, x, mask, return_state: bool):
-        self._check(x, mask)
+        check_sequence(x, mask, self.d_model)
         dtype = self.dtype or x.dtype
         if mask is not None:
             x = jnp.where(mask[..., None], x, 0)
@@ -127,8 +121,7 @@ class Mamba(nnx.Module):
 
     def step(self, x_t, state):
         """One token: ``x_t`` (batch, d_model) -> ``(y_t, state)``, equal to ``layer(x)[:, t]``."""
-        if x_t.ndim != 2 or x_t.shape[-1] != self.d_model:
-            raise ValueError(f"x_t has shape {x_t.shape}; expected (batch, {self.d_model})")
+        check_token(x_t, self.d_model)
         xs, z = jnp.split(self.in_proj(x_t), 2, axis=-1)
         conv_out, conv_state = self.conv1d.step(xs, state["conv"])
         u = jax.nn.silu(conv_out)

@@ -12,7 +12,7 @@ from einops import rearrange
 from flax import nnx
 
 from ssm.layers.conv1d import CausalConv1d
-from ssm.layers.conv_ssm import check_positive_int
+from ssm.layers.checks import check_positive_int, check_sequence, check_token
 from ssm.layers.init import dt_bias_init, torch_linear
 from ssm.ssd import ssd_chunked, ssd_step
 
@@ -172,14 +172,8 @@ class Mamba2(nnx.Module):
         y = y + self._real(self.D)[:, None] * x.astype(y.dtype)
         return self.out_proj(self.norm(rearrange(y, "... h p -> ... (h p)"), z))
 
-    def _check_input(self, x, mask):
-        if x.ndim != 3 or x.shape[-1] != self.d_model:
-            raise ValueError(f"x has shape {x.shape}; expected (batch, length, {self.d_model})")
-        if mask is not None and mask.shape != x.shape[:2]:
-            raise ValueError(f"mask has shape {mask.shape}; expected {x.shape[:2]} (batch, length)")
-
     def _forward(self, x, mask, with_state: bool):
-        self._check_input(x, mask)
+        check_sequence(x, mask, self.d_model)
         dtype = self.dtype or x.dtype
         z, xBC, dt = jnp.split(self.in_proj(x), [self.d_inner, self.d_inner + self.conv_dim], axis=-1)
         if mask is not None:  # padded positions never reach the convolution ...
@@ -221,8 +215,7 @@ class Mamba2(nnx.Module):
 
         Equals ``layer(x)[:, t]`` when fed ``x[:, 0..t]`` from :meth:`init_state`.
         """
-        if x_t.ndim != 2 or x_t.shape[-1] != self.d_model:
-            raise ValueError(f"x_t has shape {x_t.shape}; expected (batch, {self.d_model})")
+        check_token(x_t, self.d_model)
         dtype = self.dtype or x_t.dtype
         z, xBC, dt = jnp.split(self.in_proj(x_t), [self.d_inner, self.d_inner + self.conv_dim], axis=-1)
         xBC, conv_state = self.conv1d.step(xBC, state["conv"])

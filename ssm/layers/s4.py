@@ -6,7 +6,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssm import hippo, kernels
-from ssm.layers.conv_ssm import ConvSSM, check_positive_int, lambda_params, pair_from_complex
+from ssm.layers.checks import check_positive_int
+from ssm.layers.conv_ssm import ConvSSM, lambda_params, pair_from_complex
 
 DPLR_MEASURES: tuple[str, ...] = ("legs", "legt", "lagt", "fout")
 

@@ -1,0 +1,80 @@
+"""What every benchmark shares: one timing helper, the machine's matmul and memory
+ceilings, and markdown formatting."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+BUDGET_S = 10.0  # seconds of timed runs per measurement before the run count is cut
+MiB = 2**20
+
+
+class Timing(NamedTuple):
+    compile_s: float
+    seconds: float  # median over the timed runs
+    capped: bool  # fewer runs than asked for, to stay within BUDGET_S
+    temp_bytes: int | None  # XLA's temp allocation, None where the backend does not say
+    output: Any  # of the warm-up run
+
+
+def measure(fn: Callable, *args, repeats: int) -> Timing:
+    """Compile ``jax.jit(fn)`` for ``args`` (timed), run it once to warm up, then
+    time ``repeats`` runs, each waited on with ``block_until_ready``; the median.
+    Fewer runs (at least one) where the warm-up says they would exceed ``BUDGET_S``."""
+    start = time.perf_counter()
+    compiled = jax.jit(fn).lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    analysis = compiled.memory_analysis()
+    start = time.perf_counter()
+    output = jax.block_until_ready(compiled(*args))
+    runs = max(1, min(repeats, int(BUDGET_S / (time.perf_counter() - start))))
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - start)
+    temp = None if analysis is None else analysis.temp_size_in_bytes
+    return Timing(compile_s, statistics.median(times), runs < repeats, temp, output)
+
+
+def matmul_and_read_rates(repeats: int) -> tuple[float, float]:
+    """The float32 peaks a roofline is drawn from: a 2048^3 matmul (flop/s) and the
+    sum of a 256 MiB array (bytes/s), measured now."""
+    n = 2048
+    square = jnp.ones((n, n), jnp.float32)
+    t_matmul = measure(lambda a: a @ a, square, repeats=repeats).seconds
+    big = jnp.ones((64 * MiB,), jnp.float32)
+    t_read = measure(jnp.sum, big, repeats=repeats).seconds
+    return 2 * n**3 / t_matmul, big.nbytes / t_read
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = (line.split(":", 1)[1] for line in f if line.startswith("model name"))
+            return next(names).strip()
+    except (OSError, StopIteration):
+        return "unknown CPU"
+
+
+def fmt_ms(t: Timing | None) -> str:
+    """Milliseconds, with a dagger where fewer runs than asked were timed."""
+    return "—" if t is None else f"{1e3 * t.seconds:.1f}" + ("†" if t.capped else "")
+
+
+def fmt_mib(t: Timing | None) -> str:
+    return "—" if t is None or t.temp_bytes is None else f"{t.temp_bytes / MiB:.1f}"
+
+
+def fmt_ratio(a: float | None, b: float | None) -> str:
+    return "—" if not a or not b else f"{a / b:.1f}×"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
