@@ -74,6 +74,6 @@ def test_linen_layer_equals_the_nnx_layer_with_the_same_parameters(rng):
     params = layer.init(jax.random.key(1), x)["params"]
     nnx_layer = S4D(4, d_state=4, rngs=nnx.Rngs(5))
     graphdef, state = nnx.split(nnx_layer)
-    state.replace_by_pure_dict(nn.unbox(params))
+    nnx.replace_by_pure_dict(state, nn.unbox(params))
     np.testing.assert_allclose(layer.apply({"params": params}, x), nnx.merge(graphdef, state)(x),
                                rtol=1e-6, atol=1e-6)
