@@ -78,3 +78,11 @@ def fmt_ratio(a: float | None, b: float | None) -> str:
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def emit(report: str, out: str | None) -> None:
+    """Print a benchmark's markdown and, if asked, write it to ``out``."""
+    print(report)
+    if out:
+        with open(out, "w") as f:
+            f.write(report + "\n")

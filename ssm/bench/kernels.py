@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssm import hippo, kernels
-from ssm.bench.common import (BUDGET_S, MiB, Timing, cpu_name, fmt_mib, fmt_ms, fmt_ratio, markdown_table,
+from ssm.bench.common import (BUDGET_S, MiB, Timing, cpu_name, emit, fmt_mib, fmt_ms, fmt_ratio, markdown_table,
                               matmul_and_read_rates, measure)
 
 H, N, BATCH = 256, 64, 8
@@ -356,11 +356,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.repeats < 1 or any(L < 2 for L in args.lengths):
         parser.error("--repeats must be >= 1 and every length >= 2")
-    report = run(args.lengths, args.repeats)
-    print(report)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(report + "\n")
+    emit(run(args.lengths, args.repeats), args.out)
 
 
 if __name__ == "__main__":

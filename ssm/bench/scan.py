@@ -46,7 +46,7 @@ import numpy as np
 from jax import lax
 
 from ssm import scan
-from ssm.bench.common import (MiB, Timing, cpu_name, fmt_mib, fmt_ms, fmt_ratio, markdown_table,
+from ssm.bench.common import (MiB, Timing, cpu_name, emit, fmt_mib, fmt_ms, fmt_ratio, markdown_table,
                               matmul_and_read_rates, measure)
 
 BATCH, DIM, N = 4, 512, 16
@@ -278,11 +278,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.repeats < 1 or any(L < 1 for L in args.lengths) or any(c < 1 for c in args.chunk_sizes):
         parser.error("--repeats, every length and every chunk size must be >= 1")
-    report = run(args.lengths, args.repeats, args.chunk_sizes)
-    print(report)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(report + "\n")
+    emit(run(args.lengths, args.repeats, args.chunk_sizes), args.out)
 
 
 if __name__ == "__main__":
