@@ -21,8 +21,10 @@ train: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --durations=15 $(ARGS)
 
+# Speed benchmarks (a few minutes each); their tables go into BENCHMARKS.md.
 bench: $(STAMP)
 	$(PY) -m ssm.bench.kernels $(ARGS)
+	$(PY) -m ssm.bench.scan $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
