@@ -103,9 +103,11 @@ def make_eval_step(graphdef, kind: str):
 
 
 def _check_run_folder(config: Config, workdir: pathlib.Path, write: bool) -> None:
-    """A run folder belongs to one experiment: resuming with another config is an error."""
+    """A run folder belongs to one experiment: resuming with another config is an error.
+    A folder with no checkpoint yet (a run that stopped before its first) is taken over."""
     saved = workdir / "config.yaml"
-    if not saved.exists():
+    started = any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*"))
+    if not (saved.exists() and started):
         if write:
             saved.write_text(dump(config))
         return
