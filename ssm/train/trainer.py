@@ -200,11 +200,13 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     run_start = interval_start = time.perf_counter()
     history: list[dict] = []
     step = start
+    interval_steps = 0  # steps this process ran since the last log (for throughput)
     while step < t.steps:
         batch = data.get_batch(splits["train"], step, t.batch_size, seed=t.seed)
         state = train_step(state, devices.shard_batch({k: v[rows] for k, v in batch.items()}, mesh),
                            jnp.asarray(step, jnp.int32))
         step += 1
+        interval_steps += 1
         record = None
         if step % t.log_every == 0 or step == t.steps:
             acc = jax.device_get(state["acc"])
@@ -212,21 +214,22 @@ def train_and_evaluate(config: Config, workdir) -> dict:
             elapsed = time.perf_counter() - interval_start
             record = {"step": step, "split": "train", **summarize(acc, info.kind),
                       "lr": float(schedules["lr"](step)), "ssm_lr": float(schedules["ssm_lr"](step)),
-                      "tokens_per_s": int(acc["steps"]) * tokens_per_step / elapsed,
-                      "step_time_s": elapsed / int(acc["steps"]),
+                      "tokens_per_s": interval_steps * tokens_per_step / elapsed,
+                      "step_time_s": elapsed / interval_steps,
                       "wall_time_s": time.perf_counter() - run_start}
             log.write(record)
             history.append(record)
             state["acc"] = devices.replicate(_zero_accumulators(), mesh)
-            interval_start = time.perf_counter()
+            interval_start, interval_steps = time.perf_counter(), 0
         progress.update(1, record)
         if step % t.eval_every == 0 or step == t.steps:
+            eval_start = time.perf_counter()
             result = {"step": step, "split": "validation", **evaluate("validation"),
                       "wall_time_s": time.perf_counter() - run_start}
             log.write(result)
             if primary:
                 progress.bar.write(_line(step, t.steps, history[-1] if history else None, result))
-            interval_start = time.perf_counter()  # evaluation time is not training throughput
+            interval_start += time.perf_counter() - eval_start  # evaluation is not training throughput
         if step % config.checkpoint.every == 0 or step == t.steps:
             check_finite(step)
             checkpoints.save(step, state, {"step": step, "data_position": step, "seed": t.seed})
