@@ -1,0 +1,362 @@
+"""Matrix functions for Muon-style optimizers: the matrix sign (polar factor) by
+Newton–Schulz, singular-value clipping with msign only, and low-rank tools.
+
+Notation: ``M`` is (..., m, n); leading axes are batch axes. ``M = U Σ V^H`` is
+its (thin) SVD with singular values ``σ_i``; ``k = min(m, n)``.
+
+* ``msign(M) = U V^H = (M M^H)^{-1/2} M`` — the polar factor.
+* One Newton–Schulz step is ``X <- a X + (b A + c A^2) X`` with ``A = X X^H``;
+  each singular value follows ``p(x) = a x + b x^3 + c x^5``. Tall inputs are
+  transposed to wide so that ``A`` is (k, k).
+
+All functions are pure ``jax.numpy`` and work under ``jit`` and ``vmap``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# --------------------------------------------------------------------- coefficients
+
+_PE_PAPER = np.array([
+    (8.28721201814563, -23.595886519098837, 17.300387312530933),
+    (4.107059111542203, -2.9478499167379106, 0.5448431082926601),
+    (3.9486908534822946, -2.908902115962949, 0.5518191394370137),
+    (3.3184196573706015, -2.488488024314874, 0.51004894012372),
+    (2.300652019954817, -1.6689039845747493, 0.4188073119525673),
+    (1.891301407787398, -1.2679958271945868, 0.37680408948524835),
+    (1.8750014808534479, -1.2500016453999487, 0.3750001645474248),
+    (1.875, -1.25, 0.375),
+])
+# Polar Express paper, Alg. 1 (arXiv 2505.16932): safety scaling of all rows but the last.
+_PE_PAPER[:-1] /= np.array([1.01, 1.01**3, 1.01**5])
+
+COEFFS: dict[str, np.ndarray] = {
+    # Newton's cubic iteration; converges for σ in (0, √3).
+    "cubic": np.array([(1.5, -0.5, 0.0)]),
+    # Keller Jordan, KellerJordan/Muon muon.py (optax 'standard'). Does not converge:
+    # the output is U S' V^T with S' in a band around 1, by design.
+    "jordan": np.array([(3.4445, -4.7750, 2.0315)] * 5),
+    # Franz Cesista (optax 'dion', microsoft/dion).
+    "cesista": np.array([
+        (4.0848, -6.8946, 2.9270),
+        (3.9505, -6.3029, 2.6377),
+        (3.7418, -5.5913, 2.3037),
+        (2.8769, -3.1427, 1.2046),
+        (2.8366, -3.0525, 1.2012),
+    ]),
+    # YouJiacheng (÷1024).
+    "you": np.array([
+        (3955, -8306, 5008), (3735, -6681, 3463), (3799, -6499, 3211),
+        (4019, -6385, 2906), (2677, -3029, 1162), (2172, -1833, 682),
+    ]) / 1024,
+    # Su Jianlin 'Ours-X' (kexue.fm 10922) (÷1024).
+    "su": np.array([
+        (4140, -7553, 3571), (3892, -6637, 2973), (3668, -6456, 3021),
+        (3248, -6211, 3292), (2792, -5759, 3796), (3176, -5507, 4048),
+    ]) / 1024,
+    # Polar Express paper, 8 rows with its 1.01 safety scaling; the first T rows
+    # are the optimal T-step method.
+    "polar_express": _PE_PAPER,
+}
+for _table in COEFFS.values():
+    _table.setflags(write=False)
+
+# Normalization each schedule expects: X0 = M / (‖M‖_F · scale + eps).
+NORMALIZATION: dict[str, tuple[float, float]] = {
+    "cubic": (1.0, 1e-7),
+    "jordan": (1.0, 1e-7),
+    "cesista": (1.0, 1e-7),
+    "you": (1.0, 1e-7),
+    "su": (1.0, 1e-7),
+    "polar_express": (1.01, 1e-7),
+}
+_USER_NORMALIZATION = (1.0, 1e-7)
+
+Normalize = Literal["frobenius", "schatten4"]
+MclipForm = Literal["cancelling", "nested"]
+
+
+# ---------------------------------------------------------------------------- checks
+
+
+def _check_matrix(M, name="M"):
+    M = jnp.asarray(M)
+    if M.ndim < 2:
+        raise ValueError(f"{name} has shape {M.shape}; expected (..., m, n) with at least 2 axes")
+    return M
+
+
+def _check_int(value, name, lo, hi=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo or (hi is not None and value > hi):
+        rng = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name}={value!r} must be an integer {rng} (static, not traced)")
+    return int(value)
+
+
+def schedule(coeffs="polar_express", steps=None):
+    """Resolve a schedule to ``(table (steps, 3), scale, eps)``.
+
+    ``coeffs`` is a name in :data:`COEFFS` or a user (rows, 3) table (normalized by
+    ``‖M‖_F + 1e-7``). ``steps=None`` runs all rows; fewer steps take the first rows,
+    more steps repeat the last row.
+    """
+    if isinstance(coeffs, str):
+        if coeffs not in COEFFS:
+            raise ValueError(f"coeffs={coeffs!r} is not a known schedule; expected one of {sorted(COEFFS)} or a (steps, 3) table")
+        table, (scale, eps) = COEFFS[coeffs], NORMALIZATION[coeffs]
+    else:
+        table = np.asarray(coeffs, dtype=np.float64)
+        if table.ndim != 2 or table.shape[0] < 1 or table.shape[1] != 3:
+            raise ValueError(f"coeffs has shape {table.shape}; expected (steps, 3) rows of (a, b, c)")
+        scale, eps = _USER_NORMALIZATION
+    if steps is not None:
+        steps = _check_int(steps, "steps", 1)
+        if steps <= len(table):
+            table = table[:steps]
+        else:
+            table = np.concatenate([table, np.repeat(table[-1:], steps - len(table), axis=0)])
+    return np.asarray(table), scale, eps
+
+
+# ----------------------------------------------------------------------------- msign
+
+
+def _mT(X):
+    return jnp.swapaxes(X, -1, -2)
+
+
+def _mH(X):
+    return jnp.conj(_mT(X)) if jnp.iscomplexobj(X) else _mT(X)
+
+
+def _fro(X):
+    return jnp.sqrt(jnp.sum(jnp.abs(X) ** 2, axis=(-2, -1), keepdims=True))
+
+
+def _ns_step(X, A, abc):
+    a, b, c = abc[0], abc[1], abc[2]
+    B = b * A + c * (A @ A)
+    return a * X + B @ X
+
+
+def msign(M, steps=None, coeffs="polar_express", *, normalize: Normalize = "frobenius", compute_dtype=None):
+    """Matrix sign ``msign(M) = U V^H`` by Newton–Schulz.
+
+    ``X_0 = M / (‖M‖_F · s + eps)`` with the schedule's ``(s, eps)`` (polar_express:
+    s = 1.01, eps = 1e-7; the others s = 1, eps = 1e-7), then for each row (a, b, c)
+    ``X <- a X + (b A + c A^2) X`` with ``A = X X^H``. Tall matrices are transposed to
+    wide first (``msign(M^T) = msign(M)^T``), so ``A`` is (k, k).
+
+    ``normalize="schatten4"`` is the renormalization trick: step 1 rescales the seed
+    (and its Gram matrix A) to ``X_0 = M / (s ‖M‖_{S4})``, where ``‖M‖_{S4} = (Σ σ^4)^{1/4} = ‖M M^H‖_F^{1/2}`` is computed from the Gram
+    matrix of step 1 (no extra matmul). ``‖M‖_{S4} ≤ ‖M‖_F``, so small σ start larger.
+    (This is optax's ``preconditioning='schatten'``; the card's ``‖(XX^H)^2‖_F^{1/8}``
+    is not homogeneous of degree 1 in X, while ``‖A‖_F^{1/2}`` is.)
+
+    Args:
+      M: (..., m, n) real or complex.
+      steps: number of steps; ``None`` runs the schedule's rows, more repeat the last row.
+      coeffs: schedule name in :data:`COEFFS` or a (rows, 3) table.
+      normalize: ``"frobenius"`` or ``"schatten4"``.
+      compute_dtype: dtype of the iteration (e.g. ``jnp.bfloat16``); the result is
+        returned in ``compute_dtype`` if given, else in ``M``'s dtype.
+
+    Returns: (..., m, n), singular values in the band the schedule promises.
+    """
+    M = _check_matrix(M)
+    if normalize not in ("frobenius", "schatten4"):
+        raise ValueError(f"normalize={normalize!r}; expected 'frobenius' or 'schatten4'")
+    table, scale, eps = schedule(coeffs, steps)
+    out_dtype = M.dtype if compute_dtype is None else jnp.dtype(compute_dtype)
+    if not jnp.issubdtype(out_dtype, jnp.inexact):
+        out_dtype = jnp.float32
+    tall = M.shape[-2] > M.shape[-1]
+    X = (_mT(M) if tall else M).astype(out_dtype)
+    real_dtype = jnp.finfo(out_dtype).dtype
+    X = X / (_fro(X).astype(real_dtype) * scale + eps).astype(real_dtype)
+    rows = jnp.asarray(table, real_dtype)
+    if normalize == "schatten4":
+        A = X @ _mH(X)
+        r = jnp.sqrt(jnp.maximum(_fro(A).astype(real_dtype), eps)) * scale  # s ‖X‖_S4
+        X, A = X / r, A / (r * r)
+        X = _ns_step(X, A, rows[0])
+        rows = rows[1:]
+
+    def body(X, abc):
+        return _ns_step(X, X @ _mH(X), abc), None
+
+    if rows.shape[0]:
+        X, _ = jax.lax.scan(body, X, rows)
+    return (_mT(X) if tall else X).astype(out_dtype)
+
+
+# ------------------------------------------------------------------------ references
+
+
+def polar(M):
+    """Exact polar factor ``U V^H`` via the SVD (reference for :func:`msign`).
+
+    Args: M (..., m, n). Returns: (..., m, n).
+    """
+    M = _check_matrix(M)
+    U, _, Vh = jnp.linalg.svd(M, full_matrices=False)
+    return U @ Vh
+
+
+def svd_clip(M, lo, hi):
+    """``U clip(Σ, lo, hi) V^H`` via the SVD (reference for :func:`mclip`).
+
+    Args: M (..., m, n); 0 <= lo <= hi. Returns: (..., m, n).
+    """
+    M = _check_matrix(M)
+    _check_interval(lo, hi)
+    U, s, Vh = jnp.linalg.svd(M, full_matrices=False)
+    return (U * jnp.clip(s, lo, hi)[..., None, :].astype(U.dtype)) @ Vh
+
+
+# ----------------------------------------------------------------------------- mclip
+
+
+def _check_interval(lo, hi):
+    for name, v in (("lo", lo), ("hi", hi)):
+        if not isinstance(v, numbers.Real) or isinstance(v, bool):
+            raise ValueError(f"{name}={v!r} must be a real number (static, not traced)")
+    if lo < 0:
+        raise ValueError(f"lo={lo!r} must be >= 0 (singular values are nonnegative)")
+    if lo > hi:
+        raise ValueError(f"lo={lo!r} > hi={hi!r}; expected 0 <= lo <= hi")
+
+
+def mclip(M, lo, hi, steps=None, coeffs="polar_express", *, form: MclipForm = "cancelling",
+          normalize: Normalize = "frobenius", compute_dtype=None):
+    """Clip singular values to [lo, hi] using only :func:`msign`: ``U clip(Σ, lo, hi) V^H``.
+
+    With ``O = msign(M)`` and, for a wide M, ``G = M M^H`` (tall M is transposed):
+
+    * ``form="cancelling"`` (default): Su's error-cancelling v3 for [0, 1] clipping,
+      scaled to [0, t]:
+      ``C_t = ½[msign(G + t²I)(tO + M) + msign(G − t²I)(tO − M)] = U min(Σ, t) V^H``,
+      then ``clip(σ, α, β) = min(σ, β) − min(σ, α) + α`` gives
+      ``mclip = C_β − C_α + α O`` (``C_α`` is skipped when lo == 0). Near σ = t the
+      inexact ``msign(G − t²I)`` multiplies ``tO − M``, which is small there, and for
+      σ < t the errors of the two msigns (of ``G ± t²I``, similar magnitudes) cancel.
+    * ``form="nested"``: Su's interval formula (v1 generalized), msign nested inside msign:
+      ``½{(α+β)O + (αI − M O^H) msign(αO − M) − (βI − M O^H) msign(βO − M)}``
+      ``= U ½[(α+β) + |α − Σ| − |β − Σ|] V^H``.
+
+    Both are exact with exact msign (tests: ~1e-15 in float64 with ``polar``). Each
+    msign call uses the same ``steps``/``coeffs``/``normalize``/``compute_dtype``.
+    Singular values below ~1e-3·‖·‖_F of an msign argument are not resolved by the
+    default 8 rows; spreads wider than that need more ``steps`` (see the tests).
+
+    Args:
+      M: (..., m, n). lo, hi: Python floats with 0 <= lo <= hi.
+    Returns: (..., m, n) in M's dtype (or ``compute_dtype``).
+    """
+    M = _check_matrix(M)
+    _check_interval(lo, hi)
+    if form not in ("cancelling", "nested"):
+        raise ValueError(f"form={form!r}; expected 'cancelling' or 'nested'")
+    kw = dict(steps=steps, coeffs=coeffs, normalize=normalize, compute_dtype=compute_dtype)
+    out_dtype = M.dtype if compute_dtype is None else jnp.dtype(compute_dtype)
+    tall = M.shape[-2] > M.shape[-1]
+    X = (_mT(M) if tall else M).astype(out_dtype)
+    eye = jnp.eye(X.shape[-2], dtype=out_dtype)
+    O = msign(X, **kw)
+    if form == "cancelling":
+        G = X @ _mH(X)
+
+        def upper(t):  # U min(Σ, t) V^H
+            return 0.5 * (msign(G + t * t * eye, **kw) @ (t * O + X) + msign(G - t * t * eye, **kw) @ (t * O - X))
+
+        out = upper(hi)
+        if lo > 0:
+            out = out - upper(lo) + lo * O
+    else:
+        P = X @ _mH(O)
+        out = 0.5 * ((lo + hi) * O + (lo * eye - P) @ msign(lo * O - X, **kw) - (hi * eye - P) @ msign(hi * O - X, **kw))
+    return (_mT(out) if tall else out).astype(out_dtype)
+
+
+# -------------------------------------------------------------------------- low rank
+
+
+def low_rank(M, r):
+    """Best rank-r approximation (Eckart–Young) by truncating the SVD.
+
+    Promise: ``‖M − low_rank(M, r)‖_F = sqrt(Σ_{i>r} σ_i²)`` (the root-sum-square of
+    the dropped singular values) and the spectral error is ``σ_{r+1}``; no rank-r
+    matrix does better in either norm.
+
+    Args: M (..., m, n); r integer in [0, min(m, n)]. Returns: (..., m, n) of rank <= r.
+    """
+    M = _check_matrix(M)
+    r = _check_int(r, "r", 0, min(M.shape[-2:]))
+    U, s, Vh = jnp.linalg.svd(M, full_matrices=False)
+    return (U[..., :r] * s[..., None, :r].astype(U.dtype)) @ Vh[..., :r, :]
+
+
+def randomized_svd(M, r, oversample=10, power_iters=2, *, key):
+    """Randomized SVD (Halko, Martinsson & Tropp 2011, Alg. 4.4 + 5.1).
+
+    ``Y = (M M^H)^q M Ω`` with Gaussian Ω (n, r + p), re-orthonormalized by QR after
+    every product; ``Q = qr(Y)``, ``B = Q^H M``, ``B = Ũ Σ V^H``, ``U = Q Ũ``.
+    The expected error approaches ``σ_{r+1}`` as q grows (HMT Cor. 10.10).
+
+    Args:
+      M: (..., m, n). r: rank in [1, min(m, n)]. oversample: p >= 0.
+      power_iters: q >= 0. key: a ``jax.random`` key.
+    Returns: ``(U (..., m, r), s (..., r), Vh (..., r, n))``.
+    """
+    M = _check_matrix(M)
+    m, n = M.shape[-2:]
+    r = _check_int(r, "r", 1, min(m, n))
+    oversample = _check_int(oversample, "oversample", 0)
+    power_iters = _check_int(power_iters, "power_iters", 0)
+    ell = min(r + oversample, m, n)
+    omega = jax.random.normal(key, M.shape[:-2] + (n, ell), jnp.finfo(M.dtype).dtype).astype(M.dtype)
+    Q, _ = jnp.linalg.qr(M @ omega)
+    for _ in range(power_iters):
+        W, _ = jnp.linalg.qr(_mH(M) @ Q)
+        Q, _ = jnp.linalg.qr(M @ W)
+    Ub, s, Vh = jnp.linalg.svd(_mH(Q) @ M, full_matrices=False)
+    return (Q @ Ub)[..., :r], s[..., :r], Vh[..., :r, :]
+
+
+def energy_ratio(s, r):
+    """Fraction of the energy ``Σ s²`` held by the top r singular values.
+
+    Args: s (..., k) singular values in decreasing order; r in [0, k]. Returns: (...,).
+    """
+    s = jnp.asarray(s)
+    if s.ndim < 1:
+        raise ValueError(f"s has shape {s.shape}; expected (..., k)")
+    r = _check_int(r, "r", 0, s.shape[-1])
+    e = jnp.abs(s) ** 2
+    return jnp.sum(e[..., :r], axis=-1) / jnp.sum(e, axis=-1)
+
+
+def spectral_norm(M, iters=20, *, key):
+    """``σ_max(M)`` by power iteration on ``M^H M``: ``v <- M^H M v / ‖·‖``, then ``‖M v‖``.
+
+    A lower bound that converges like ``(σ_2/σ_1)^{2 iters}``.
+
+    Args: M (..., m, n); iters >= 1; key a ``jax.random`` key. Returns: (...,).
+    """
+    M = _check_matrix(M)
+    iters = _check_int(iters, "iters", 1)
+    v = jax.random.normal(key, M.shape[:-2] + (M.shape[-1], 1), jnp.finfo(M.dtype).dtype).astype(M.dtype)
+
+    def body(v, _):
+        w = _mH(M) @ (M @ v)
+        return w / jnp.linalg.norm(w, axis=(-2, -1), keepdims=True), None
+
+    v = v / jnp.linalg.norm(v, axis=(-2, -1), keepdims=True)
+    v, _ = jax.lax.scan(body, v, None, length=iters)
+    return jnp.linalg.norm(M @ v, axis=(-2, -1))
