@@ -7,6 +7,7 @@ Submodules load on first use, so ``import ssm`` stays light:
 - ``ssm.scan``     the selective scan of Mamba, and its one-step update
 - ``ssm.ssd``      the state-space dual of Mamba-2
 - ``ssm.linalg``   msign by Newton-Schulz, mclip, polar/SVD references, low-rank tools
+- ``ssm.optim``    Optax transforms: scale_by_msign, muon, clip_spectral
 - ``ssm.layers``   Flax NNX layers: S4, S4D, Mamba, Mamba2, ResidualBlock, SequenceModel
 - ``ssm.linen``    the same layers for Linen
 - ``ssm.groups``   parameter groups for optimizers
@@ -18,8 +19,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("bench", "data", "groups", "hippo", "kernels", "layers", "linalg", "linen", "scan", "ssd",
-               "train")
+_SUBMODULES = ("bench", "data", "groups", "hippo", "kernels", "layers", "linalg", "linen", "optim", "scan",
+               "ssd", "train")
 
 
 def __getattr__(name):
