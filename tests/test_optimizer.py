@@ -54,3 +54,21 @@ def test_gradients_are_clipped_to_the_global_norm_before_adam():
     assert len(adam) == 4  # one per parameter group
     norm = np.sqrt(sum(float(optax.tree.norm(s.mu)) ** 2 for s in adam))
     np.testing.assert_allclose(norm, (1 - optim.b1) * optim.grad_clip, rtol=1e-4)
+
+
+def test_muon_option_orthogonalizes_matrices_and_keeps_adamw_for_the_rest(rng):
+    """optim.name: muon sends the dense kernels through msign (Jordan's band of singular
+    values, scaled by muon_lr) and leaves the SSM group to AdamW at ssm_lr."""
+    model = SequenceModel(vocab_size=5, d_model=8, n_layers=1, d_output=5, layer_kwargs={"d_state": 4},
+                          rngs=nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    tx, _ = build_optimizer(model, OptimConfig(name="muon", muon_lr=0.1, ssm_lr=0.0, weight_decay=0.0,
+                                               grad_clip=None),
+                            ScheduleConfig(warmup_steps=0, decay="constant"), steps=10)
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    kernel = np.asarray(updates["blocks"][0]["out"]["kernel"][...])  # (8, 16): a "matrix" leaf
+    s = np.linalg.svd(kernel / 0.1 / np.sqrt(16 / 8), compute_uv=False)
+    print(f"Muon update singular values: [{s.min():.3f}, {s.max():.3f}]")
+    assert 0.6 < s.min() and s.max() < 1.2  # Jordan's band
+    assert float(jnp.abs(updates["blocks"][0]["mixer"]["log_dt"][...]).max()) == 0.0  # ssm_lr = 0

@@ -235,3 +235,12 @@ def test_two_processes_through_jax_distributed_match_one_process(tmp_path):
     for a, b in zip(final_params(tmp_path / "multi")[1], final_params(tmp_path / "single")[1]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert json.loads((tmp_path / "multi" / "summary.json").read_text())["devices"] == 2
+
+
+def test_training_with_muon_lowers_the_loss(tmp_path):
+    config = load_config(None, [*tiny(tmp_path, "trainer.steps=40", "trainer.eval_every=40", "checkpoint.every=40",
+                                      "optim.name=muon", "optim.muon_lr=0.02", "logging.progress=false")])
+    train_and_evaluate(config, tmp_path / "run")
+    losses = [r["loss"] for r in records(tmp_path / "run") if r["split"] == "train"]
+    print("muon train losses:", [round(v, 3) for v in losses])
+    assert losses[-1] < 0.8 * losses[0]

@@ -95,11 +95,16 @@ class TaskConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with the parameter groups of :mod:`ssm.groups`."""
+    """AdamW with the parameter groups of :mod:`ssm.groups`; or, with ``name: muon``,
+    Muon (:func:`ssm.optim.muon`) on the ``matrix`` group at ``muon_lr`` and AdamW on
+    the rest."""
 
-    name: str = "adamw"
-    lr: float = 3e-3
+    name: str = "adamw"  # adamw | muon
+    lr: float = 3e-3  # AdamW's (base) learning rate
     ssm_lr: float = 1e-3  # learning rate of the SSM dynamics (no weight decay)
+    muon_lr: float = 0.02  # Muon's learning rate for dense matrices
+    msign_coeffs: str = "jordan"  # Newton-Schulz schedule of ssm.linalg.COEFFS
+    msign_steps: int = 5
     weight_decay: float = 0.01
     b1: float = 0.9
     b2: float = 0.999
@@ -107,8 +112,13 @@ class OptimConfig:
     grad_clip: float | None = 1.0  # global-norm clip; null: off
 
     def check(self, path: str) -> None:
-        choose(f"{path}.name", self.name, ("adamw",))
+        from ssm.linalg import COEFFS
+
+        choose(f"{path}.name", self.name, ("adamw", "muon"))
         positive(f"{path}.lr", self.lr)
+        positive(f"{path}.muon_lr", self.muon_lr)
+        choose(f"{path}.msign_coeffs", self.msign_coeffs, tuple(COEFFS))
+        positive(f"{path}.msign_steps", self.msign_steps)
         positive(f"{path}.ssm_lr", self.ssm_lr)
         nonnegative(f"{path}.weight_decay", self.weight_decay)
         for key in ("b1", "b2"):
