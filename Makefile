@@ -25,6 +25,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m ssm.bench.kernels $(ARGS)
 	$(PY) -m ssm.bench.scan $(ARGS)
+	$(PY) -m ssm.bench.msign $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
