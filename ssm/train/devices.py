@@ -26,11 +26,12 @@ def is_primary() -> bool:
     return jax.process_index() == 0
 
 
-def data_mesh(n_devices: int | None, batch_size: int) -> Mesh:
+def data_mesh(n_devices: int | None, batch_sizes: dict[str, int]) -> Mesh:
     """A 1-d mesh over the devices (axis ``"data"``); all of them by default.
 
     With several processes every device of every process joins; ``n_devices``
-    picks the first local ones of a single process.
+    picks the first local ones of a single process. Every batch size (config key
+    -> size) must split evenly over the devices.
     """
     if jax.process_count() > 1:
         devices = jax.devices()
@@ -39,8 +40,9 @@ def data_mesh(n_devices: int | None, batch_size: int) -> Mesh:
         if n_devices is not None and n_devices > len(local):
             raise ConfigError(f"trainer.devices: {n_devices} asked, but only {len(local)} local devices exist")
         devices = local[: n_devices or len(local)]
-    if batch_size % len(devices):
-        raise ConfigError(f"trainer.batch_size: {batch_size} must be divisible by the {len(devices)} devices")
+    for key, size in batch_sizes.items():
+        if size % len(devices):
+            raise ConfigError(f"{key}: {size} must be divisible by the {len(devices)} devices")
     return Mesh(np.asarray(devices), (DATA,))
 
 

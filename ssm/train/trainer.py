@@ -142,9 +142,9 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     datasets.disable_progress_bars()  # building a cache is quick; its bars only clutter the log
     splits, info = data.load_task(task.name, task.params, seed=task.seed, sizes=task.sizes or None,
                                   cache_dir=task.cache_dir, data_dir=task.data_dir)
-    mesh = devices.data_mesh(t.devices, t.batch_size)
     eval_batch_size = t.eval_batch_size or t.batch_size
-    devices.data_mesh(t.devices, eval_batch_size)  # checks divisibility
+    mesh = devices.data_mesh(t.devices, {"trainer.batch_size": t.batch_size,
+                                         "trainer.eval_batch_size": eval_batch_size})
     rows, eval_rows = devices.process_rows(t.batch_size), devices.process_rows(eval_batch_size)
 
     model = build_model(config, info, nnx.Rngs(t.seed))
@@ -181,10 +181,12 @@ def train_and_evaluate(config: Config, workdir) -> dict:
             sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
         return summarize(jax.device_get(sums), info.kind)
 
-    def check_finite(step: int) -> None:
-        bad = int(state["acc"]["nonfinite_step"])
+    def check_finite(step: int, acc: dict | None = None) -> None:
+        """Stop if a step was not finite; ``acc``: the accumulators, if already on the host."""
+        acc = jax.device_get(state["acc"]) if acc is None else acc
+        bad = int(acc["nonfinite_step"])
         if bad >= 0:
-            value = float(state["acc"]["nonfinite_loss"])
+            value = float(acc["nonfinite_loss"])
             last = checkpoints.latest_step()
             checkpoints.close()
             if primary:
@@ -210,7 +212,7 @@ def train_and_evaluate(config: Config, workdir) -> dict:
         record = None
         if step % t.log_every == 0 or step == t.steps:
             acc = jax.device_get(state["acc"])
-            check_finite(step)
+            check_finite(step, acc)
             elapsed = time.perf_counter() - interval_start
             record = {"step": step, "split": "train", **summarize(acc, info.kind),
                       "lr": float(schedules["lr"](step)), "ssm_lr": float(schedules["ssm_lr"](step)),
