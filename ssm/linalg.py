@@ -63,6 +63,15 @@ COEFFS: dict[str, np.ndarray] = {
     # Polar Express paper, 8 rows with its 1.01 safety scaling; the first T rows
     # are the optimal T-step method.
     "polar_express": _PE_PAPER,
+    # Polar Express, the 5-row set of modded-nanogpt's train_gpt.py and microsoft/dion's
+    # polar_express.py; its 1.02 safety factor is baked into the rows.
+    "polar_express_5": np.array([
+        (8.156554524902461, -22.48329292557795, 15.878769915207462),
+        (4.042929935166739, -2.808917465908714, 0.5000178451051316),
+        (3.8916678022926607, -2.772484153217685, 0.5060648178503393),
+        (3.285753657755655, -2.3681294933425376, 0.46449024233003106),
+        (2.3465413258596377, -1.7097828382687081, 0.42323551169305323),
+    ]),
 }
 for _table in COEFFS.values():
     _table.setflags(write=False)
@@ -75,10 +84,12 @@ NORMALIZATION: dict[str, tuple[float, float]] = {
     "you": (1.0, 1e-7),
     "su": (1.0, 1e-7),
     "polar_express": (1.01, 1e-7),
+    "polar_express_5": (1.02, 1e-6),
 }
 _USER_NORMALIZATION = (1.0, 1e-7)
 
-Normalize = Literal["frobenius", "schatten4"]
+Normalize = Literal["frobenius", "schatten4", "schatten8"]
+NORMALIZES = ("frobenius", "schatten4", "schatten8")
 MclipForm = Literal["cancelling", "nested"]
 
 
@@ -105,6 +116,15 @@ def schedule(coeffs="polar_express", steps=None):
     ``coeffs`` is a name in :data:`COEFFS` or a user (rows, 3) table (normalized by
     ``‖M‖_F + 1e-7``). ``steps=None`` runs all rows; fewer steps take the first rows,
     more steps repeat the last row.
+
+    Repeating the last row ``p`` converges only where ``p`` has an attracting fixed
+    point (``p(x*) = x*``, ``|p'(x*)| < 1``) near 1. Of the built-in schedules:
+    ``cubic`` and ``polar_express`` end in a row with ``p(1) = 1, p'(1) = 0`` and
+    converge to 1; ``cesista``, ``you`` and ``polar_express_5`` settle at the fixed
+    point of their last row (0.989, 0.997, 1.035); ``jordan``'s fixed points
+    (0.868, 1.264) both repel, and its σ stay in its band; ``su``'s last row
+    (``p(1) = 1.68``) has no positive fixed point and **diverges**: the output
+    overflows to inf/NaN within a few extra steps. Run ``su`` with ``steps <= 6``.
     """
     if isinstance(coeffs, str):
         if coeffs not in COEFFS:
@@ -139,39 +159,50 @@ def _fro(X):
     return jnp.sqrt(jnp.sum(jnp.abs(X) ** 2, axis=(-2, -1), keepdims=True))
 
 
-def _ns_step(X, A, abc):
+def _ns_step(X, A, A2, abc):
+    """One Newton–Schulz step ``a X + (b A + c A^2) X`` given ``A = X X^H`` and ``A2 = A^2``."""
     a, b, c = abc[0], abc[1], abc[2]
-    B = b * A + c * (A @ A)
-    return a * X + B @ X
+    return a * X + (b * A + c * A2) @ X
 
 
 def msign(M, steps=None, coeffs="polar_express", *, normalize: Normalize = "frobenius", compute_dtype=None):
     """Matrix sign ``msign(M) = U V^H`` by Newton–Schulz.
 
     ``X_0 = M / (‖M‖_F · s + eps)`` with the schedule's ``(s, eps)`` (polar_express:
-    s = 1.01, eps = 1e-7; the others s = 1, eps = 1e-7), then for each row (a, b, c)
-    ``X <- a X + (b A + c A^2) X`` with ``A = X X^H``. Tall matrices are transposed to
-    wide first (``msign(M^T) = msign(M)^T``), so ``A`` is (k, k).
+    s = 1.01, eps = 1e-7; polar_express_5: s = 1.02, eps = 1e-6; the others s = 1,
+    eps = 1e-7), then for each row (a, b, c) ``X <- a X + (b A + c A^2) X`` with
+    ``A = X X^H``. Tall matrices are transposed to wide first
+    (``msign(M^T) = msign(M)^T``), so ``A`` is (k, k). ``steps`` past the schedule's
+    rows repeat its last row, which diverges for ``su`` (see :func:`schedule`).
 
-    ``normalize="schatten4"`` is the renormalization trick: step 1 rescales the seed
-    (and its Gram matrix A) to ``X_0 = M / (s ‖M‖_{S4})``, where ``‖M‖_{S4} = (Σ σ^4)^{1/4} = ‖M M^H‖_F^{1/2}`` is computed from the Gram
-    matrix of step 1 (no extra matmul). ``‖M‖_{S4} ≤ ‖M‖_F``, so small σ start larger.
-    (This is optax's ``preconditioning='schatten'``; the card's ``‖(XX^H)^2‖_F^{1/8}``
-    is not homogeneous of degree 1 in X, while ``‖A‖_F^{1/2}`` is.)
+    Renormalization (``normalize``): a smaller norm than ``‖M‖_F`` that still bounds
+    ``σ_max`` starts the small σ larger, so they reach 1 in fewer steps. Step 1 has
+    ``A = X_0 X_0^H`` and ``A^2`` in hand; from them, with no extra matmul, it rescales
+    ``X_0 <- X_0 / (s ν)``, ``A <- A / (s ν)^2``, ``A^2 <- A^2 / (s ν)^4``, i.e.
+    ``X_0 = M / (s ‖M‖_p)``, then takes the step:
+
+    * ``"schatten4"``: ``ν = ‖A‖_F^{1/2} = (Σ σ^4)^{1/4}``, the Schatten-4 norm
+      (optax's ``preconditioning='schatten'``).
+    * ``"schatten8"``: ``ν = ‖A^2‖_F^{1/4} = (Σ σ^8)^{1/8}``, the Schatten-8 norm: the
+      seed's trick ``n = (Σ (A^2)_ij^2)^{1/8}`` (the reference card's
+      ``‖(XX^H)^2‖_F^{1/8}`` misreads its ``** 0.125`` of a sum of squares).
+
+    ``σ_max ≤ ‖M‖_{S8} ≤ ‖M‖_{S4} ≤ ‖M‖_F``, so every σ of ``X_0`` stays in [0, 1/s].
+    ``ν`` is floored at ``sqrt(eps)`` (relative to ``‖X_0‖_F ≈ 1``) so ``M = 0`` gives 0.
 
     Args:
       M: (..., m, n) real or complex.
       steps: number of steps; ``None`` runs the schedule's rows, more repeat the last row.
       coeffs: schedule name in :data:`COEFFS` or a (rows, 3) table.
-      normalize: ``"frobenius"`` or ``"schatten4"``.
+      normalize: ``"frobenius"``, ``"schatten4"`` or ``"schatten8"``.
       compute_dtype: dtype of the iteration (e.g. ``jnp.bfloat16``); the result is
         returned in ``compute_dtype`` if given, else in ``M``'s dtype.
 
     Returns: (..., m, n), singular values in the band the schedule promises.
     """
     M = _check_matrix(M)
-    if normalize not in ("frobenius", "schatten4"):
-        raise ValueError(f"normalize={normalize!r}; expected 'frobenius' or 'schatten4'")
+    if normalize not in NORMALIZES:
+        raise ValueError(f"normalize={normalize!r}; expected one of {NORMALIZES}")
     table, scale, eps = schedule(coeffs, steps)
     out_dtype = M.dtype if compute_dtype is None else jnp.dtype(compute_dtype)
     if not jnp.issubdtype(out_dtype, jnp.inexact):
@@ -181,15 +212,17 @@ def msign(M, steps=None, coeffs="polar_express", *, normalize: Normalize = "frob
     real_dtype = jnp.finfo(out_dtype).dtype
     X = X / (_fro(X).astype(real_dtype) * scale + eps).astype(real_dtype)
     rows = jnp.asarray(table, real_dtype)
-    if normalize == "schatten4":
+    if normalize != "frobenius":
         A = X @ _mH(X)
-        r = jnp.sqrt(jnp.maximum(_fro(A).astype(real_dtype), eps)) * scale  # s ‖X‖_S4
-        X, A = X / r, A / (r * r)
-        X = _ns_step(X, A, rows[0])
+        A2 = A @ A
+        nu = jnp.sqrt(_fro(A)) if normalize == "schatten4" else jnp.sqrt(jnp.sqrt(_fro(A2)))
+        r = (jnp.maximum(nu.astype(real_dtype), np.sqrt(eps)) * scale).astype(real_dtype)  # s ‖X_0‖_p
+        X = _ns_step(X / r, A / r**2, A2 / r**4, rows[0])
         rows = rows[1:]
 
     def body(X, abc):
-        return _ns_step(X, X @ _mH(X), abc), None
+        A = X @ _mH(X)
+        return _ns_step(X, A, A @ A, abc), None
 
     if rows.shape[0]:
         X, _ = jax.lax.scan(body, X, rows)

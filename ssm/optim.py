@@ -117,7 +117,8 @@ def scale_by_msign(
       bias_correction: optax's bias-corrected momentum (Keller's is not).
       shape_scaling: ``"sqrt_ratio"``, ``"rms_match"`` or ``None``.
       rms: target update RMS for ``"rms_match"`` (> 0).
-      normalize: ``"frobenius"`` or ``"schatten4"`` (see :func:`ssm.linalg.msign`).
+      normalize: ``"frobenius"``, ``"schatten4"`` or ``"schatten8"`` (see
+        :func:`ssm.linalg.msign`).
       compute_dtype: dtype of the iteration (e.g. ``jnp.bfloat16``); the update is
         returned in the gradient's dtype.
 
@@ -134,8 +135,8 @@ def scale_by_msign(
     if shape_scaling not in SHAPE_SCALINGS:
         raise ValueError(f"shape_scaling={shape_scaling!r}; expected one of {SHAPE_SCALINGS}")
     _check_real(rms, "rms", lo=0.0, lo_open=True)
-    if normalize not in ("frobenius", "schatten4"):
-        raise ValueError(f"normalize={normalize!r}; expected 'frobenius' or 'schatten4'")
+    if normalize not in linalg.NORMALIZES:
+        raise ValueError(f"normalize={normalize!r}; expected one of {linalg.NORMALIZES}")
     linalg.schedule(coeffs, steps)  # validates coeffs and steps now, not at the first update
 
     def init_fn(params):
