@@ -150,6 +150,56 @@ def anticausal_conv(u: np.ndarray, K: np.ndarray, lag0: bool) -> np.ndarray:
     return y
 
 
+def monarch_dense(R: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """The (n_in, n_out) matrix of a Monarch map, built as a product of explicit
+    matrices: ``blockdiag(R) @ P1 @ blockdiag(L) @ P2`` (``x @ W`` layout), with
+    ``R`` (b, p, q), ``L`` (q, b, s) and the permutations written as loops:
+    ``P1`` sends output ``j`` of R-block ``a`` (index a·q + j) to input ``a`` of
+    L-block ``j`` (index j·b + a); ``P2`` sends output ``t`` of L-block ``j``
+    (index j·s + t) to feature t·q + j."""
+    b, p, q = R.shape
+    s = L.shape[2]
+
+    def block_diag(blocks):
+        n, r, c = blocks.shape
+        out = np.zeros((n * r, n * c), dtype=blocks.dtype)
+        for i in range(n):
+            out[i * r:(i + 1) * r, i * c:(i + 1) * c] = blocks[i]
+        return out
+
+    P1 = np.zeros((b * q, q * b))
+    for a in range(b):
+        for j in range(q):
+            P1[a * q + j, j * b + a] = 1
+    P2 = np.zeros((q * s, s * q))
+    for j in range(q):
+        for t in range(s):
+            P2[j * s + t, t * q + j] = 1
+    return block_diag(R) @ P1 @ block_diag(L) @ P2
+
+
+def hyena_filter(weights: list, biases: list, freq: np.ndarray, out: np.ndarray, l_max: int,
+                 emb_dim: int, length: int, target=1e-2, fast=0.3, slow=1.5) -> np.ndarray:
+    """Hyena's implicit filter (channels, length) from its formula, as written in the
+    reference card: features [t, cos, -sin] -> (Linear, sin(freq·))* -> Linear -> times
+    exp(-t|delta_c|)."""
+    bands = (emb_dim - 1) // 2
+    rows = []
+    for i in range(l_max):
+        w = 2 * math.pi * i / l_max
+        f = [1e-4 + k * (bands - 1 - 1e-4) / max(bands - 1, 1) for k in range(bands)]
+        rows.append([i / (l_max - 1)] + [math.cos(fk * w) for fk in f] + [-math.sin(fk * w) for fk in f])
+    h = np.array(rows)[:length]
+    for W, bias in zip(weights, biases):
+        h = np.sin(freq * (h @ W + bias))
+    k = h @ out  # (length, channels)
+    channels = k.shape[1]
+    lo, hi = math.log(target) / slow, math.log(target) / fast
+    deltas = np.array([lo + c * (hi - lo) / max(channels - 1, 1) for c in range(channels)])
+    t = np.array([i / (l_max - 1) for i in range(l_max)])[:length]
+    return (k * np.exp(-t[:, None] * np.abs(deltas)[None, :])).T
+
+
 def recurrence(Abar, Bbar, C, u: np.ndarray) -> np.ndarray:
     """``x_t = Abar x_{t-1} + Bbar u_t`` from ``x_{-1} = 0``; ``y_t = C x_t``
     (the update comes first, so y_0 = C Bbar u_0)."""
