@@ -1,9 +1,11 @@
 """Newton–Schulz ``msign`` accuracy and speed, and Muon against AdamW on a toy task.
 
-1. **Error vs steps.** For every schedule in ``linalg.COEFFS``: on a float32 Gaussian
-   256x512 matrix, for steps 1..10, ``max_i |σ_i(msign(M)) - 1|`` with the singular
-   values from numpy's SVD in float64. (``jordan`` does not converge by design: it
-   lands in a band around 1.)
+1. **Error vs steps.** For every schedule in ``linalg.COEFFS`` (Frobenius
+   normalization), and ``polar_express`` / ``polar_express_5`` with
+   ``normalize="schatten8"``: on a float32 Gaussian 256x512 matrix, for steps 1..10,
+   ``max_i |σ_i(msign(M)) - 1|`` with the singular values from numpy's SVD in float64.
+   (``jordan`` does not converge by design: it lands in a band around 1; ``su``
+   diverges past its 6 rows, see ``linalg.schedule``.)
 2. **Speed.** Jitted ``linalg.msign`` (default schedule ``polar_express``, its default
    8 steps) against the SVD polar factor ``linalg.polar``, float32, at (1024, 1024),
    (1024, 4096), (4096, 4096). FLOPs of msign, counted in the wide orientation
@@ -19,12 +21,17 @@
    AdamW: ``optax.adamw`` (weight decay 0 for both). Loss: mean cross-entropy over the
    scored positions (targets != -100), as ``ssm.train.objectives``.
 
-Run: ``python -m ssm.bench.msign [--repeats 3] [--steps 300] [--out FILE]``.
+Figures (matplotlib, written to ``--figures``, default ``docs/figures``):
+``msign_error_vs_steps.png`` (1, log scale) and ``muon_vs_adamw.png`` (3, the
+training loss of every run, a running mean over ``SMOOTH`` steps, log scale).
+
+Run: ``python -m ssm.bench.msign [--repeats 3] [--steps 300] [--out FILE] [--figures DIR]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -48,24 +55,37 @@ SVD_LIMIT_S = 60.0
 LRS = {"muon": (3e-3, 1e-2, 3e-2), "adamw": (1e-3, 3e-3, 1e-2)}
 BATCH = 32
 LOG_EVERY = 50
+SMOOTH = 10  # running mean of the plotted loss curves
+ERROR_RUNS = [(name, "frobenius") for name in linalg.COEFFS] + [
+    ("polar_express", "schatten8"), ("polar_express_5", "schatten8")]
+ERROR_FIGURE, LOSS_FIGURE = "msign_error_vs_steps.png", "muon_vs_adamw.png"
 
 
 # ------------------------------------------------------------------ error vs steps
 
 
-def error_table() -> str:
+def msign_errors() -> dict[tuple[str, str], list[float]]:
+    """``max_i |σ_i - 1|`` after 1..MAX_STEPS steps per (schedule, normalize) of
+    ``ERROR_RUNS``; NaN where the output is not finite (diverged)."""
     M = jax.random.normal(jax.random.PRNGKey(0), ERROR_SHAPE, jnp.float32)
-    rows = []
-    for name in linalg.COEFFS:
-        row = [f"`{name}` ({len(linalg.COEFFS[name])} rows)"]
+    errors = {}
+    for name, normalize in ERROR_RUNS:
+        errors[name, normalize] = []
         for steps in range(1, MAX_STEPS + 1):
-            X = np.asarray(linalg.msign(M, steps=steps, coeffs=name), np.float64)
-            if not np.all(np.isfinite(X)):
-                row.append("nan")  # diverged
-                continue
-            s = np.linalg.svd(X, compute_uv=False)
-            row.append(f"{np.max(np.abs(s - 1)):.2g}")
-        rows.append(row)
+            X = np.asarray(linalg.msign(M, steps=steps, coeffs=name, normalize=normalize), np.float64)
+            ok = np.all(np.isfinite(X))
+            errors[name, normalize].append(float(np.max(np.abs(np.linalg.svd(X, compute_uv=False) - 1))) if ok else np.nan)
+    return errors
+
+
+def _label(name: str, normalize: str, quote: str = "") -> str:
+    label = f"{quote}{name}{quote} ({len(linalg.COEFFS[name])} rows)"
+    return label if normalize == "frobenius" else f"{label}, {normalize}"
+
+
+def error_table(errors: dict[tuple[str, str], list[float]]) -> str:
+    rows = [[_label(name, normalize, "`")] + ["nan" if np.isnan(e) else f"{e:.2g}" for e in errs]
+            for (name, normalize), errs in errors.items()]
     return markdown_table(["schedule"] + [str(k) for k in range(1, MAX_STEPS + 1)], rows)
 
 
@@ -142,40 +162,103 @@ def smooth(losses: list[float], at: int) -> float:
     return float(np.mean(losses[max(0, at - LOG_EVERY):at]))
 
 
-def muon_tables(steps: int) -> tuple[str, str, dict]:
+def muon_runs(steps: int) -> tuple[dict, dict, dict]:
+    """Per-step losses and wall seconds of every (optimizer, lr) of ``LRS``, and the task's sizes."""
     with tempfile.TemporaryDirectory() as cache:
         ds, info = data.load_task("copying", {"l_noise": 32, "l_memorize": 8}, cache_dir=cache,
                                   sizes={"train": 4096, "validation": 256, "test": 256})
-        runs, sweep_rows, seconds = {}, [], {}
+        runs, seconds = {}, {}
         for opt, lrs in LRS.items():
             for lr in lrs:
                 start = time.perf_counter()
-                losses = train(ds, info, opt, lr, steps)
+                runs[opt, lr] = train(ds, info, opt, lr, steps)
                 seconds[opt, lr] = time.perf_counter() - start
-                runs[opt, lr] = losses
-                sweep_rows.append([opt, f"{lr:g}", f"{smooth(losses, steps):.3f}", f"{losses[-1]:.3f}",
-                                   f"{seconds[opt, lr]:.1f}"])
-                print(f"# {opt} lr {lr:g}: {smooth(losses, steps):.3f}", file=sys.stderr, flush=True)
+                print(f"# {opt} lr {lr:g}: {smooth(runs[opt, lr], steps):.3f}", file=sys.stderr, flush=True)
+    return runs, seconds, {"seq_len": info.seq_len, "vocab": info.vocab_size}
+
+
+def best_lrs(runs: dict, steps: int) -> dict[str, float]:
+    """Per optimizer, the learning rate with the lowest mean loss over the last ``LOG_EVERY`` steps."""
+    return {opt: min(lrs, key=lambda lr: smooth(runs[opt, lr], steps)) for opt, lrs in LRS.items()}
+
+
+def muon_tables(runs: dict, seconds: dict, steps: int) -> tuple[str, str]:
+    sweep_rows = [[opt, f"{lr:g}", f"{smooth(runs[opt, lr], steps):.3f}", f"{runs[opt, lr][-1]:.3f}",
+                   f"{seconds[opt, lr]:.1f}"] for opt, lrs in LRS.items() for lr in lrs]
     sweep = markdown_table(["optimizer", "lr", f"mean loss, last {LOG_EVERY} steps", "final-step loss", "s"],
                            sweep_rows)
-    best = {opt: min(lrs, key=lambda lr: smooth(runs[opt, lr], steps)) for opt, lrs in LRS.items()}
+    best = best_lrs(runs, steps)
     marks = list(range(LOG_EVERY, steps + 1, LOG_EVERY))
     header = ["optimizer (best lr)"] + [f"step {s}" for s in marks]
     rows = [[f"{opt} ({best[opt]:g})"] + [f"{smooth(runs[opt, best[opt]], s):.3f}" for s in marks]
             for opt in LRS]
     curve = markdown_table(header, rows)
-    return sweep, curve, {"seq_len": info.seq_len, "vocab": info.vocab_size}
+    return sweep, curve
+
+
+# -------------------------------------------------------------------------- figures
+
+
+def write_figures(errors: dict, runs: dict, steps: int, directory: str) -> list[str]:
+    """The two PNGs (error vs steps, loss curves) in ``directory``; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(directory, exist_ok=True)
+    paths = [os.path.join(directory, ERROR_FIGURE), os.path.join(directory, LOSS_FIGURE)]
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ks = np.arange(1, MAX_STEPS + 1)
+    colors = {name: f"C{i}" for i, name in enumerate(linalg.COEFFS)}  # a renormalized run: its schedule's color
+    for (name, normalize), errs in errors.items():
+        frob = normalize == "frobenius"
+        ax.semilogy(ks, errs, color=colors[name], marker="o" if frob else "x", markersize=3 if frob else 6,
+                    linestyle="-" if frob else "--", label=_label(name, normalize))
+    ax.set_ylim(1e-7, 10)  # a diverging schedule leaves the plot upwards
+    ax.set_xticks(ks)
+    ax.set_xlabel("Newton–Schulz steps (past a table's rows: its last row repeated)")
+    ax.set_ylabel("max |σ_i − 1|")
+    ax.set_title(f"msign error, float32 Gaussian {ERROR_SHAPE[0]}x{ERROR_SHAPE[1]}")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(paths[0], dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    best = best_lrs(runs, steps)
+    colors = {"muon": "tab:blue", "adamw": "tab:orange"}
+    styles = (":", "--", "-")  # by the learning rate's place in LRS, ascending
+    for (opt, lr), losses in runs.items():
+        mean = np.convolve(losses, np.ones(SMOOTH) / SMOOTH, mode="valid")
+        is_best = lr == best[opt]
+        ax.semilogy(np.arange(SMOOTH, len(losses) + 1), mean, color=colors[opt], linewidth=2 if is_best else 1,
+                    linestyle=styles[sorted(LRS[opt]).index(lr) % len(styles)], alpha=1.0 if is_best else 0.6,
+                    label=f"{opt} lr {lr:g}" + (" (best)" if is_best else ""))
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"training loss (running mean of {SMOOTH})")
+    ax.set_title("Muon vs AdamW: s4d on the copying task")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(paths[1], dpi=100)
+    plt.close(fig)
+    return paths
 
 
 # ---------------------------------------------------------------------------- run
 
 
-def run(repeats: int, steps: int) -> str:
+def run(repeats: int, steps: int, figures: str | None) -> str:
     matmul_peak, _ = matmul_and_read_rates(repeats)
-    errors = error_table()
+    errors = msign_errors()
     print("# error table done", file=sys.stderr, flush=True)
     speed, notes = speed_table(repeats, matmul_peak)
-    sweep, curve, task = muon_tables(steps)
+    runs, seconds, task = muon_runs(steps)
+    sweep, curve = muon_tables(runs, seconds, steps)
+    paths = write_figures(errors, runs, steps, figures) if figures else None
     parts = [
         f"Machine: {cpu_name()}, {jax.device_count()} {jax.default_backend()} device(s), "
         f"JAX {jax.__version__}; measured float32 matmul peak {matmul_peak / 1e9:.1f} GFLOP/s.",
@@ -184,7 +267,7 @@ def run(repeats: int, steps: int) -> str:
         "",
         "Rows past a schedule's table repeat its last row.",
         "",
-        errors,
+        error_table(errors),
         "",
         "### msign vs SVD polar factor, float32, jitted (median ms)",
         "",
@@ -203,6 +286,8 @@ def run(repeats: int, steps: int) -> str:
         "",
         curve,
     ]
+    if paths:
+        parts += ["", f"![msign error vs steps]({paths[0]})", "", f"![Muon vs AdamW training loss]({paths[1]})"]
     return "\n".join(parts)
 
 
@@ -212,8 +297,10 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
     parser.add_argument("--steps", type=int, default=300, help="training steps per optimizer run")
     parser.add_argument("--out", help="also write the markdown to this file")
+    parser.add_argument("--figures", default="docs/figures", metavar="DIR",
+                        help="write the PNG plots to this folder ('' for none; default docs/figures)")
     args = parser.parse_args(argv)
-    emit(run(args.repeats, args.steps), args.out)
+    emit(run(args.repeats, args.steps, args.figures), args.out)
 
 
 if __name__ == "__main__":
