@@ -5,6 +5,7 @@ One table serves the optimizers (``ssm.optim``) and the trainer:
 | group      | parameters                                              | update            | lr     | weight decay |
 |------------|---------------------------------------------------------|-------------------|--------|--------------|
 | ``ssm``    | SSM dynamics: Lambda, P, B, log_dt; Mamba A_log, D, ... | AdamW, never Muon | ssm_lr | none         |
+| ``ssm``    | long-convolution filters (M2's Hyena MLP), their skip  | AdamW, never Muon | ssm_lr | none         |
 | ``matrix`` | dense matrices: projections, MLPs, Monarch blocks       | Muon or AdamW     | base   | base         |
 | ``adamw``  | S4 C and D, depthwise conv kernels, embeddings, heads   | AdamW             | base   | base         |
 | ``no_decay`` | norms, biases                                         | AdamW             | base   | none         |

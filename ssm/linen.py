@@ -38,6 +38,9 @@ S4 = _linen(layers.S4)
 S4D = _linen(layers.S4D)
 Mamba = _linen(layers.Mamba)
 Mamba2 = _linen(layers.Mamba2)
+MonarchMixer = _linen(layers.MonarchMixer)
+MonarchLinear = _linen(layers.MonarchLinear)
+GatedMLP = _linen(layers.GatedMLP)
 SequenceModel = _linen(layers.SequenceModel)
 
-__all__ = ["Mamba", "Mamba2", "S4", "S4D", "SequenceModel"]
+__all__ = ["GatedMLP", "Mamba", "Mamba2", "MonarchLinear", "MonarchMixer", "S4", "S4D", "SequenceModel"]

@@ -8,6 +8,7 @@ from flax import linen as nn
 from flax import nnx
 
 import ssm.linen
+from ssm.groups import param_labels
 from ssm.layers import S4D
 
 
@@ -77,3 +78,23 @@ def test_linen_layer_equals_the_nnx_layer_with_the_same_parameters(rng):
     nnx.replace_by_pure_dict(state, nn.unbox(params))
     np.testing.assert_allclose(layer.apply({"params": params}, x), nnx.merge(graphdef, state)(x),
                                rtol=1e-6, atol=1e-6)
+
+
+def test_linen_monarch_layers_train_through_params_and_route_by_group(rng):
+    """M2's mixer and a Monarch MLP in a Linen model: every parameter gets a gradient;
+    the filters go to the ``ssm`` group and the Monarch factors to ``matrix``."""
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = ssm.linen.MonarchMixer(8, l_max=12, projection="monarch", nblocks=2)(x)
+            x = ssm.linen.GatedMLP(8, expand=2, linear="monarch")(x)
+            return nn.Dense(2)(x.mean(1))
+
+    x = jnp.asarray(rng.normal(size=(2, 12, 8)), jnp.float32)
+    params = Net().init(jax.random.key(0), x)["params"]
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(Net().apply({"params": p}, x) ** 2)))(params)
+    assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(nn.unbox(grads)))
+    labels = param_labels(params)(nn.unbox(params))
+    assert labels["ToLinen_0"]["filter"]["out"]["kernel"] == "ssm"
+    assert labels["ToLinen_0"]["in_proj"]["R"] == "matrix"
+    assert labels["ToLinen_1"]["up"]["L"] == "matrix"

@@ -181,7 +181,9 @@ SHRINK = {
     "listops": ["task.params={max_depth: 3, min_length: 5, max_length: 40, seq_len: 40}"],
     "text": ["task.params.seq_len=16"],
 }
-SHRINK_MODEL = {"mamba2": ["model.layer_kwargs.headdim=8", "model.layer_kwargs.chunk_size=8"]}
+SHRINK_STATE = ["model.layer_kwargs.d_state=4"]
+SHRINK_MODEL = {"mamba2": [*SHRINK_STATE, "model.layer_kwargs.headdim=8", "model.layer_kwargs.chunk_size=8"],
+                "m2": ["model.layer_kwargs.filter_order=4", "model.mlp_expand=1"]}
 MODEL_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*/*.yaml") if p.stem != "task")
 
 
@@ -198,8 +200,8 @@ def test_every_task_has_configs_for_every_model():
 def test_shipped_config_trains_a_few_steps(path, tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("the quick brown fox jumps over the lazy dog. " * 40)
-    overrides = [*SHRINK[path.parent.name], *SHRINK_MODEL.get(path.stem, []), "model.d_model=8", "model.n_layers=1",
-                 "model.layer_kwargs.d_state=4", "trainer.steps=2", "trainer.batch_size=4",
+    overrides = [*SHRINK[path.parent.name], *SHRINK_MODEL.get(path.stem, SHRINK_STATE), "model.d_model=8",
+                 "model.n_layers=1", "trainer.steps=2", "trainer.batch_size=4",
                  "trainer.eval_every=2", "trainer.devices=1", "checkpoint.every=2",
                  "schedule.warmup_steps=1", "task.sizes={train: 8, validation: 4, test: 4}",
                  f"task.cache_dir={tmp_path / 'cache'}", "logging.progress=false", "logging.plot=false"]

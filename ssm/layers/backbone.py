@@ -13,11 +13,15 @@ from ssm.layers.block import ResidualBlock, make_norm
 from ssm.layers.checks import check_positive_int
 from ssm.layers.mamba import Mamba
 from ssm.layers.mamba2 import Mamba2
+from ssm.layers.mlp import GatedMLP
+from ssm.layers.monarch_linear import LINEARS
+from ssm.layers.monarch_mixer import MonarchMixer
 from ssm.layers.s4 import S4
 from ssm.layers.s4d import S4D
 
 # Sequence layers a config can name. Each is built as cls(d_model, **layer_kwargs, rngs=...).
-LAYERS: dict[str, type[nnx.Module]] = {"s4": S4, "s4d": S4D, "mamba": Mamba, "mamba2": Mamba2}
+LAYERS: dict[str, type[nnx.Module]] = {"s4": S4, "s4d": S4D, "mamba": Mamba, "mamba2": Mamba2, "m2": MonarchMixer}
+MLPS: tuple[str | None, ...] = (None, *LINEARS)
 POOLS: tuple[str | None, ...] = (None, "mean", "last")
 
 
@@ -39,6 +43,9 @@ class SequenceModel(nnx.Module):
         projection.
       norm, prenorm, activation, post, dropout: of each :class:`ResidualBlock`
         (a Mamba LM: ``norm="rms", post=None``).
+      mlp: None, or a :class:`GatedMLP` sublayer in every block with ``"dense"`` or
+        ``"monarch"`` projections (M2: ``layer="m2", post=None, mlp="monarch"``);
+        mlp_expand: its hidden width in multiples of d_model.
       pool: ``None``, ``"mean"`` or ``"last"``.
       tie_embeddings: the head is the transposed embedding (token inputs and
         ``d_output == vocab_size`` only), as in the Mamba LM.
@@ -61,6 +68,8 @@ class SequenceModel(nnx.Module):
         activation: str = "gelu",
         post: str | None = "glu",
         dropout: float = 0.0,
+        mlp: str | None = None,
+        mlp_expand: int = 4,
         pool: str | None = None,
         tie_embeddings: bool = False,
         dtype=None,
@@ -74,6 +83,8 @@ class SequenceModel(nnx.Module):
             raise ValueError(f"give exactly one of vocab_size={vocab_size!r} and d_input={d_input!r}")
         if layer not in LAYERS:
             raise ValueError(f"layer={layer!r}; expected one of {tuple(LAYERS)}")
+        if mlp not in MLPS:
+            raise ValueError(f"mlp={mlp!r}; expected one of {MLPS}")
         if pool not in POOLS:
             raise ValueError(f"pool={pool!r}; expected one of {POOLS}")
         if tie_embeddings and (vocab_size is None or d_output != vocab_size):
@@ -88,9 +99,16 @@ class SequenceModel(nnx.Module):
                                      embedding_metadata={"group": "adamw"}, **kw)
         else:
             self.encoder = nnx.Linear(check_positive_int("d_input", d_input), d_model, **kw)
+
+        def make_mlp():
+            if mlp is None:
+                return None
+            return GatedMLP(d_model, expand=mlp_expand, activation=activation, linear=mlp, dropout=dropout, **kw)
+
         self.blocks = nnx.List([
             ResidualBlock(d_model, LAYERS[layer](d_model, **layer_kwargs, **kw), norm=norm,
-                          prenorm=prenorm, activation=activation, post=post, dropout=dropout, **kw)
+                          prenorm=prenorm, activation=activation, post=post, dropout=dropout,
+                          mlp=make_mlp(), **kw)
             for _ in range(n_layers)
         ])
         self.final_norm = make_norm(norm, d_model, **kw) if prenorm else None

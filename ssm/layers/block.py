@@ -30,7 +30,9 @@ def make_norm(kind: str, d_model: int, *, dtype, param_dtype, rngs: nnx.Rngs) ->
 
 
 class ResidualBlock(nnx.Module):
-    """``x + post(mixer(norm(x)))`` (pre-norm) or ``norm(x + post(mixer(x)))``.
+    """``x + post(mixer(norm(x)))`` (pre-norm) or ``norm(x + post(mixer(x)))``,
+    then, with an ``mlp``, a second sublayer ``x + mlp(norm2(x))`` (or
+    ``norm2(x + mlp(x))``), as mamba_ssm's ``Block`` and M2's layers.
 
     ``post`` is what S4 puts after its SSM: activation, dropout, then an output
     projection, ``"glu"`` (Linear d -> 2d and a gated linear unit, S4's default)
@@ -43,6 +45,7 @@ class ResidualBlock(nnx.Module):
       norm: ``"layer"`` or ``"rms"``. prenorm: normalize before the mixer.
       activation: one of :data:`ACTIVATIONS`. dropout: rate after the activation
         and after the projection.
+      mlp: a position-wise module (d -> d), e.g. :class:`~ssm.layers.GatedMLP`, or None.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class ResidualBlock(nnx.Module):
         activation: str = "gelu",
         post: str | None = "glu",
         dropout: float = 0.0,
+        mlp: nnx.Module | None = None,
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -72,6 +76,9 @@ class ResidualBlock(nnx.Module):
         self.out = (nnx.Linear(d_model, width, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
                     if post is not None else None)
         self.dropout = make_dropout(dropout, rngs)
+        self.mlp = mlp
+        self.norm2 = (make_norm(norm, d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+                      if mlp is not None else None)
 
     def _post(self, h):
         if self.out is None:
@@ -82,11 +89,22 @@ class ResidualBlock(nnx.Module):
             h = a * jax.nn.sigmoid(b)
         return self.dropout(h)
 
+    def _residual(self, x, h, norm):
+        """Add a sublayer's output ``h`` to the stream (post-norm: then normalize)."""
+        x = x + h
+        return x if self.prenorm else norm(x)
+
+    def _mlp(self, x):
+        """The position-wise sublayer, if any: (..., d) -> (..., d)."""
+        if self.mlp is None:
+            return x
+        h = self.mlp(self.norm2(x) if self.prenorm else x)
+        return self._residual(x, self.dropout(h), self.norm2)
+
     def __call__(self, x, mask=None):
         """``x`` (batch, length, d) -> (batch, length, d); ``mask`` (batch, length)."""
         h = self.mixer(self.norm(x) if self.prenorm else x, mask=mask)
-        x = x + self._post(h)
-        return x if self.prenorm else self.norm(x)
+        return self._mlp(self._residual(x, self._post(h), self.norm))
 
     def init_state(self, batch_size: int):
         return self.mixer.init_state(batch_size)
@@ -94,11 +112,9 @@ class ResidualBlock(nnx.Module):
     def step(self, x_t, state):
         """``x_t`` (batch, d) -> ``(y_t, state)``."""
         h, state = self.mixer.step(self.norm(x_t) if self.prenorm else x_t, state)
-        x_t = x_t + self._post(h)
-        return (x_t if self.prenorm else self.norm(x_t)), state
+        return self._mlp(self._residual(x_t, self._post(h), self.norm)), state
 
     def prefill(self, x):
         """``x`` (batch, length, d) -> ``(y, state)``."""
         h, state = self.mixer.prefill(self.norm(x) if self.prenorm else x)
-        x = x + self._post(h)
-        return (x if self.prenorm else self.norm(x)), state
+        return self._mlp(self._residual(x, self._post(h), self.norm)), state

@@ -40,11 +40,14 @@ class ModelConfig:
     activation: str = "gelu"
     post: str | None = "glu"
     dropout: float = 0.0
+    mlp: str | None = None  # a position-wise GLU MLP after each layer: dense, monarch (M2) or none
+    mlp_expand: int = 4  # its hidden width, in multiples of d_model
     pool: str = "auto"  # auto: none for token tasks, mean for classification, last for regression
     tie_embeddings: bool = False  # head = transposed embedding (token tasks; the Mamba LM)
 
     def check(self, path: str) -> None:
         from ssm.layers import LAYERS
+        from ssm.layers.backbone import MLPS
         from ssm.layers.block import ACTIVATIONS, NORMS, POSTS
 
         choose(f"{path}.layer", self.layer, tuple(LAYERS))
@@ -54,6 +57,8 @@ class ModelConfig:
         choose(f"{path}.activation", self.activation, tuple(ACTIVATIONS))
         choose(f"{path}.post", self.post, POSTS)
         rate(f"{path}.dropout", self.dropout)
+        choose(f"{path}.mlp", self.mlp, MLPS)
+        positive(f"{path}.mlp_expand", self.mlp_expand)
         choose(f"{path}.pool", self.pool, ("auto", "none", "mean", "last"))
         signature = inspect.signature(LAYERS[self.layer].__init__).parameters
         options = tuple(k for k, p in signature.items() if p.kind is p.KEYWORD_ONLY and k != "rngs")

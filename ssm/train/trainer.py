@@ -15,6 +15,7 @@ at the next check with a clear message, and its last checkpoint stays good.
 
 from __future__ import annotations
 
+import inspect
 import json
 import pathlib
 import time
@@ -26,7 +27,7 @@ import yaml
 from flax import nnx
 
 from ssm import data
-from ssm.layers import SequenceModel
+from ssm.layers import LAYERS, SequenceModel
 from ssm.train import devices
 from ssm.train.checkpoint import Checkpoints
 from ssm.train.config import Config, ConfigError, dump, to_dict
@@ -45,14 +46,14 @@ def build_model(config: Config, info: "data.TaskInfo", rngs: nnx.Rngs) -> Sequen
     """The experiment's network, sized by the task (vocabulary, outputs, length)."""
     m = config.model
     layer_kwargs = dict(m.layer_kwargs)
-    if m.layer == "s4":
+    if "l_max" in inspect.signature(LAYERS[m.layer].__init__).parameters:  # S4, M2: sized by the task
         layer_kwargs.setdefault("l_max", info.seq_len)
     pool = POOL[info.kind] if m.pool == "auto" else (None if m.pool == "none" else m.pool)
     return SequenceModel(
         d_model=m.d_model, n_layers=m.n_layers, d_output=info.d_output,
         vocab_size=info.vocab_size, d_input=info.d_input, layer=m.layer, layer_kwargs=layer_kwargs,
         norm=m.norm, prenorm=m.prenorm, activation=m.activation, post=m.post, dropout=m.dropout,
-        pool=pool, tie_embeddings=m.tie_embeddings, rngs=rngs,
+        mlp=m.mlp, mlp_expand=m.mlp_expand, pool=pool, tie_embeddings=m.tie_embeddings, rngs=rngs,
     )
 
 

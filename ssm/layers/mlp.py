@@ -1,0 +1,48 @@
+"""``GatedMLP``: the channel mixer of a block (M2's dimension mixer with Monarch
+projections)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from ssm.layers.block import ACTIVATIONS
+from ssm.layers.checks import check_positive_int
+from ssm.layers.conv_ssm import make_dropout
+from ssm.layers.monarch_linear import make_linear
+
+
+class GatedMLP(nnx.Module):
+    """``down(act(gate) * value)`` with ``[gate, value] = up(x)``: a GLU MLP mixing
+    the features of each position (M2's ``BertGatedLinearUnitMLP``).
+
+    Args:
+      d_model: width d. expand: hidden width ``expand · d``.
+      activation: a name in ``ssm.layers.block.ACTIVATIONS`` (default GELU).
+      linear: ``"dense"`` (``nnx.Linear``) or ``"monarch"`` (:class:`MonarchLinear`:
+        M2's dimension mixer). nblocks: of the Monarch projections.
+      dropout: after the gate.
+
+    Parameters: ``up`` (d → 2·expand·d) and ``down`` (expand·d → d), group
+    ``matrix``; their biases ``no_decay``.
+    """
+
+    def __init__(self, d_model: int, *, expand: int = 4, activation: str = "gelu", linear: str = "dense",
+                 nblocks: int | None = None, dropout: float = 0.0, dtype=None, param_dtype=jnp.float32,
+                 rngs: nnx.Rngs):
+        self.d_model = check_positive_int("d_model", d_model)
+        self.hidden = d_model * check_positive_int("expand", expand)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation={activation!r}; expected one of {tuple(ACTIVATIONS)}")
+        self.activation = activation
+        kw = dict(nblocks=nblocks, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.up = make_linear(linear, d_model, 2 * self.hidden, **kw)
+        self.down = make_linear(linear, self.hidden, d_model, **kw)
+        self.dropout = make_dropout(dropout, rngs)
+
+    def __call__(self, x):
+        """``x`` (..., d_model) -> (..., d_model)."""
+        if x.ndim < 1 or x.shape[-1] != self.d_model:
+            raise ValueError(f"x has shape {x.shape}; expected (..., {self.d_model})")
+        gate, value = jnp.split(self.up(x), 2, axis=-1)
+        return self.down(self.dropout(ACTIVATIONS[self.activation](gate) * value))

@@ -1,0 +1,108 @@
+"""``MonarchLinear``: a drop-in for ``nnx.Linear`` whose kernel is a Monarch matrix."""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+from flax import nnx
+
+from ssm import monarch
+from ssm.layers.checks import check_positive_int
+
+
+class MonarchLinear(nnx.Module):
+    """``y = x @ W + bias`` with ``W`` a Monarch matrix (:mod:`ssm.monarch`).
+
+    Sizes that ``nblocks`` does not divide are zero-padded up to the next multiple
+    (inputs) and cut back (outputs), as HazyResearch's ``MonarchLinear`` does.
+
+    Args:
+      in_features, out_features: as ``nnx.Linear``.
+      nblocks: number of ``R`` blocks (default: :func:`ssm.monarch.default_nblocks`
+        of the sizes, which for a square ``n = m²`` is ``m``).
+      use_bias: add a bias (zeros at init, as ``nnx.Linear``).
+
+    Parameters: ``R`` (b, p, q) and ``L`` (q, b, s), group ``matrix`` (Muon
+    orthogonalizes each block); ``bias`` (out_features,). Each factor is drawn
+    lecun-normal with its block's fan-in (``p`` for ``R``, ``b`` for ``L``), so every
+    entry of ``W = R ⊗ L`` has variance ``1/(b·p) = 1/in_features``: the variance
+    of ``nnx.Linear``'s default kernel.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, nblocks: int | None = None,
+                 use_bias: bool = True, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        self.in_features = check_positive_int("in_features", in_features)
+        self.out_features = check_positive_int("out_features", out_features)
+        if nblocks is None:
+            nblocks = monarch.default_nblocks(in_features, out_features)
+        self.nblocks = check_positive_int("nblocks", nblocks)
+        n_in, n_out = (nblocks * math.ceil(n / nblocks) for n in (in_features, out_features))
+        r_shape, l_shape = monarch.factor_shapes(n_in, n_out, nblocks)
+        self.dtype = dtype
+        init = nnx.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
+        self.R = nnx.Param(init(rngs.params(), r_shape, param_dtype), group="matrix")
+        self.L = nnx.Param(init(rngs.params(), l_shape, param_dtype), group="matrix")
+        self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
+
+    @property
+    def padded_sizes(self) -> tuple[int, int]:
+        return monarch.sizes((self.R[...], self.L[...]))
+
+    def factors(self, dtype=None):
+        """``(R, L)``, cast to ``dtype`` if given."""
+        return tuple(f[...] if dtype is None else f[...].astype(dtype) for f in (self.R, self.L))
+
+    def __call__(self, x):
+        """``x`` (..., in_features) -> (..., out_features)."""
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x has shape {x.shape}; expected (..., {self.in_features})")
+        dtype = self.dtype or jnp.promote_types(x.dtype, self.R.dtype)
+        n_in, _ = self.padded_sizes
+        if n_in != self.in_features:
+            x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, n_in - self.in_features)])
+        y = monarch.matmul(x.astype(dtype), self.factors(dtype))[..., : self.out_features]
+        return y if self.bias is None else y + self.bias[...].astype(dtype)
+
+    def to_dense(self):
+        """The (in_features, out_features) kernel this layer applies."""
+        return monarch.to_dense(self.factors())[: self.in_features, : self.out_features]
+
+
+def from_linear(linear: nnx.Linear, *, nblocks: int | None = None) -> MonarchLinear:
+    """A :class:`MonarchLinear` whose kernel is the Frobenius-nearest Monarch matrix
+    to ``linear``'s (``ssm.monarch.project``); the bias is copied. Sizes ``nblocks``
+    does not divide are zero-padded, which leaves the optimum unchanged.
+
+    Args:
+      linear: a trained ``nnx.Linear`` (kernel (in, out)).
+      nblocks: as :class:`MonarchLinear`.
+    """
+    if not isinstance(linear, nnx.Linear):
+        raise TypeError(f"linear is a {type(linear).__name__}; expected flax.nnx.Linear")
+    kernel = linear.kernel[...]
+    n_in, n_out = kernel.shape
+    layer = MonarchLinear(n_in, n_out, nblocks=nblocks, use_bias=linear.bias is not None,
+                          dtype=linear.dtype, param_dtype=kernel.dtype, rngs=nnx.Rngs(0))
+    p_in, p_out = layer.padded_sizes
+    padded = jnp.pad(kernel, ((0, p_in - n_in), (0, p_out - n_out)))
+    R, L = monarch.project(padded, layer.nblocks)
+    layer.R[...], layer.L[...] = R.astype(kernel.dtype), L.astype(kernel.dtype)
+    if linear.bias is not None:
+        layer.bias[...] = linear.bias[...]
+    return layer
+
+
+
+LINEARS = ("dense", "monarch")
+
+
+def make_linear(kind: str, in_features: int, out_features: int, *, nblocks: int | None = None,
+                use_bias: bool = True, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.Module:
+    """``nnx.Linear`` (``kind="dense"``) or :class:`MonarchLinear` (``"monarch"``)."""
+    if kind not in LINEARS:
+        raise ValueError(f"linear={kind!r}; expected one of {LINEARS}")
+    kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    if kind == "dense":
+        return nnx.Linear(in_features, out_features, **kw)
+    return MonarchLinear(in_features, out_features, nblocks=nblocks, **kw)

@@ -1,0 +1,128 @@
+"""``MonarchMixer``: the M2 sequence mixer (Fu et al., 2023), a gated long
+convolution that takes the place of attention (or of any sequence layer here)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ssm import kernels
+from ssm.layers.checks import check_positive_int, check_sequence
+from ssm.layers.conv1d import CausalConv1d
+from ssm.layers.conv_ssm import make_dropout
+from ssm.layers.hyena import FILTERS, HyenaFilter
+from ssm.layers.monarch_linear import make_linear
+
+
+class MonarchMixer(nnx.Module):
+    """M2's sequence mixer (HazyResearch/m2 ``MonarchMixerSequenceMixing``):
+
+    1. ``in_proj``: d → 3d, then a short causal depthwise convolution (width
+       ``d_conv``) over all 3d channels; split into ``x1, x2, v``;
+    2. ``v <- v · x1``;
+    3. long convolution by FFT: ``y = K * v + D · v`` with taps ``K`` (d, L) from the
+       ``filter`` (Hyena's implicit MLP filter or an explicit one), causal, or over
+       both directions when ``bidirectional`` (a second filter for the lags after t);
+    4. ``y <- y · x2``, dropout, ``out_proj``: d → d.
+
+    In a block, M2 pairs it with a Monarch MLP (:class:`~ssm.layers.GatedMLP` with
+    ``linear="monarch"``): ``SequenceModel(layer="m2", post=None, mlp="monarch")``.
+
+    Args:
+      d_model: width d. l_max: longest sequence (the filter's length).
+      filter: ``"implicit"`` (:class:`~ssm.layers.hyena.HyenaFilter`) or
+        ``"explicit"`` (:class:`~ssm.layers.hyena.ExplicitFilter`).
+      filter_order, filter_emb_dim, filter_inner_mlps: of the implicit filter.
+      bidirectional: also convolve with the future (no recurrent mode then).
+      d_conv: width of the short convolution (the reference: 3).
+      projection: ``"dense"`` or ``"monarch"`` for ``in_proj``/``out_proj``;
+        nblocks: of Monarch projections.
+      dropout: before ``out_proj``.
+
+    Parameters: projections group ``matrix`` (biases ``no_decay``); the short
+    convolution ``adamw``; the filters and the skip ``D`` (d,) group ``ssm`` (M2
+    trains them at lr 1e-3 without weight decay).
+
+    The long convolution has no finite state, so this layer has no ``step``: it
+    raises a clear error.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        l_max: int = 1024,
+        filter: str = "implicit",
+        filter_order: int = 16,
+        filter_emb_dim: int = 3,
+        filter_inner_mlps: int = 2,
+        bidirectional: bool = False,
+        d_conv: int = 3,
+        projection: str = "dense",
+        nblocks: int | None = None,
+        dropout: float = 0.0,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.d_model = check_positive_int("d_model", d_model)
+        self.l_max = check_positive_int("l_max", l_max)
+        if filter not in FILTERS:
+            raise ValueError(f"filter={filter!r}; expected one of {tuple(FILTERS)}")
+        self.bidirectional = bool(bidirectional)
+        self.dtype = dtype
+        kw = dict(param_dtype=param_dtype, rngs=rngs)
+        proj = dict(nblocks=nblocks, dtype=dtype, **kw)
+        self.in_proj = make_linear(projection, d_model, 3 * d_model, **proj)
+        self.conv = CausalConv1d(3 * d_model, d_conv, dtype=dtype, **kw)
+
+        def make_filter():
+            if filter == "explicit":
+                return FILTERS[filter](d_model, l_max=l_max, **kw)
+            return HyenaFilter(d_model, l_max=l_max, order=filter_order, emb_dim=filter_emb_dim,
+                               inner_mlps=filter_inner_mlps, **kw)
+
+        self.filter = make_filter()
+        self.filter_reverse = make_filter() if self.bidirectional else None
+        self.D = nnx.Param(jax.random.normal(rngs.params(), (d_model,), param_dtype), group="ssm")
+        self.dropout = make_dropout(dropout, rngs)
+        self.out_proj = make_linear(projection, d_model, d_model, **proj)
+
+    def kernel(self, length: int):
+        """``(K, K_reverse)``: taps (d, length) each; ``K_reverse`` (lags 1, 2, ...
+        into the future) is None unless bidirectional."""
+        if not 0 < length <= self.l_max:
+            raise ValueError(f"sequence length {length} must be in [1, l_max={self.l_max}] (the filter's length)")
+        return self.filter(length), None if self.filter_reverse is None else self.filter_reverse(length)
+
+    def long_conv(self, v):
+        """``y[t] = sum_{l <= t} K[l] v[t − l] (+ sum_{m >= 1} K_rev[m−1] v[t + m]) + D v[t]``.
+
+        Args: v (batch, length, d). Returns: (batch, length, d), float32 at least.
+        """
+        K, K_reverse = self.kernel(v.shape[1])
+        real = jnp.promote_types(K.dtype, v.dtype)
+        y = kernels.fft_conv(v.astype(real), K, K_reverse)
+        return y + v.astype(real) * self.D[...].astype(real)
+
+    def __call__(self, x, mask=None):
+        """``x`` (batch, length, d_model) -> (batch, length, d_model).
+
+        ``mask`` (batch, length) marks real tokens: the projected inputs and the
+        gated values are zeroed at padded positions, so padding on either side
+        leaves real outputs unchanged.
+        """
+        check_sequence(x, mask, self.d_model)
+        dtype = self.dtype or x.dtype
+        keep = (lambda h: h) if mask is None else (lambda h: jnp.where(mask[..., None], h, 0))
+        u = self.conv(keep(self.in_proj(x.astype(dtype))))
+        x1, x2, v = jnp.split(u, 3, axis=-1)
+        y = self.long_conv(keep(v * x1)).astype(dtype) * x2
+        return self.out_proj(self.dropout(y))
+
+    def _no_recurrence(self, *_):
+        raise ValueError(f"{type(self).__name__} has no recurrent mode: its long convolution has no finite "
+                         "state; run the whole sequence with layer(x)")
+
+    init_state = step = prefill = _no_recurrence
