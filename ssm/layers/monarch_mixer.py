@@ -33,7 +33,10 @@ class MonarchMixer(nnx.Module):
       d_model: width d. l_max: longest sequence (the filter's length).
       filter: ``"implicit"`` (:class:`~ssm.layers.hyena.HyenaFilter`) or
         ``"explicit"`` (:class:`~ssm.layers.hyena.ExplicitFilter`).
-      filter_order, filter_emb_dim, filter_inner_mlps: of the implicit filter.
+      filter_order, filter_emb_dim, filter_inner_mlps, filter_freq: ``order``,
+        ``emb_dim``, ``inner_mlps`` and ``freq`` of the implicit filter; the
+        defaults are M2's (``hyena_w = 10``). More positional bands (a larger odd
+        ``filter_emb_dim``) let it form sharper taps, which memory tasks need.
       bidirectional: also convolve with the future (no recurrent mode then).
       d_conv: width of the short convolution (the reference: 3).
       projection: ``"dense"`` or ``"monarch"`` for ``in_proj``/``out_proj``;
@@ -57,6 +60,7 @@ class MonarchMixer(nnx.Module):
         filter_order: int = 16,
         filter_emb_dim: int = 3,
         filter_inner_mlps: int = 2,
+        filter_freq: float = 10.0,
         bidirectional: bool = False,
         d_conv: int = 3,
         projection: str = "dense",
@@ -81,7 +85,7 @@ class MonarchMixer(nnx.Module):
             if filter == "explicit":
                 return FILTERS[filter](d_model, l_max=l_max, **kw)
             return HyenaFilter(d_model, l_max=l_max, order=filter_order, emb_dim=filter_emb_dim,
-                               inner_mlps=filter_inner_mlps, **kw)
+                               inner_mlps=filter_inner_mlps, freq=filter_freq, **kw)
 
         self.filter = make_filter()
         self.filter_reverse = make_filter() if self.bidirectional else None
