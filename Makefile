@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) -m ssm.bench.kernels $(ARGS)
 	$(PY) -m ssm.bench.scan $(ARGS)
 	$(PY) -m ssm.bench.msign $(ARGS)
+	$(PY) -m ssm.bench.monarch $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

@@ -6,9 +6,11 @@ Submodules load on first use, so ``import ssm`` stays light:
 - ``ssm.kernels``  discretization, S4D/S4 convolution kernels, FFT convolution
 - ``ssm.scan``     the selective scan of Mamba, and its one-step update
 - ``ssm.ssd``      the state-space dual of Mamba-2
+- ``ssm.monarch``  Monarch matrices: factors, matmul, to_dense, exact projection
 - ``ssm.linalg``   msign by Newton-Schulz, mclip, polar/SVD references, low-rank tools
 - ``ssm.optim``    Optax transforms: scale_by_msign, muon, clip_spectral
-- ``ssm.layers``   Flax NNX layers: S4, S4D, Mamba, Mamba2, ResidualBlock, SequenceModel
+- ``ssm.layers``   Flax NNX layers: S4, S4D, Mamba, Mamba2, MonarchMixer (M2), MonarchLinear,
+                   GatedMLP, ResidualBlock, SequenceModel
 - ``ssm.linen``    the same layers for Linen
 - ``ssm.groups``   parameter groups for optimizers
 - ``ssm.data``     generated tasks as Hugging Face datasets, and their batches
@@ -19,7 +21,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("bench", "data", "groups", "hippo", "kernels", "layers", "linalg", "linen", "optim", "scan",
+_SUBMODULES = ("bench", "data", "groups", "hippo", "kernels", "layers", "linalg", "linen", "monarch", "optim", "scan",
                "ssd", "train")
 
 

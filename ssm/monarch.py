@@ -135,9 +135,12 @@ def matmul(x, factors):
     x = jnp.asarray(x)
     if x.ndim < 1 or x.shape[-1] != b * p:
         raise ValueError(f"x has shape {x.shape}; expected (..., {b * p}) for factors R {R.shape}")
-    h = jnp.einsum("...ap,apj->...ja", x.reshape(*x.shape[:-1], b, p), R)  # (..., q, b)
-    z = jnp.einsum("...ja,jat->...tj", h, L)  # (..., s, q)
-    return z.reshape(*z.shape[:-2], -1)
+    # Blocks lead every operand, so both products are canonical batched matmuls and
+    # XLA adds no transposes of its own: the three rearranges are all the data moves.
+    rows = x.reshape(-1, b * p)
+    h = jnp.einsum("arc,acj->arj", rearrange(rows, "r (a c) -> a r c", a=b), R)  # (b, rows, q)
+    z = jnp.einsum("jra,jat->jrt", rearrange(h, "a r j -> j r a"), L)  # (q, rows, s)
+    return rearrange(z, "j r t -> r (t j)").reshape(*x.shape[:-1], -1)
 
 
 def to_dense(factors):
