@@ -3,6 +3,7 @@ ceilings, and markdown formatting."""
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from typing import Any, Callable, NamedTuple
@@ -78,6 +79,22 @@ def fmt_ratio(a: float | None, b: float | None) -> str:
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def parser(doc: str, repeats: int) -> argparse.ArgumentParser:
+    """A benchmark's command line: its docstring as help, ``--repeats`` and ``--out``."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=repeats,
+                   help="timed runs per measurement, median reported (default: %(default)s)")
+    p.add_argument("--out", help="also write the markdown to this file")
+    return p
+
+
+def footnote(repeats: int, start: float) -> str:
+    """The closing line of a report: what † means, and the wall time since ``start``."""
+    return (f"† fewer runs than {repeats} (down to one) to keep a measurement within {BUDGET_S:.0f} s. "
+            f"Total wall time {time.perf_counter() - start:.0f} s.")
 
 
 def emit(report: str, out: str | None) -> None:

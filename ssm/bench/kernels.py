@@ -33,7 +33,6 @@ Run: ``python -m ssm.bench.kernels [--lengths 1024 4096] [--repeats 5] [--out FI
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import os
@@ -46,8 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssm import hippo, kernels
-from ssm.bench.common import (BUDGET_S, MiB, Timing, cpu_name, emit, fmt_mib, fmt_ms, fmt_ratio, markdown_table,
-                              matmul_and_read_rates, measure)
+from ssm.bench.common import (MiB, Timing, cpu_name, emit, fmt_mib, fmt_ms, fmt_ratio, footnote,
+                              markdown_table, matmul_and_read_rates, measure, parser)
 
 H, N, BATCH = 256, 64, 8
 HALF = N // 2
@@ -340,22 +339,16 @@ def run(lengths, repeats: int) -> str:
         "",
         markdown_table(CONV_HEADER, conv),
         "",
-        f"† fewer runs than {repeats} (down to one) to keep a measurement within "
-        f"{BUDGET_S:.0f} s. Total wall time {time.perf_counter() - start:.0f} s.",
+        footnote(repeats, start),
     ])
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS),
-                        help="kernel lengths L (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="timed runs per measurement, median reported (default: %(default)s)")
-    parser.add_argument("--out", help="also write the markdown to this file")
-    args = parser.parse_args(argv)
+    cli = parser(__doc__, repeats=5)
+    cli.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS), help="kernel lengths L (default: %(default)s)")
+    args = cli.parse_args(argv)
     if args.repeats < 1 or any(L < 2 for L in args.lengths):
-        parser.error("--repeats must be >= 1 and every length >= 2")
+        cli.error("--repeats must be >= 1 and every length >= 2")
     emit(run(args.lengths, args.repeats), args.out)
 
 

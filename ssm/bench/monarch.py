@@ -17,7 +17,6 @@ Run: ``python -m ssm.bench.monarch [--widths 1024 4096 16384] [--repeats 3] [--o
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
@@ -29,7 +28,8 @@ from einops import rearrange
 from flax import nnx
 
 from ssm import monarch
-from ssm.bench.common import cpu_name, emit, fmt_ms, fmt_ratio, markdown_table, matmul_and_read_rates, measure
+from ssm.bench.common import (cpu_name, emit, fmt_ms, fmt_ratio, footnote, markdown_table, matmul_and_read_rates,
+                              measure, parser)
 from ssm.layers import MonarchLinear
 
 ROWS = 4096
@@ -153,22 +153,16 @@ def run(widths, repeats: int) -> str:
         "",
         markdown_table(["step", "ms", "GFLOP/s", "GB/s moved", "ms at read bandwidth"], split),
         "",
-        f"† fewer runs than {repeats} (down to one) to keep a measurement within 10 s. "
-        f"Total wall time {time.perf_counter() - start:.0f} s.",
+        footnote(repeats, start),
     ])
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--widths", type=int, nargs="+", default=list(WIDTHS),
-                        help="layer widths n (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed runs per measurement, median reported (default: %(default)s)")
-    parser.add_argument("--out", help="also write the markdown to this file")
-    args = parser.parse_args(argv)
+    cli = parser(__doc__, repeats=3)
+    cli.add_argument("--widths", type=int, nargs="+", default=list(WIDTHS), help="layer widths n (default: %(default)s)")
+    args = cli.parse_args(argv)
     if args.repeats < 1 or any(n < 1 for n in args.widths):
-        parser.error("--repeats and every width must be >= 1")
+        cli.error("--repeats and every width must be >= 1")
     emit(run(args.widths, args.repeats), args.out)
 
 

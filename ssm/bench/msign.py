@@ -30,7 +30,6 @@ Run: ``python -m ssm.bench.msign [--repeats 3] [--steps 300] [--out FILE] [--fig
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -43,7 +42,8 @@ import optax
 from flax import nnx
 
 from ssm import data, groups, linalg
-from ssm.bench.common import cpu_name, emit, fmt_ms, fmt_ratio, markdown_table, matmul_and_read_rates, measure
+from ssm.bench.common import (cpu_name, emit, fmt_ms, fmt_ratio, markdown_table, matmul_and_read_rates,
+                              measure, parser)
 from ssm.layers import SequenceModel
 from ssm.optim import muon
 from ssm.train.objectives import objective
@@ -292,14 +292,13 @@ def run(repeats: int, steps: int, figures: str | None) -> str:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (median)")
-    parser.add_argument("--steps", type=int, default=300, help="training steps per optimizer run")
-    parser.add_argument("--out", help="also write the markdown to this file")
-    parser.add_argument("--figures", default="docs/figures", metavar="DIR",
-                        help="write the PNG plots to this folder ('' for none; default docs/figures)")
-    args = parser.parse_args(argv)
+    cli = parser(__doc__, repeats=3)
+    cli.add_argument("--steps", type=int, default=300, help="training steps per optimizer run")
+    cli.add_argument("--figures", default="docs/figures", metavar="DIR",
+                     help="write the PNG plots to this folder ('' for none; default docs/figures)")
+    args = cli.parse_args(argv)
+    if args.repeats < 1 or args.steps < 1:
+        cli.error("--repeats and --steps must be >= 1")
     emit(run(args.repeats, args.steps, args.figures), args.out)
 
 

@@ -32,7 +32,6 @@ Run: ``python -m ssm.bench.scan [--lengths 1024 4096] [--repeats 5] [--out FILE]
 
 from __future__ import annotations
 
-import argparse
 import functools
 import math
 import os
@@ -46,8 +45,8 @@ import numpy as np
 from jax import lax
 
 from ssm import scan
-from ssm.bench.common import (MiB, Timing, cpu_name, emit, fmt_mib, fmt_ms, fmt_ratio, markdown_table,
-                              matmul_and_read_rates, measure)
+from ssm.bench.common import (MiB, Timing, cpu_name, emit, fmt_mib, fmt_ms, fmt_ratio, footnote,
+                              markdown_table, matmul_and_read_rates, measure, parser)
 
 BATCH, DIM, N = 4, 512, 16
 EXP_FLOPS = 20
@@ -259,25 +258,18 @@ def run(lengths, repeats: int, chunk_sizes) -> str:
                   f"(default {scan.CHUNK}).", "",
                   markdown_table(["chunk_size", "forward ms", "fwd+bwd ms", "forward temp MiB",
                                   "fwd+bwd temp MiB", "boundary states MiB"], sweep)]
-    lines += ["", f"† fewer runs than {repeats} (down to one) to keep a measurement within 10 s. "
-              f"Total wall time {time.perf_counter() - start:.0f} s."]
+    lines += ["", footnote(repeats, start)]
     return "\n".join(lines)
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS),
-                        help="sequence lengths L (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=5,
-                        help="timed runs per measurement, median reported (default: %(default)s)")
-    parser.add_argument("--chunk-sizes", type=int, nargs="*", default=list(CHUNK_SIZES),
-                        help="chunk sizes swept at the longest length; none to skip "
-                             "(default: %(default)s)")
-    parser.add_argument("--out", help="also write the markdown to this file")
-    args = parser.parse_args(argv)
+    cli = parser(__doc__, repeats=5)
+    cli.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS), help="sequence lengths L (default: %(default)s)")
+    cli.add_argument("--chunk-sizes", type=int, nargs="*", default=list(CHUNK_SIZES),
+                     help="chunk sizes swept at the longest length; none to skip (default: %(default)s)")
+    args = cli.parse_args(argv)
     if args.repeats < 1 or any(L < 1 for L in args.lengths) or any(c < 1 for c in args.chunk_sizes):
-        parser.error("--repeats, every length and every chunk size must be >= 1")
+        cli.error("--repeats, every length and every chunk size must be >= 1")
     emit(run(args.lengths, args.repeats, args.chunk_sizes), args.out)
 
 
