@@ -225,3 +225,17 @@ def test_m2_model_trains_a_step_and_lowers_its_loss(rng):
     for _ in range(10):
         loss, _ = step(model, optimizer)
     assert float(loss) < 0.9 * float(loss0)
+
+
+def test_gated_mlp_dense_and_monarch_in_float32_and_bf16(rng):
+    x = randn(rng, 2, 6, 16)
+    for linear in ("dense", "monarch"):
+        mlp = GatedMLP(16, expand=2, linear=linear, rngs=nnx.Rngs(0))
+        y = mlp(x)
+        assert y.shape == (2, 6, 16) and y.dtype == jnp.float32
+        bf = GatedMLP(16, expand=2, linear=linear, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+        y16 = bf(x.astype(jnp.bfloat16))
+        assert y16.dtype == jnp.bfloat16 and rel(y16, y) < 3e-2
+    assert isinstance(GatedMLP(16, linear="monarch", rngs=nnx.Rngs(0)).up, MonarchLinear)
+    with pytest.raises(ValueError, match="linear='sparse'; expected one of"):
+        GatedMLP(16, linear="sparse", rngs=nnx.Rngs(0))
