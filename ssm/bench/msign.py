@@ -13,7 +13,9 @@
    so 4 m^2 n + 2 m^3; the rate is compared with the measured 2048^3 matmul peak. An
    SVD whose time, extrapolated as n^3 from the square 1024 one, exceeds
    ``SVD_LIMIT_S`` is skipped.
-3. **Muon vs AdamW.** ``SequenceModel`` (s4d, d_model 32, 2 layers, d_state 16) on the
+3. **mclip.** ``linalg.mclip`` against ``linalg.svd_clip`` at its default 12 steps,
+   both forms, float32 and bf16 iterations (see ``mclip_table``).
+4. **Muon vs AdamW.** ``SequenceModel`` (s4d, d_model 32, 2 layers, d_state 16) on the
    copying task (l_noise 32, l_memorize 8), batch 32, the same number of steps and
    batches for each optimizer, a few learning rates each (constant; the best by final
    training loss is reported, with its loss curve). Muon: ``ssm.optim.muon`` with
@@ -22,7 +24,7 @@
    scored positions (targets != -100), as ``ssm.train.objectives``.
 
 Figures (matplotlib, written to ``--figures``, default ``docs/figures``):
-``msign_error_vs_steps.png`` (1, log scale) and ``muon_vs_adamw.png`` (3, the
+``msign_error_vs_steps.png`` (1, log scale) and ``muon_vs_adamw.png`` (4, the
 training loss of every run, a running mean over ``SMOOTH`` steps, log scale).
 
 Run: ``python -m ssm.bench.msign [--repeats 3] [--steps 300] [--out FILE] [--figures DIR]``.
@@ -93,6 +95,41 @@ def error_table(errors: dict[tuple[str, str], list[float]]) -> str:
     rows = [[_label(name, normalize, "`")] + ["—" if np.isnan(e) else f"{e:.2g}" for e in errs]
             for (name, normalize), errs in errors.items()]
     return markdown_table(["schedule"] + [str(k) for k in range(1, MAX_STEPS + 1)], rows)
+
+
+# ------------------------------------------------------------------------- mclip
+
+MCLIP_INTERVALS = ((0.0, 1.0), (0.1, 1.0), (0.5, 2.0), (1.0, 10.0), (0.1, 10.0))
+
+
+def _spectrum_matrix(key, m: int, n: int, s) -> jax.Array:
+    """``U diag(s) V^T`` (m, n) with Haar-random orthonormal U, V."""
+    ku, kv = jax.random.split(key)
+    U, _ = jnp.linalg.qr(jax.random.normal(ku, (m, m)))
+    V, _ = jnp.linalg.qr(jax.random.normal(kv, (n, n)))
+    return (U * jnp.asarray(s, jnp.float32)) @ V[:, :m].T
+
+
+def mclip_table() -> str:
+    """Relative Frobenius error of ``linalg.mclip`` against the clip by NumPy's float64 SVD
+    at its default 12 steps: both forms, float32 and bf16 iterations, on a 64x128 matrix
+    with σ log-spaced over [1e-2, 1e2] and on a Gaussian 64x128 / 12 (σ about [0.3, 1.6])."""
+    wide = _spectrum_matrix(jax.random.key(1), 64, 128, np.geomspace(1e2, 1e-2, 64))
+    gauss = jax.random.normal(jax.random.key(2), (64, 128), jnp.float32) / 12
+    rows = []
+    for label, M, intervals in (("σ in [1e-2, 1e2]", wide, MCLIP_INTERVALS), ("Gaussian", gauss, ((0.0, 1.0),))):
+        U, sv, Vh = np.linalg.svd(np.asarray(M, np.float64), full_matrices=False)
+        for lo, hi in intervals:
+            want = (U * np.clip(sv, lo, hi)) @ Vh
+            cells = []
+            for dtype in (jnp.float32, jnp.bfloat16):
+                for form in linalg.MCLIP_FORMS:
+                    out = np.asarray(linalg.mclip(M, lo, hi, form=form, compute_dtype=dtype).astype(jnp.float32),
+                                     np.float64)
+                    cells.append(f"{np.linalg.norm(out - want) / np.linalg.norm(want):.1e}")
+            rows.append([label, f"[{lo:g}, {hi:g}]", *cells])
+    header = ["matrix", "clip", *(f"{f} {d}" for d in ("f32", "bf16") for f in linalg.MCLIP_FORMS)]
+    return markdown_table(header, rows)
 
 
 # ------------------------------------------------------------------------- speed
@@ -260,7 +297,8 @@ def write_figures(errors: dict, runs: dict, steps: int, directory: str) -> list[
 def run(repeats: int, steps: int, figures: str | None) -> str:
     matmul_peak, _ = matmul_and_read_rates(repeats)
     errors = msign_errors()
-    print("# error table done", file=sys.stderr, flush=True)
+    clips = mclip_table()
+    print("# error tables done", file=sys.stderr, flush=True)
     speed, notes = speed_table(repeats, matmul_peak)
     runs, seconds, task = muon_runs(steps)
     sweep, curve = muon_tables(runs, seconds, steps)
@@ -274,6 +312,10 @@ def run(repeats: int, steps: int, figures: str | None) -> str:
         "Rows past a schedule's table repeat its last row; — where that diverges (`su`, refused by `linalg.schedule`).",
         "",
         error_table(errors),
+        "",
+        f"### mclip vs SVD clip: relative error at the default {linalg.MCLIP_STEPS} steps (`polar_express`)",
+        "",
+        clips,
         "",
         "### msign vs SVD polar factor, float32, jitted (median ms)",
         "",
