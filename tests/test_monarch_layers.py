@@ -50,6 +50,16 @@ def test_monarch_linear_init_has_the_variance_of_nnx_linear():
     np.testing.assert_allclose(float(jnp.var(W)) * n, 1.0, rtol=0.03)
     dense = nnx.Linear(n, n, rngs=nnx.Rngs(1)).kernel[...]
     np.testing.assert_allclose(float(jnp.var(W)), float(jnp.var(dense)), rtol=0.05)
+    # Padded (1000 -> 1024 inputs, nblocks 32): the real inputs still carry 1/in_features.
+    padded = MonarchLinear(1000, 1000, nblocks=32, rngs=nnx.Rngs(2))
+    assert padded.padded_sizes == (1024, 1024)
+    np.testing.assert_allclose(float(jnp.var(padded.to_dense())) * 1000, 1.0, rtol=0.03)
+
+
+def test_prime_sizes_get_padded_blocks_not_one_dense_block():
+    layer = MonarchLinear(97, 97, rngs=nnx.Rngs(0))
+    assert layer.nblocks == 10 and layer.padded_sizes == (100, 100)
+    assert layer.R.size + layer.L.size < 97 * 97 / 4
 
 
 def test_monarch_linear_is_a_drop_in_for_nnx_linear(rng):
@@ -83,6 +93,15 @@ def test_from_linear_projects_a_trained_dense_layer(rng, x64):
     np.testing.assert_allclose(jnp.linalg.norm(converted.to_dense() - dense.kernel[...]),
                                monarch.projection_error(dense.kernel[...], 4), rtol=1e-12)
     np.testing.assert_allclose(converted.bias[...], dense.bias[...], rtol=0, atol=0)
+
+    # Sizes nblocks does not divide: the padded kernel is projected, the result cut back.
+    dense = nnx.Linear(10, 7, param_dtype=jnp.float64, rngs=nnx.Rngs(1))
+    converted = from_linear(dense, nblocks=4)
+    padded = jnp.pad(dense.kernel[...], ((0, 2), (0, 1)))
+    np.testing.assert_allclose(jnp.linalg.norm(converted.to_dense() - dense.kernel[...]),
+                               monarch.projection_error(padded, 4), rtol=1e-12)
+    x = randn(rng, 3, 10, dtype=np.float64)
+    np.testing.assert_allclose(converted(x), x @ converted.to_dense() + dense.bias[...], rtol=0, atol=1e-12)
     with pytest.raises(TypeError, match="expected flax.nnx.Linear"):
         from_linear(converted)
 
@@ -148,8 +167,9 @@ def test_mixer_is_causal_and_the_bidirectional_one_is_not(rng, x64):
         assert (future > 1e-3 * past) if bidirectional else (future < 1e-15 * past)
 
 
-def test_padding_on_either_side_leaves_real_outputs_unchanged(rng):
-    layer = mixer(rngs=nnx.Rngs(4))
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padding_on_either_side_leaves_real_outputs_unchanged(bidirectional, rng):
+    layer = mixer(bidirectional=bidirectional, rngs=nnx.Rngs(4))
     x = randn(rng, 2, 12, 8)
     y = layer(x)
     junk = randn(rng, 2, 5, 8) * 10
@@ -198,6 +218,22 @@ def test_block_mlp_sublayer_is_a_second_prenorm_residual(rng):
     np.testing.assert_allclose(block(x), h + block.mlp(block.norm2(h)), rtol=1e-6, atol=1e-6)
     gate, value = jnp.split(block.mlp.up(x), 2, -1)
     np.testing.assert_allclose(block.mlp(x), block.mlp.down(jax.nn.gelu(gate) * value), rtol=1e-6, atol=1e-6)
+
+
+def test_block_mlp_sublayer_post_norm(rng):
+    d = 8
+    block = ResidualBlock(d, mixer(), prenorm=False, post=None, mlp=GatedMLP(d, expand=2, rngs=nnx.Rngs(1)),
+                          rngs=nnx.Rngs(2))
+    x = randn(rng, 2, 10, d)
+    h = block.norm(x + block.mixer(x))
+    np.testing.assert_allclose(block(x), block.norm2(h + block.mlp(h)), rtol=1e-6, atol=1e-6)
+
+
+def test_m2_model_has_no_recurrent_mode():
+    model = SequenceModel(d_model=8, n_layers=1, d_output=3, vocab_size=3, layer="m2", post=None,
+                          layer_kwargs={"l_max": 8}, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="MonarchMixer has no recurrent mode"):
+        model.init_state(2)
 
 
 def test_m2_model_trains_a_step_and_lowers_its_loss(rng):

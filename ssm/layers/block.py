@@ -98,8 +98,8 @@ class ResidualBlock(nnx.Module):
         """The position-wise sublayer, if any: (..., d) -> (..., d)."""
         if self.mlp is None:
             return x
-        h = self.mlp(self.norm2(x) if self.prenorm else x)
-        return self._residual(x, self.dropout(h), self.norm2)
+        h = self.mlp(self.norm2(x) if self.prenorm else x)  # the MLP applies its own dropout
+        return self._residual(x, h, self.norm2)
 
     def __call__(self, x, mask=None):
         """``x`` (batch, length, d) -> (batch, length, d); ``mask`` (batch, length)."""

@@ -1,5 +1,5 @@
-"""``GatedMLP``: the channel mixer of a block (M2's dimension mixer with Monarch
-projections)."""
+"""``GatedMLP``: the channel mixer of a block (M2's dimension mixer, with Monarch
+projections in place of its block-diagonal ones)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ class GatedMLP(nnx.Module):
     Args:
       d_model: width d. expand: hidden width ``expand · d``.
       activation: a name in ``ssm.layers.block.ACTIVATIONS`` (default GELU).
-      linear: ``"dense"`` (``nnx.Linear``) or ``"monarch"`` (:class:`MonarchLinear`:
-        M2's dimension mixer). nblocks: of the Monarch projections.
-      dropout: after the gate.
+      linear: ``"dense"`` (``nnx.Linear``) or ``"monarch"`` (:class:`MonarchLinear`;
+        M2 itself uses one block-diagonal factor without the permutation, a
+        Monarch matrix with ``L = I``). nblocks: of the Monarch projections.
+      dropout: after the gate (the only dropout of the sublayer, as M2).
 
     Parameters: ``up`` (d → 2·expand·d) and ``down`` (expand·d → d), group
     ``matrix``; their biases ``no_decay``.

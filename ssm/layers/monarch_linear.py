@@ -11,6 +11,14 @@ from ssm import monarch
 from ssm.layers.checks import check_positive_int
 
 
+def default_nblocks(in_features: int, out_features: int) -> int:
+    """:func:`ssm.monarch.default_nblocks` (a common divisor, no padding) unless that
+    is 1 while the sizes are larger than 3 (a prime or coprime sizes would give one
+    dense block): then ``round(sqrt(in_features))`` with padding."""
+    nblocks = monarch.default_nblocks(in_features, out_features)
+    return nblocks if nblocks > 1 or in_features <= 3 else round(math.sqrt(in_features))
+
+
 class MonarchLinear(nnx.Module):
     """``y = x @ W + bias`` with ``W`` a Monarch matrix (:mod:`ssm.monarch`).
 
@@ -19,15 +27,16 @@ class MonarchLinear(nnx.Module):
 
     Args:
       in_features, out_features: as ``nnx.Linear``.
-      nblocks: number of ``R`` blocks (default: :func:`ssm.monarch.default_nblocks`
-        of the sizes, which for a square ``n = m²`` is ``m``).
+      nblocks: number of ``R`` blocks (default: :func:`default_nblocks`, which for a
+        square ``n = m²`` is ``m``).
       use_bias: add a bias (zeros at init, as ``nnx.Linear``).
 
     Parameters: ``R`` (b, p, q) and ``L`` (q, b, s), group ``matrix`` (Muon
     orthogonalizes each block); ``bias`` (out_features,). Each factor is drawn
     lecun-normal with its block's fan-in (``p`` for ``R``, ``b`` for ``L``), so every
     entry of ``W = R ⊗ L`` has variance ``1/(b·p) = 1/in_features``: the variance
-    of ``nnx.Linear``'s default kernel.
+    of ``nnx.Linear``'s default kernel (with padding, ``R`` is scaled by
+    ``sqrt(padded/in_features)`` so that this still holds).
     """
 
     def __init__(self, in_features: int, out_features: int, *, nblocks: int | None = None,
@@ -35,13 +44,15 @@ class MonarchLinear(nnx.Module):
         self.in_features = check_positive_int("in_features", in_features)
         self.out_features = check_positive_int("out_features", out_features)
         if nblocks is None:
-            nblocks = monarch.default_nblocks(in_features, out_features)
+            nblocks = default_nblocks(in_features, out_features)
         self.nblocks = check_positive_int("nblocks", nblocks)
         n_in, n_out = (nblocks * math.ceil(n / nblocks) for n in (in_features, out_features))
         r_shape, l_shape = monarch.factor_shapes(n_in, n_out, nblocks)
         self.dtype = dtype
         init = nnx.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
-        self.R = nnx.Param(init(rngs.params(), r_shape, param_dtype), group="matrix")
+        # Padded inputs are zeros: scale R so that the real in_features carry variance 1/in_features.
+        pad_gain = math.sqrt(n_in / in_features)
+        self.R = nnx.Param(init(rngs.params(), r_shape, param_dtype) * pad_gain, group="matrix")
         self.L = nnx.Param(init(rngs.params(), l_shape, param_dtype), group="matrix")
         self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
 

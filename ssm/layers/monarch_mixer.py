@@ -37,7 +37,7 @@ class MonarchMixer(nnx.Module):
         ``emb_dim``, ``inner_mlps`` and ``freq`` of the implicit filter; the
         defaults are M2's (``hyena_w = 10``). More positional bands (a larger odd
         ``filter_emb_dim``) let it form sharper taps, which memory tasks need.
-      bidirectional: also convolve with the future (no recurrent mode then).
+      bidirectional: also convolve with the future (a second filter).
       d_conv: width of the short convolution (the reference: 3).
       projection: ``"dense"`` or ``"monarch"`` for ``in_proj``/``out_proj``;
         nblocks: of Monarch projections.
