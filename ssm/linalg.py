@@ -15,7 +15,7 @@ All functions are pure ``jax.numpy`` and work under ``jit`` and ``vmap``.
 from __future__ import annotations
 
 import numbers
-from typing import Literal
+from typing import Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -89,9 +89,9 @@ NORMALIZATION: dict[str, tuple[float, float]] = {
 _USER_NORMALIZATION = (1.0, 1e-7)
 
 Normalize = Literal["frobenius", "schatten4", "schatten8"]
-NORMALIZES = ("frobenius", "schatten4", "schatten8")
+NORMALIZES: tuple[str, ...] = get_args(Normalize)
 MclipForm = Literal["interval", "cancelling"]
-MCLIP_FORMS: tuple[str, ...] = ("interval", "cancelling")
+MCLIP_FORMS: tuple[str, ...] = get_args(MclipForm)
 # mclip's default step count: its msign arguments (M − αO, or the Gram matrix shifted by
 # α²) have a wider spread of singular values than M, so they need more steps than the
 # 8 rows of polar_express (the last row then repeats and converges quadratically).
@@ -113,6 +113,18 @@ def _check_int(value, name, lo, hi=None):
         rng = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
         raise ValueError(f"{name}={value!r} must be an integer {rng} (static, not traced)")
     return int(value)
+
+
+def check_choice(name: str, value, choices: tuple):
+    """``value`` if it is one of ``choices``, else an error naming the argument."""
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}; expected one of {choices}")
+    return value
+
+
+def mclip_steps(steps):
+    """The step count ``mclip`` runs: ``steps``, or :data:`MCLIP_STEPS` when None."""
+    return MCLIP_STEPS if steps is None else steps
 
 
 def schedule(coeffs="polar_express", steps=None):
@@ -223,8 +235,7 @@ def msign(M, steps=None, coeffs="polar_express", *, normalize: Normalize = "frob
     Returns: (..., m, n), singular values in the band the schedule promises.
     """
     M = _check_matrix(M)
-    if normalize not in NORMALIZES:
-        raise ValueError(f"normalize={normalize!r}; expected one of {NORMALIZES}")
+    check_choice("normalize", normalize, NORMALIZES)
     table, scale, eps = schedule(coeffs, steps)
     out_dtype = M.dtype if compute_dtype is None else jnp.dtype(compute_dtype)
     if not jnp.issubdtype(out_dtype, jnp.inexact):
@@ -325,10 +336,8 @@ def mclip(M, lo, hi, steps=None, coeffs="polar_express", *, form: MclipForm = "i
     """
     M = _check_matrix(M)
     _check_interval(lo, hi)
-    if form not in MCLIP_FORMS:
-        raise ValueError(f"form={form!r}; expected one of {MCLIP_FORMS}")
-    kw = dict(steps=MCLIP_STEPS if steps is None else steps, coeffs=coeffs, normalize=normalize,
-              compute_dtype=compute_dtype)
+    check_choice("form", form, MCLIP_FORMS)
+    kw = dict(steps=mclip_steps(steps), coeffs=coeffs, normalize=normalize, compute_dtype=compute_dtype)
     out_dtype = M.dtype if compute_dtype is None else jnp.dtype(compute_dtype)
     tall = M.shape[-2] > M.shape[-1]
     X = (_mT(M) if tall else M).astype(out_dtype)

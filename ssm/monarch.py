@@ -40,9 +40,6 @@ import numbers
 import jax.numpy as jnp
 from einops import rearrange
 
-Factors = tuple  # (R (b, p, q), L (q, b, s))
-
-
 # ---------------------------------------------------------------------- sizes
 
 

@@ -132,11 +132,9 @@ def scale_by_msign(
       <https://arxiv.org/abs/2502.16982>`_, 2025.
     """
     _check_real(beta, "beta", lo=0.0, hi=1.0, hi_open=True)
-    if shape_scaling not in SHAPE_SCALINGS:
-        raise ValueError(f"shape_scaling={shape_scaling!r}; expected one of {SHAPE_SCALINGS}")
+    linalg.check_choice("shape_scaling", shape_scaling, SHAPE_SCALINGS)
     _check_real(rms, "rms", lo=0.0, lo_open=True)
-    if normalize not in linalg.NORMALIZES:
-        raise ValueError(f"normalize={normalize!r}; expected one of {linalg.NORMALIZES}")
+    linalg.check_choice("normalize", normalize, linalg.NORMALIZES)
     linalg.schedule(coeffs, steps)  # validates coeffs and steps now, not at the first update
 
     def init_fn(params):
@@ -319,9 +317,8 @@ def clip_spectral(
     """
     _check_real(max_norm, "max_norm", lo=0.0, lo_open=True)
     max_norm = float(max_norm)
-    linalg.schedule(coeffs, linalg.MCLIP_STEPS if steps is None else steps)
-    if form not in linalg.MCLIP_FORMS:
-        raise ValueError(f"form={form!r}; expected one of {linalg.MCLIP_FORMS}")
+    linalg.schedule(coeffs, linalg.mclip_steps(steps))
+    linalg.check_choice("form", form, linalg.MCLIP_FORMS)
 
     def clip(delta, w):
         if delta.ndim < 2:

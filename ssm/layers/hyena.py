@@ -133,4 +133,4 @@ class ExplicitFilter(nnx.Module):
         return self.taps[:, :length].astype(jnp.promote_types(self.taps.dtype, jnp.float32))
 
 
-FILTERS = {"implicit": HyenaFilter, "explicit": ExplicitFilter}
+FILTERS: tuple[str, ...] = ("implicit", "explicit")  # the ``filter`` options of the M2 mixer

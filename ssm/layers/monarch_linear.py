@@ -47,6 +47,7 @@ class MonarchLinear(nnx.Module):
             nblocks = default_nblocks(in_features, out_features)
         self.nblocks = check_positive_int("nblocks", nblocks)
         n_in, n_out = (nblocks * math.ceil(n / nblocks) for n in (in_features, out_features))
+        self.padded_sizes = (n_in, n_out)  # (in, out) after zero-padding to multiples of nblocks
         r_shape, l_shape = monarch.factor_shapes(n_in, n_out, nblocks)
         self.dtype = dtype
         init = nnx.initializers.lecun_normal(in_axis=-2, out_axis=-1, batch_axis=(0,))
@@ -55,10 +56,6 @@ class MonarchLinear(nnx.Module):
         self.R = nnx.Param(init(rngs.params(), r_shape, param_dtype) * pad_gain, group="matrix")
         self.L = nnx.Param(init(rngs.params(), l_shape, param_dtype), group="matrix")
         self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
-
-    @property
-    def padded_sizes(self) -> tuple[int, int]:
-        return monarch.sizes((self.R[...], self.L[...]))
 
     def factors(self, dtype=None):
         """``(R, L)``, cast to ``dtype`` if given."""

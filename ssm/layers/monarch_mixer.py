@@ -11,7 +11,7 @@ from ssm import kernels
 from ssm.layers.checks import check_positive_int, check_sequence
 from ssm.layers.conv1d import CausalConv1d
 from ssm.layers.conv_ssm import make_dropout
-from ssm.layers.hyena import FILTERS, HyenaFilter
+from ssm.layers.hyena import FILTERS, ExplicitFilter, HyenaFilter
 from ssm.layers.monarch_linear import make_linear
 
 
@@ -73,7 +73,7 @@ class MonarchMixer(nnx.Module):
         self.d_model = check_positive_int("d_model", d_model)
         self.l_max = check_positive_int("l_max", l_max)
         if filter not in FILTERS:
-            raise ValueError(f"filter={filter!r}; expected one of {tuple(FILTERS)}")
+            raise ValueError(f"filter={filter!r}; expected one of {FILTERS}")
         self.bidirectional = bool(bidirectional)
         self.dtype = dtype
         kw = dict(param_dtype=param_dtype, rngs=rngs)
@@ -83,7 +83,7 @@ class MonarchMixer(nnx.Module):
 
         def make_filter():
             if filter == "explicit":
-                return FILTERS[filter](d_model, l_max=l_max, **kw)
+                return ExplicitFilter(d_model, l_max=l_max, **kw)
             return HyenaFilter(d_model, l_max=l_max, order=filter_order, emb_dim=filter_emb_dim,
                                inner_mlps=filter_inner_mlps, freq=filter_freq, **kw)
 
