@@ -6,11 +6,12 @@ Submodules load on first use, so ``import ssm`` stays light:
 - ``ssm.kernels``  discretization, S4D/S4 convolution kernels, FFT convolution
 - ``ssm.scan``     the selective scan of Mamba, and its one-step update
 - ``ssm.ssd``      the state-space dual of Mamba-2
+- ``ssm.attention`` softmax attention (blocked, online softmax) and rotary embeddings
 - ``ssm.monarch``  Monarch matrices: factors, matmul, to_dense, exact projection
 - ``ssm.linalg``   msign by Newton-Schulz, mclip, polar/SVD references, low-rank tools
 - ``ssm.optim``    Optax transforms: scale_by_msign, muon, clip_spectral
 - ``ssm.layers``   Flax NNX layers: S4, S4D, Mamba, Mamba2, MonarchMixer (M2), MonarchLinear,
-                   GatedMLP, ResidualBlock, SequenceModel
+                   GatedMLP, and the baselines Attention and LSTM; ResidualBlock, SequenceModel
 - ``ssm.linen``    the same layers for Linen
 - ``ssm.groups``   parameter groups for optimizers
 - ``ssm.data``     generated tasks as Hugging Face datasets, and their batches
@@ -21,7 +22,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("bench", "data", "groups", "hippo", "kernels", "layers", "linalg", "linen", "monarch", "optim", "scan",
+_SUBMODULES = ("attention", "bench", "data", "groups", "hippo", "kernels", "layers", "linalg", "linen", "monarch", "optim", "scan",
                "ssd", "train")
 
 

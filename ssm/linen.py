@@ -35,6 +35,8 @@ def _linen(nnx_cls):
 
 
 S4 = _linen(layers.S4)
+Attention = _linen(layers.Attention)
+LSTM = _linen(layers.LSTM)
 S4D = _linen(layers.S4D)
 Mamba = _linen(layers.Mamba)
 Mamba2 = _linen(layers.Mamba2)
@@ -43,4 +45,4 @@ MonarchLinear = _linen(layers.MonarchLinear)
 GatedMLP = _linen(layers.GatedMLP)
 SequenceModel = _linen(layers.SequenceModel)
 
-__all__ = ["GatedMLP", "Mamba", "Mamba2", "MonarchLinear", "MonarchMixer", "S4", "S4D", "SequenceModel"]
+__all__ = ["Attention", "GatedMLP", "LSTM", "Mamba", "Mamba2", "MonarchLinear", "MonarchMixer", "S4", "S4D", "SequenceModel"]

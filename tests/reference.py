@@ -487,3 +487,53 @@ def selective_scan_vjp(dy, d_last, u, delta, A, B, C, D=None, z=None, delta_bias
         grads["delta_bias"] = np.sum(d_pre, axis=(0, 1))
     grads.update(u=du, delta=d_pre, A=dA, B=per_group(dBx, B), C=per_group(dCx, C))
     return grads
+
+
+# ------------------------------------------------------------ attention and LSTM
+
+
+def rope(x, positions, base: float = 10000.0):
+    """Rotary embedding as complex rotations: the pair (x_i, x_{i+k/2}) is the complex
+    number x_i + i x_{i+k/2}, multiplied by exp(i p base^(-2i/k)). ``x`` (t, h, k),
+    ``positions`` (t,)."""
+    x = np.asarray(x, np.float64)
+    k = x.shape[-1]
+    z = x[..., : k // 2] + 1j * x[..., k // 2 :]
+    theta = base ** (-np.arange(k // 2) * 2.0 / k)
+    z = z * np.exp(1j * np.asarray(positions, np.float64)[:, None, None] * theta)
+    return np.concatenate([z.real, z.imag], -1)
+
+
+def attention_loop(q, k, v, allowed):
+    """Softmax attention one query at a time: ``q`` (t, h, d), ``k``, ``v`` (s, h, d),
+    ``allowed`` (t, s) bool. A query with no allowed key gets zeros."""
+    q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+    t, h, d = q.shape
+    out = np.zeros((t, h, d))
+    for i in range(t):
+        keys = np.flatnonzero(allowed[i])
+        if len(keys) == 0:
+            continue
+        for j in range(h):
+            scores = k[keys, j] @ q[i, j] / math.sqrt(d)
+            w = np.exp(scores - scores.max())
+            out[i, j] = (w / w.sum()) @ v[keys, j]
+    return out
+
+
+def lstm_loop(x, W_i, W_h, bias):
+    """An LSTM (Hochreiter & Schmidhuber) one step at a time: ``x`` (L, d_in),
+    ``W_i`` (d_in, 4H), ``W_h`` (H, 4H), ``bias`` (4H,), gates in the order input,
+    forget, cell, output. Returns the hidden states (L, H) and the last (c, h)."""
+    x, W_i, W_h, bias = (np.asarray(a, np.float64) for a in (x, W_i, W_h, bias))
+    H = W_h.shape[0]
+    sigmoid = lambda a: 1 / (1 + np.exp(-a))  # noqa: E731
+    c, h = np.zeros(H), np.zeros(H)
+    hs = []
+    for x_t in x:
+        pre = x_t @ W_i + h @ W_h + bias
+        i, f, g, o = sigmoid(pre[:H]), sigmoid(pre[H : 2 * H]), np.tanh(pre[2 * H : 3 * H]), sigmoid(pre[3 * H :])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        hs.append(h)
+    return np.stack(hs), (c, h)

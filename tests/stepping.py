@@ -1,13 +1,18 @@
-"""Helpers for recurrent-inference tests: run a model token by token, compare outputs."""
+"""Helpers shared by the layer tests: run a model token by token, compare outputs,
+check parameter gradients against finite differences."""
 
+import jax
+import jax.flatten_util
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 
-def run_steps(model, x, state=None):
+def run_steps(model, x, state=None, **init):
     """Feed ``x`` (batch, length, ...) one position at a time from ``state`` (default:
-    ``model.init_state``); returns the stacked outputs (batch, length, ...) and the state."""
-    state = model.init_state(x.shape[0]) if state is None else state
+    ``model.init_state(batch, **init)``); returns the stacked outputs (batch, length, ...)
+    and the state."""
+    state = model.init_state(x.shape[0], **init) if state is None else state
     step = nnx.jit(lambda m, x_t, s: m.step(x_t, s))  # compile once, not op by op
     ys = []
     for t in range(x.shape[1]):
@@ -19,3 +24,22 @@ def run_steps(model, x, state=None):
 def rel(a, b):
     """Relative L2 error of ``a`` against ``b``."""
     return float(jnp.linalg.norm((a - b).ravel()) / jnp.linalg.norm(b.ravel()))
+
+
+def check_gradients(layer, x, rng, n_checks=16, eps=1e-6, **call):
+    """Parameter gradients of ``sum(layer(x, **call) * w)`` (random ``w``) against
+    central differences at ``n_checks`` random coordinates; run under float64."""
+    graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
+    w = jnp.asarray(rng.normal(size=x.shape[:-1] + (layer(x, **call).shape[-1],)))
+
+    def loss(p):
+        return jnp.sum(nnx.merge(graphdef, p, rest)(x, **call) * w)
+
+    grads = jax.grad(loss)(params)
+    flat_p, unravel = jax.flatten_util.ravel_pytree(params)
+    flat_g, _ = jax.flatten_util.ravel_pytree(grads)
+    assert np.all(np.isfinite(flat_g))
+    for i in rng.choice(flat_p.size, size=min(n_checks, flat_p.size), replace=False):
+        e = jnp.zeros_like(flat_p).at[i].set(eps)
+        fd = (loss(unravel(flat_p + e)) - loss(unravel(flat_p - e))) / (2 * eps)
+        np.testing.assert_allclose(flat_g[i], fd, rtol=1e-5, atol=1e-8)

@@ -51,7 +51,7 @@ BAD = [
     ({"trainer": {"steps": True}}, r"trainer\.steps: expected int, got True \(bool\)"),
     ({"trainer": {"steps": 2.5}}, r"trainer\.steps: expected int, got 2\.5 \(float\)"),
     ({"optim": {"lr": -1}}, r"optim\.lr: -1\.0 must be > 0"),
-    ({"model": {"layer": "lstm"}}, r"model\.layer: 'lstm' is not one of \('s4', 's4d'"),
+    ({"model": {"layer": "gru"}}, r"model\.layer: 'gru' is not one of \('s4', 's4d'"),
     ({"model": {"dropout": 1.0}}, r"model\.dropout: 1\.0 must be in \[0, 1\)"),
     ({"model": {"layer_kwargs": {"d_stat": 8}}}, r"model\.layer_kwargs\.d_stat: not an option of layer 's4d'"),
     ({"task": {"name": "sorting"}}, r"task\.name: 'sorting' is not one of \("),
@@ -98,8 +98,8 @@ def test_help_and_print_config_work_without_training():
     assert out.returncode == 0, out.stderr
     printed = yaml.safe_load(out.stdout)
     assert printed["model"]["d_model"] == 48 and printed["name"] == "default"
-    bad = run_train("--set", "model.layer=lstm")
-    assert bad.returncode == 2 and "model.layer: 'lstm' is not one of" in bad.stderr
+    bad = run_train("--set", "model.layer=gru")
+    assert bad.returncode == 2 and "model.layer: 'gru' is not one of" in bad.stderr
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(ROOT / "configs")) for p in CONFIGS])

@@ -183,7 +183,8 @@ SHRINK = {
 }
 SHRINK_STATE = ["model.layer_kwargs.d_state=4"]
 SHRINK_MODEL = {"mamba2": [*SHRINK_STATE, "model.layer_kwargs.headdim=8", "model.layer_kwargs.chunk_size=8"],
-                "m2": ["model.layer_kwargs.filter_order=4", "model.mlp_expand=1"]}
+                "m2": ["model.layer_kwargs.filter_order=4", "model.mlp_expand=1"],
+                "attention": ["model.layer_kwargs.n_heads=2", "model.mlp_expand=1"], "lstm": []}
 MODEL_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*/*.yaml") if p.stem != "task")
 
 

@@ -7,11 +7,13 @@ on ``x`` (batch, length, d_model). Causal layers also offer ``init_state``,
 ``step`` and ``prefill`` for recurrent inference.
 """
 
+from ssm.layers.attention import Attention
 from ssm.layers.backbone import LAYERS, SequenceModel
 from ssm.layers.block import ResidualBlock
 from ssm.layers.conv1d import CausalConv1d
 from ssm.layers.mamba import Mamba
 from ssm.layers.hyena import ExplicitFilter, HyenaFilter
+from ssm.layers.lstm import LSTM
 from ssm.layers.mamba2 import Mamba2
 from ssm.layers.mlp import GatedMLP
 from ssm.layers.monarch_linear import MonarchLinear, from_linear
@@ -19,5 +21,6 @@ from ssm.layers.monarch_mixer import MonarchMixer
 from ssm.layers.s4 import S4
 from ssm.layers.s4d import S4D
 
-__all__ = ["LAYERS", "CausalConv1d", "ExplicitFilter", "GatedMLP", "HyenaFilter", "Mamba", "Mamba2",
-           "MonarchLinear", "MonarchMixer", "ResidualBlock", "S4", "S4D", "SequenceModel", "from_linear"]
+__all__ = ["LAYERS", "Attention", "CausalConv1d", "ExplicitFilter", "GatedMLP", "HyenaFilter",
+           "LSTM", "Mamba", "Mamba2", "MonarchLinear", "MonarchMixer", "ResidualBlock", "S4", "S4D",
+           "SequenceModel", "from_linear"]

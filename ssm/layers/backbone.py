@@ -9,8 +9,10 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
+from ssm.layers.attention import Attention
 from ssm.layers.block import ResidualBlock, make_norm
 from ssm.layers.checks import check_positive_int
+from ssm.layers.lstm import LSTM
 from ssm.layers.mamba import Mamba
 from ssm.layers.mamba2 import Mamba2
 from ssm.layers.mlp import GatedMLP
@@ -20,7 +22,8 @@ from ssm.layers.s4 import S4
 from ssm.layers.s4d import S4D
 
 # Sequence layers a config can name. Each is built as cls(d_model, **layer_kwargs, rngs=...).
-LAYERS: dict[str, type[nnx.Module]] = {"s4": S4, "s4d": S4D, "mamba": Mamba, "mamba2": Mamba2, "m2": MonarchMixer}
+LAYERS: dict[str, type[nnx.Module]] = {"s4": S4, "s4d": S4D, "mamba": Mamba, "mamba2": Mamba2, "m2": MonarchMixer,
+                                       "attention": Attention, "lstm": LSTM}
 MLPS: tuple[str | None, ...] = (None, *LINEARS)
 POOLS: tuple[str | None, ...] = (None, "mean", "last")
 
@@ -145,10 +148,11 @@ class SequenceModel(nnx.Module):
         if self.pool is not None:
             raise ValueError(f"pool={self.pool!r}: a pooled model has no per-step output; use pool=None")
 
-    def init_state(self, batch_size: int):
-        """One state per block."""
+    def init_state(self, batch_size: int, max_len: int | None = None):
+        """One state per block; ``max_len``: the longest sequence (prompt plus
+        generated tokens) a KV cache must hold, needed by attention layers only."""
         self._check_recurrent()
-        return [block.init_state(batch_size) for block in self.blocks]
+        return [block.init_state(batch_size, max_len) for block in self.blocks]
 
     def step(self, x_t, state):
         """``x_t`` (batch,) ids or (batch, d_input) -> ``(logits (batch, d_output), state)``."""
@@ -160,12 +164,13 @@ class SequenceModel(nnx.Module):
             new_state.append(s)
         return self._logits(h), new_state
 
-    def prefill(self, x):
-        """Run a prompt: ``x`` as in ``__call__`` -> ``(logits (batch, length, d_output), state)``."""
+    def prefill(self, x, max_len: int | None = None):
+        """Run a prompt: ``x`` as in ``__call__`` -> ``(logits (batch, length, d_output), state)``;
+        ``max_len`` as :meth:`init_state` (attention: default the prompt's length)."""
         self._check_recurrent()
         h = self.encoder(x)
         state = []
         for block in self.blocks:
-            h, s = block.prefill(h)
+            h, s = block.prefill(h, max_len)
             state.append(s)
         return self._logits(h), state

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import jax
@@ -106,15 +107,22 @@ class ResidualBlock(nnx.Module):
         h = self.mixer(self.norm(x) if self.prenorm else x, mask=mask)
         return self._mlp(self._residual(x, self._post(h), self.norm))
 
-    def init_state(self, batch_size: int):
-        return self.mixer.init_state(batch_size)
+    def _max_len(self, method: str, max_len: int | None) -> dict:
+        """``{"max_len": max_len}`` for a mixer method that takes it (a KV cache's
+        size); SSM states need none, so theirs ignore it."""
+        takes = "max_len" in inspect.signature(getattr(self.mixer, method)).parameters
+        return {"max_len": max_len} if takes and max_len is not None else {}
+
+    def init_state(self, batch_size: int, max_len: int | None = None):
+        """The mixer's state; ``max_len``: positions a KV cache must hold (attention)."""
+        return self.mixer.init_state(batch_size, **self._max_len("init_state", max_len))
 
     def step(self, x_t, state):
         """``x_t`` (batch, d) -> ``(y_t, state)``."""
         h, state = self.mixer.step(self.norm(x_t) if self.prenorm else x_t, state)
         return self._mlp(self._residual(x_t, self._post(h), self.norm)), state
 
-    def prefill(self, x):
-        """``x`` (batch, length, d) -> ``(y, state)``."""
-        h, state = self.mixer.prefill(self.norm(x) if self.prenorm else x)
+    def prefill(self, x, max_len: int | None = None):
+        """``x`` (batch, length, d) -> ``(y, state)``; ``max_len`` as :meth:`init_state`."""
+        h, state = self.mixer.prefill(self.norm(x) if self.prenorm else x, **self._max_len("prefill", max_len))
         return self._mlp(self._residual(x, self._post(h), self.norm)), state

@@ -1,0 +1,137 @@
+"""Softmax attention as plain functions: rotary position embeddings (RoPE) and
+multi-head dot-product attention that never holds a (length x length) score matrix
+longer than one block.
+
+Notation: b batch, t query positions, s key positions, h heads, k head width.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+# Scores of disallowed (query, key) pairs. Finite, so that a query with no allowed key
+# (a padded position) gets finite garbage instead of NaN; its output is then zeroed.
+MASKED = -1e30
+BLOCK = 256  # query positions per block; key blocks hold at least this many
+SCORES_PER_BLOCK = 2**16  # query x key scores per (batch, head) held at once
+
+
+def rope_frequencies(head_dim: int, base: float = 10000.0, dtype=jnp.float32):
+    """``base^(-2i / head_dim)`` for i < head_dim / 2: (head_dim // 2,)."""
+    if head_dim % 2:
+        raise ValueError(f"head_dim={head_dim} must be even: RoPE rotates pairs of features")
+    return base ** (-jnp.arange(0, head_dim, 2, dtype=dtype) / head_dim)
+
+
+def apply_rope(x, positions, *, base: float = 10000.0):
+    """Rotary position embedding (Su et al., 2021, RoFormer) in the half-split layout of
+    GPT-NeoX and LLaMA: feature i is paired with feature i + k/2, and the pair at
+    position p turns by the angle ``p * base^(-2i/k)``. The dot product of a rotated
+    query at p and a rotated key at p' depends only on p - p'.
+
+    Args:
+      x: (b, t, h, k) with k even.
+      positions: (t,) or (b, t) integer positions.
+    Returns:
+      (b, t, h, k), in ``x``'s dtype (the rotation is computed in float32 at least).
+    """
+    k = x.shape[-1]
+    real = jnp.promote_types(x.dtype, jnp.float32)
+    angles = jnp.asarray(positions, real)[..., None] * rope_frequencies(k, base, real)  # (.., t, k/2)
+    cos, sin = jnp.cos(angles)[..., None, :], jnp.sin(angles)[..., None, :]  # (.., t, 1, k/2)
+    if cos.ndim == 3:  # (t, 1, k/2): shared by the batch
+        cos, sin = cos[None], sin[None]
+    x1, x2 = jnp.split(x.astype(real), 2, axis=-1)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def _pad_to(x, size: int, axis: int, value=0):
+    pad = size - x.shape[axis]
+    if pad == 0:
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, pad)
+    return jnp.pad(x, widths, constant_values=value)
+
+
+def block_sizes(t: int, s: int) -> tuple[int, int]:
+    """(query block, key block): whole sequences while t * s scores fit in
+    ``SCORES_PER_BLOCK``, else ``BLOCK`` queries against at least ``BLOCK`` keys."""
+    q_block = min(t, BLOCK)
+    k_block = min(s, max(BLOCK, SCORES_PER_BLOCK // q_block))
+    return q_block, k_block
+
+
+def dot_product_attention(q, k, v, *, q_positions, k_positions, key_valid=None, causal: bool = True):
+    """``softmax(q k^T / sqrt(k) + mask) v`` per head.
+
+    Query i may attend to key j when ``key_valid[j]`` and, if ``causal``,
+    ``k_positions[j] <= q_positions[i]``. A query that may attend to nothing gets
+    zeros. Long inputs are processed in blocks (:func:`block_sizes`) with an online
+    softmax (Rabe & Staats, 2021; FlashAttention): a running maximum and sum per query
+    rescale each key block's contribution, so memory is O(b h (t + s) k) plus one block
+    of scores, and the result equals the one-shot softmax up to rounding.
+
+    Args:
+      q: (b, t, h, k); k, v: (b, s, h, k).
+      q_positions: (t,) or (b, t) int; k_positions: (s,) or (b, s) int.
+      key_valid: (b, s) bool, or None (all keys valid).
+      causal: mask keys after the query.
+    Returns:
+      (b, t, h, k) in the promoted dtype of q and v (scores and sums in float32 at least).
+    """
+    b, t, h, dk = q.shape
+    s = k.shape[1]
+    real = jnp.promote_types(jnp.result_type(q, k, v), jnp.float32)
+    q_positions = jnp.broadcast_to(jnp.asarray(q_positions, jnp.int32), (b, t))
+    k_positions = jnp.broadcast_to(jnp.asarray(k_positions, jnp.int32), (b, s))
+    key_valid = jnp.ones((b, s), bool) if key_valid is None else jnp.asarray(key_valid, bool)
+    q_block, k_block = block_sizes(t, s)
+    nq, nk = -(-t // q_block), -(-s // k_block)
+    scale = dk**-0.5
+
+    def split(x, n, size):  # (b, n * size, ...) -> (n, b, size, ...)
+        x = _pad_to(x, n * size, axis=1)
+        return jnp.moveaxis(x.reshape(b, n, size, *x.shape[2:]), 1, 0)
+
+    keys = split(k.astype(real), nk, k_block), split(v.astype(real), nk, k_block)
+    key_pos, key_ok = split(k_positions, nk, k_block), split(key_valid, nk, k_block)  # padding: invalid
+
+    def one_query_block(args):
+        qb, qpos = args  # (b, tq, h, k), (b, tq)
+        qb = qb.astype(real) * scale
+
+        def one_key_block(carry, block):
+            m, l, acc = carry  # (b, h, tq), (b, h, tq), (b, h, tq, k)
+            kb, vb, kpos, kok = block
+            allowed = kok[:, None, :]
+            if causal:
+                allowed = allowed & (kpos[:, None, :] <= qpos[:, :, None])  # (b, tq, sk)
+            scores = jnp.einsum("bqhk,bshk->bhqs", qb, kb)
+            scores = jnp.where(allowed[:, None], scores, MASKED)
+            m_new = jnp.maximum(m, scores.max(-1))
+            p = jnp.exp(scores - m_new[..., None])
+            correction = jnp.exp(m - m_new)
+            l = l * correction + p.sum(-1)
+            acc = acc * correction[..., None] + jnp.einsum("bhqs,bshk->bhqk", p, vb)
+            return (m_new, l, acc), allowed.any(-1)
+
+        tq = qb.shape[1]
+        init = (jnp.full((b, h, tq), MASKED, real), jnp.zeros((b, h, tq), real), jnp.zeros((b, h, tq, dk), real))
+        if nk == 1:
+            (m, l, acc), seen = one_key_block(init, jax.tree.map(lambda x: x[0], (*keys, key_pos, key_ok)))
+        else:
+            (m, l, acc), seen = jax.lax.scan(one_key_block, init, (*keys, key_pos, key_ok))
+            seen = seen.any(0)
+        out = acc / l[..., None]  # l >= 1: the maximum's own term is exp(0)
+        out = jnp.where(seen[:, None, :, None], out, 0)  # (b, h, tq, k)
+        return jnp.moveaxis(out, 1, 2)  # (b, tq, h, k)
+
+    queries = split(q, nq, q_block), split(q_positions, nq, q_block)
+    if nq == 1:
+        out = one_query_block(jax.tree.map(lambda x: x[0], queries))[None]
+    else:
+        out = jax.lax.map(one_query_block, queries)  # (nq, b, tq, h, k)
+    out = jnp.moveaxis(out, 0, 1).reshape(b, nq * q_block, h, dk)[:, :t]
+    return out.astype(jnp.result_type(q, v))

@@ -1,0 +1,148 @@
+"""``Attention``: causal (or bidirectional) multi-head softmax attention with rotary
+position embeddings and a KV cache: the Transformer baseline of the memory benchmarks."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from einops import rearrange
+from flax import nnx
+
+from ssm.attention import apply_rope, dot_product_attention
+from ssm.layers.checks import check_positive_int, check_sequence, check_token
+
+
+class Attention(nnx.Module):
+    """Multi-head self-attention: ``x`` (batch, length, d_model) -> same shape.
+
+    ``qkv`` (d -> 3d) splits into ``n_heads`` heads of ``d / n_heads``; queries and
+    keys are rotated by RoPE (:func:`ssm.attention.apply_rope`), so scores depend only
+    on distances and any length runs (no maximum, no learned positions); softmax
+    attention (:func:`ssm.attention.dot_product_attention`, blocked for long inputs);
+    ``out`` (d -> d). In :class:`~ssm.layers.SequenceModel` with ``post=None,
+    mlp="dense"`` it makes the usual pre-norm Transformer block.
+
+    Recurrent inference keeps a KV cache of fixed size: ``init_state(batch_size,
+    max_len)`` holds ``max_len`` positions, and each :meth:`step` attends over the
+    ones filled so far (cost O(max_len) per token, where an SSM's step is O(1)).
+
+    Args:
+      d_model: width d. n_heads: heads (must divide d; the head width must be even).
+      bidirectional: attend to the whole sequence (classification); no recurrence.
+      rope_base: RoPE's base wavelength.
+      use_bias: biases in the projections (off, as in most current models).
+
+    Parameters: ``qkv.kernel`` (d, 3d), ``out.kernel`` (d, d): group ``matrix``;
+    biases ``no_decay``.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        n_heads: int = 4,
+        bidirectional: bool = False,
+        rope_base: float = 10000.0,
+        use_bias: bool = False,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.d_model = check_positive_int("d_model", d_model)
+        self.n_heads = check_positive_int("n_heads", n_heads)
+        if d_model % n_heads or (d_model // n_heads) % 2:
+            raise ValueError(f"n_heads={n_heads} must divide d_model={d_model} into heads of even width "
+                             "(RoPE rotates pairs of features)")
+        if not rope_base > 1:
+            raise ValueError(f"rope_base={rope_base!r} must be > 1")
+        self.head_dim = d_model // n_heads
+        self.bidirectional = bool(bidirectional)
+        self.rope_base = float(rope_base)
+        self.dtype = dtype
+        kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.qkv = nnx.Linear(d_model, 3 * d_model, **kw)
+        self.out = nnx.Linear(d_model, d_model, **kw)
+
+    def _heads(self, x, positions):
+        """x (b, t, d) at ``positions`` (t,) or (b, t) -> rotated q, k and v, (b, t, h, k) each."""
+        q, k, v = rearrange(self.qkv(x), "b t (three h k) -> three b t h k", three=3, h=self.n_heads)
+        return apply_rope(q, positions, base=self.rope_base), apply_rope(k, positions, base=self.rope_base), v
+
+    def _merge(self, y):
+        return self.out(rearrange(y, "b t h k -> b t (h k)"))
+
+    def _forward(self, x, mask):
+        check_sequence(x, mask, self.d_model)
+        x = x.astype(self.dtype or x.dtype)
+        positions = jnp.arange(x.shape[1])
+        q, k, v = self._heads(x, positions)
+        y = dot_product_attention(q, k, v, q_positions=positions, k_positions=positions, key_valid=mask,
+                                  causal=not self.bidirectional)
+        y = self._merge(y)
+        if mask is not None:
+            y = jnp.where(mask[..., None], y, 0)
+        return y, k, v
+
+    def __call__(self, x, mask=None):
+        """``x`` (batch, length, d_model) -> (batch, length, d_model).
+
+        ``mask`` (batch, length) marks real tokens: padded keys are never attended to
+        and padded outputs are zero. Positions count from the first column; scores
+        depend only on distances, so left padding shifts nothing.
+        """
+        return self._forward(x, mask)[0]
+
+    # Recurrent inference ---------------------------------------------------------------
+    def _check_causal(self):
+        if self.bidirectional:
+            raise ValueError("Attention(bidirectional=True) has no recurrent mode: its output at t depends on "
+                             "inputs after t; run the whole sequence with layer(x)")
+
+    def _cache_dtype(self):
+        return jnp.promote_types(self.dtype or self.qkv.kernel[...].dtype, jnp.float32)
+
+    def init_state(self, batch_size: int, max_len: int | None = None):
+        """An empty KV cache for ``max_len`` positions: ``{"k", "v": (batch, max_len,
+        n_heads, head_dim), "pos": () int32}`` (the number of positions filled)."""
+        self._check_causal()
+        check_positive_int("batch_size", batch_size)
+        if max_len is None:
+            raise ValueError("Attention.init_state needs max_len, the number of positions its KV cache holds "
+                             "(prompt plus generated tokens)")
+        check_positive_int("max_len", max_len)
+        shape = (batch_size, max_len, self.n_heads, self.head_dim)
+        zeros = jnp.zeros(shape, self._cache_dtype())
+        return {"k": zeros, "v": zeros, "pos": jnp.zeros((), jnp.int32)}
+
+    def step(self, x_t, state):
+        """One token: ``x_t`` (batch, d_model) -> ``(y_t, state)``, equal to
+        ``layer(x)[:, t]``; attends over the cached positions and itself."""
+        self._check_causal()
+        check_token(x_t, self.d_model)
+        pos, max_len = state["pos"], state["k"].shape[1]
+        if not isinstance(pos, jax.core.Tracer) and int(pos) >= max_len:
+            raise ValueError(f"the KV cache is full ({max_len} positions); build it with a larger max_len")
+        x = x_t.astype(self.dtype or x_t.dtype)[:, None]
+        q, k, v = self._heads(x, pos[None])
+        cache = {name: jax.lax.dynamic_update_slice_in_dim(state[name], new.astype(state[name].dtype), pos, axis=1)
+                 for name, new in (("k", k), ("v", v))}
+        positions = jnp.arange(max_len)
+        y = dot_product_attention(q, cache["k"], cache["v"], q_positions=pos[None], k_positions=positions,
+                                  key_valid=jnp.broadcast_to(positions <= pos, (x.shape[0], max_len)))
+        return self._merge(y.astype(x.dtype))[:, 0], {**cache, "pos": pos + 1}
+
+    def prefill(self, x, max_len: int | None = None):
+        """A prompt ``x`` (batch, length, d_model) -> ``(y, state)``: the outputs of
+        ``layer(x)`` and a KV cache of ``max_len`` positions (default: the prompt's
+        length) holding the prompt, ready for :meth:`step`."""
+        self._check_causal()
+        y, k, v = self._forward(x, None)
+        length = x.shape[1]
+        max_len = length if max_len is None else check_positive_int("max_len", max_len)
+        if max_len < length:
+            raise ValueError(f"max_len={max_len} is shorter than the prompt ({length} positions)")
+        state = self.init_state(x.shape[0], max_len)
+        for name, new in (("k", k), ("v", v)):
+            state[name] = jax.lax.dynamic_update_slice_in_dim(state[name], new.astype(state[name].dtype), 0, axis=1)
+        state["pos"] = jnp.asarray(length, jnp.int32)
+        return y, state

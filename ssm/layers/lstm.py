@@ -1,0 +1,92 @@
+"""``LSTM``: a long short-term memory layer on Flax NNX's own fused cell, the recurrent
+baseline of the memory benchmarks."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ssm.layers.checks import check_positive_int, check_sequence, check_token
+
+
+class LSTM(nnx.Module):
+    """LSTM over the sequence: ``x`` (batch, length, d_model) -> hidden states, same shape.
+
+    One :class:`flax.nnx.OptimizedLSTMCell` (the four gates of the input and of the
+    hidden state as two fused matrix products; Hochreiter & Schmidhuber, 1997) run by
+    ``jax.lax.scan``. It is not :class:`flax.nnx.RNN`, which handles right padding only
+    (``seq_lengths``): here the carry is held unchanged at every padded position, so
+    padding on either side leaves real outputs as they are.
+
+    Args:
+      d_model: width d (input and hidden size).
+      forget_bias: initial bias of the forget gate (1.0, as Jozefowicz et al. 2015;
+        0 is Flax's default).
+      unroll: time steps per loop iteration of the scan.
+
+    Parameters: ``cell.dense_i.kernel`` (d, 4d) and ``cell.dense_h.kernel`` (d, 4d):
+    group ``matrix``; ``cell.dense_h.bias`` (4d,): ``no_decay``.
+    The recurrent state is ``(c, h)``, float32 at least.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        forget_bias: float = 1.0,
+        unroll: int = 1,
+        dtype=None,
+        param_dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        self.d_model = check_positive_int("d_model", d_model)
+        self.unroll = check_positive_int("unroll", unroll)
+        self.dtype = dtype
+        self.real_dtype = jnp.promote_types(param_dtype, jnp.float32)
+        self.cell = nnx.OptimizedLSTMCell(d_model, d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        bias = self.cell.dense_h.bias  # gates in the order i, f, g, o
+        bias[...] = bias[...].at[d_model : 2 * d_model].set(forget_bias)
+
+    def _cell(self, carry, x_t):
+        """One step from the float32 carry ``(c, h)`` (batch, d) each."""
+        (c, h), _ = self.cell(carry, x_t)
+        return c.astype(self.real_dtype), h.astype(self.real_dtype)
+
+    def _scan(self, x, mask, carry):
+        """``x`` (b, l, d), ``mask`` (b, l) or None, carry -> (hidden states (b, l, d), carry)."""
+        dtype = self.dtype or x.dtype
+        keep = jnp.ones(x.shape[:2], bool) if mask is None else mask
+
+        def body(carry, inputs):
+            x_t, keep_t = inputs
+            new = self._cell(carry, x_t)
+            carry = jax.tree.map(lambda n, o: jnp.where(keep_t[:, None], n, o), new, carry)
+            return carry, carry[1]
+
+        carry, hs = jax.lax.scan(body, carry, (jnp.swapaxes(x, 0, 1), keep.T), unroll=self.unroll)
+        y = jnp.swapaxes(hs, 0, 1).astype(dtype)
+        return (y if mask is None else jnp.where(mask[..., None], y, 0)), carry
+
+    def __call__(self, x, mask=None):
+        """``x`` (batch, length, d_model) -> (batch, length, d_model); ``mask`` (batch,
+        length) marks real tokens (padded positions keep the carry and output zeros)."""
+        check_sequence(x, mask, self.d_model)
+        return self._scan(x, mask, self.init_state(x.shape[0]))[0]
+
+    def init_state(self, batch_size: int):
+        """``(c, h)``: zeros, (batch_size, d_model) each, float32 at least."""
+        check_positive_int("batch_size", batch_size)
+        zeros = jnp.zeros((batch_size, self.d_model), self.real_dtype)
+        return zeros, zeros
+
+    def step(self, x_t, state):
+        """One token: ``x_t`` (batch, d_model) -> ``(h_t, state)``, equal to ``layer(x)[:, t]``."""
+        check_token(x_t, self.d_model)
+        state = self._cell(state, x_t)
+        return state[1].astype(self.dtype or x_t.dtype), state
+
+    def prefill(self, x):
+        """A prompt ``x`` (batch, length, d_model) -> ``(y, state)`` for :meth:`step`."""
+        check_sequence(x, None, self.d_model)
+        return self._scan(x, None, self.init_state(x.shape[0]))
