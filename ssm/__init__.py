@@ -3,6 +3,7 @@
 Submodules load on first use, so ``import ssm`` stays light:
 
 - ``ssm.hippo``    HiPPO matrices, DPLR form, S4D initializations (NumPy float64)
+- ``ssm.hippo_online`` HiPPO as an online memory: recurrence, reconstruction, test signal
 - ``ssm.kernels``  discretization, S4D/S4 convolution kernels, FFT convolution
 - ``ssm.scan``     the selective scan of Mamba, and its one-step update
 - ``ssm.ssd``      the state-space dual of Mamba-2
@@ -23,7 +24,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("attention", "bench", "data", "groups", "hippo", "kernels", "layers", "linalg", "linen", "monarch", "optim", "scan",
-               "ssd", "train")
+               "ssd", "train", "hippo_online")
 
 
 def __getattr__(name):

@@ -3,6 +3,7 @@ ListOps (evaluation, LRA's generator, LRA's TSVs), byte-level text, and batches.
 
 import csv
 import dataclasses
+import pathlib
 import random
 
 import numpy as np
@@ -351,6 +352,31 @@ def test_text_reads_a_folder_in_path_order_skipping_hidden_files(tmp_path):
     allbytes = np.concatenate([ds[s][:]["inputs"].ravel() for s in ("train", "validation", "test")])
     assert ord("H") not in allbytes and ord("A") in allbytes and ord("C") in allbytes
     assert ds["train"][0]["inputs"][0] == ord("A")
+
+
+def test_text_glob_and_max_bytes_choose_what_is_read(tmp_path):
+    (tmp_path / "a.py").write_bytes(b"A" * 100)
+    (tmp_path / "b.txt").write_bytes(b"B" * 100)
+    (tmp_path / "c.py").write_bytes(b"C" * 100)
+    ds, _ = load_task("text", {"seq_len": 10, "glob": "*.py", "max_bytes": 150}, data_dir=tmp_path,
+                      cache_dir=tmp_path / ".cache")
+
+    def split_bytes(r):  # the windows' inputs, then the split's last byte (a target only)
+        inputs = b"".join(bytes(x[:n].astype(np.uint8)) for x, n in zip(r["inputs"], r["length"]))
+        return inputs + bytes([r["targets"][-1, r["length"][-1] - 1]])
+
+    read = b"".join(split_bytes(ds[s][:]) for s in ("train", "validation", "test"))
+    assert read == b"A" * 100 + b"C" * 50
+
+
+def test_text_reads_the_python_standard_library(tmp_path):
+    import sysconfig
+
+    ds, _ = load_task("text", {"path": "stdlib:json", "glob": "*.py", "seq_len": 64}, cache_dir=tmp_path)
+    first = sorted((pathlib.Path(sysconfig.get_paths()["stdlib"]) / "json").rglob("*.py"))[0].read_bytes()
+    assert bytes(ds["train"][0]["inputs"].astype(np.uint8)) == first[:64]
+    from ssm.data.text import sources, TextParams
+    assert not any("site-packages" in f.parts for f in sources(TextParams(path="stdlib:", glob="*.py"), None))
 
 
 def test_text_without_a_path_is_a_clear_error(tmp_path):

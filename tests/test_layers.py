@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 from stepping import check_gradients, rel, run_steps
 
+from ssm import kernels
 from ssm.layers import S4, S4D, SequenceModel
 
 LAYER_KW = {
@@ -147,10 +148,28 @@ def test_dropout_only_in_training_mode(rng):
     np.testing.assert_array_equal(m(x), m(x))
 
 
-def test_s4_rejects_inputs_longer_than_l_max(rng):
-    m = build("s4")  # l_max = 32
-    with pytest.raises(ValueError, match="length 40 exceeds l_max=32"):
-        m(jnp.zeros((1, 40, 4)))
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_s4_runs_inputs_longer_than_l_max_with_the_exact_kernel(bidirectional, rng, x64):
+    """Evaluation beyond the training length: C~ is re-truncated at the input's length, so
+    the kernels equal C Abar^l Bbar (powers of the discrete system) at every lag."""
+    m = build("s4", d_model=3, l_max=16, param_dtype=jnp.float64, bidirectional=bidirectional)
+    Abar, Bbar, _ = (np.asarray(a) for a in m.discrete_system())
+    Lambda, P, B, dt = m._system()
+    Ks = m.kernel(40)
+    for C_tilde, K in zip((m.C, getattr(m, "C_reverse", None)), Ks):
+        if C_tilde is None:
+            assert K is None
+            continue
+        C = np.asarray(kernels.untruncate_output(Lambda, P, B, m.complex(C_tilde), dt, 16))
+        C = np.concatenate([C, C.conj()], -1)
+        for h in range(3):
+            powers = [np.real(C[h] @ np.linalg.matrix_power(Abar[h], l) @ Bbar[h]) for l in range(40)]
+            np.testing.assert_allclose(K[h], powers, rtol=1e-8, atol=1e-10)
+    if not bidirectional:
+        x = jnp.asarray(rng.normal(size=(2, 40, 3)))
+        err = rel(run_steps(m, x)[0], m(x))
+        print(f"S4 l_max=16 on length 40: convolution vs recurrence, relative error {err:.1e}")
+        assert err < 1e-9
 
 
 @pytest.mark.parametrize(

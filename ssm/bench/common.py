@@ -11,6 +11,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ssm.train.devices import live_bytes
+
 BUDGET_S = 10.0  # seconds of timed runs per measurement before the run count is cut
 MiB = 2**20
 
@@ -21,6 +23,7 @@ class Timing(NamedTuple):
     capped: bool  # fewer runs than asked for, to stay within BUDGET_S
     temp_bytes: int | None  # XLA's temp allocation, None where the backend does not say
     output: Any  # of the warm-up run
+    live_bytes: int | None = None  # ssm.train.devices.live_bytes of the compiled program
 
 
 def measure(fn: Callable, *args, repeats: int) -> Timing:
@@ -31,6 +34,7 @@ def measure(fn: Callable, *args, repeats: int) -> Timing:
     compiled = jax.jit(fn).lower(*args).compile()
     compile_s = time.perf_counter() - start
     analysis = compiled.memory_analysis()
+    live = live_bytes(compiled)
     start = time.perf_counter()
     output = jax.block_until_ready(compiled(*args))
     runs = max(1, min(repeats, int(BUDGET_S / (time.perf_counter() - start))))
@@ -40,7 +44,7 @@ def measure(fn: Callable, *args, repeats: int) -> Timing:
         jax.block_until_ready(compiled(*args))
         times.append(time.perf_counter() - start)
     temp = None if analysis is None else analysis.temp_size_in_bytes
-    return Timing(compile_s, statistics.median(times), runs < repeats, temp, output)
+    return Timing(compile_s, statistics.median(times), runs < repeats, temp, output, live)
 
 
 def matmul_and_read_rates(repeats: int) -> tuple[float, float]:

@@ -134,11 +134,12 @@ def cache_key(task: Task, params, seed: int, sizes: dict[str, int], files: list[
     }
 
 
-def _build(task: Task, params, info: TaskInfo, seed: int, sizes: dict[str, int], files: list[Path], digest: str):
+def _build(task: Task, params, info: TaskInfo, seed: int, sizes: dict[str, int], files: list[Path], digest: str,
+           splits: tuple[str, ...]):
     import datasets
 
     if files:
-        split_columns = task.read(params, files)
+        split_columns = {split: cols for split, cols in task.read(params, files).items() if split in splits}
         split_columns = {
             split: {k: v[: sizes[split]] for k, v in cols.items()} if split in sizes else cols
             for split, cols in split_columns.items()
@@ -179,6 +180,7 @@ def load_task(
     sizes: Mapping[str, int] | None = None,
     cache_dir: str | os.PathLike,
     data_dir: str | os.PathLike | None = None,
+    splits: tuple[str, ...] | None = None,
 ):
     """Build (first call) or memory-map (later calls) a task's splits.
 
@@ -190,6 +192,8 @@ def load_task(
         data read from files, a cap on each split (default: everything).
       cache_dir: where the built datasets are kept, one folder per key.
       data_dir: where files are read from: LRA's ListOps TSVs, the text file or folder.
+      splits: build only these (default: all three); each split is generated from its
+        own seed, so a split built alone equals the same split built with the others.
 
     Returns:
       ``(DatasetDict, TaskInfo)``. The splits ("train", "validation", "test") have the
@@ -206,11 +210,21 @@ def load_task(
     seed = _check_seed(seed)
     files = task.sources(params, None if data_dir is None else Path(data_dir)) if task.sources else []
     sizes = _resolve_sizes(task, sizes, from_files=bool(files))
+    if splits is None:
+        splits = SPLITS
+    elif not splits or any(split not in SPLITS for split in splits):
+        raise ValueError(f"splits={splits!r}; expected a non-empty subset of {SPLITS}")
+    else:
+        splits = tuple(split for split in SPLITS if split in splits)
+    if not files:
+        sizes = {split: n for split, n in sizes.items() if split in splits}
     key = cache_key(task, params, seed, sizes, files)
+    if splits != SPLITS:  # only then: the key of a full build stays what it always was
+        key["splits"] = list(splits)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     folder = Path(cache_dir) / f"{name}-{digest}"
     if not (folder / META_FILE).is_file():
-        built = _build(task, params, info, seed, sizes, files, digest)
+        built = _build(task, params, info, seed, sizes, files, digest, splits)
         _save_atomically(built, folder, {"key": key, "info": dataclasses.asdict(info)})
         del built
     dataset_dict = datasets.load_from_disk(str(folder))

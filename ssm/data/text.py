@@ -1,7 +1,8 @@
 """Byte-level language modelling on a local text file or folder.
 
-The bytes of the file (or of every file under the folder, in sorted path order, hidden
-ones skipped) are concatenated and split contiguously: the first
+The bytes of the file (or of every file under the folder whose name matches ``glob``,
+in sorted path order, hidden ones skipped), at most ``max_bytes`` of them (0: all), are
+concatenated and split contiguously: the first
 1 - validation_fraction - test_fraction go to "train", then "validation", then "test".
 Each split is cut into windows of L = ``seq_len`` bytes starting at 0, L, 2L, ...::
 
@@ -11,13 +12,16 @@ The last window of a split is shorter: its ``length`` counts its real positions,
 are padded with 0 and targets with IGNORE beyond it. Vocabulary: the 256 byte values.
 
 The path comes from ``params["path"]`` (relative to ``data_dir`` when that is given) or,
-when that is empty, from ``data_dir`` itself. Nothing is generated, so ``seed`` plays no
-part and ``sizes`` only caps the number of windows per split.
+when that is empty, from ``data_dir`` itself. ``stdlib:`` names the source folder of the
+Python standard library that runs this code (``stdlib:json`` a folder inside it), a real
+corpus every machine has; its ``site-packages`` is skipped. Nothing is generated, so
+``seed`` plays no part and ``sizes`` only caps the number of windows per split.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +35,14 @@ class TextParams:
     seq_len: int = 256
     validation_fraction: float = 0.05
     test_fraction: float = 0.05
+    glob: str = "*"  # which files of a folder to read
+    max_bytes: int = 0  # read at most this many bytes (0: everything)
 
     def __post_init__(self):
         check_str(self, "path")
+        check_str(self, "glob")
         check_int(self, "seq_len", minimum=1)
+        check_int(self, "max_bytes", minimum=0)
         check_float(self, "validation_fraction", low=0.0, high=1.0)
         check_float(self, "test_fraction", low=0.0, high=1.0)
         if self.validation_fraction + self.test_fraction >= 1.0:
@@ -49,9 +57,16 @@ def generate(p: TextParams, n: int, seed: int) -> Columns:
     raise ValueError("the text task reads a file: give load_task params={'path': ...} or data_dir=...")
 
 
+STDLIB = "stdlib:"
+SKIPPED_IN_STDLIB = ("site-packages", "dist-packages", "__pycache__")
+
+
 def sources(p: TextParams, data_dir: Path | None) -> list[Path]:
     """The files to read, in order."""
-    if p.path:
+    stdlib = p.path.startswith(STDLIB)
+    if stdlib:
+        root = Path(sysconfig.get_paths()["stdlib"]) / p.path[len(STDLIB):]
+    elif p.path:
         root = Path(p.path).expanduser()
         if data_dir is not None and not root.is_absolute():
             root = Path(data_dir) / root
@@ -63,13 +78,14 @@ def sources(p: TextParams, data_dir: Path | None) -> list[Path]:
         return [root.resolve()]
     if not root.is_dir():
         raise FileNotFoundError(f"text path {str(root)!r} is neither a file nor a folder")
+    skipped = SKIPPED_IN_STDLIB if stdlib else ()
     files = sorted(
         f.resolve()
-        for f in root.rglob("*")
-        if f.is_file() and not any(part.startswith(".") for part in f.relative_to(root).parts)
+        for f in root.rglob(p.glob)
+        if f.is_file() and not any(part.startswith(".") or part in skipped for part in f.relative_to(root).parts)
     )
     if not files:
-        raise FileNotFoundError(f"text folder {str(root)!r} holds no files")
+        raise FileNotFoundError(f"text folder {str(root)!r} holds no files matching glob={p.glob!r}")
     return files
 
 
@@ -89,7 +105,13 @@ def windows(data: np.ndarray, seq_len: int) -> Columns:
 
 
 def read(p: TextParams, files: list[Path]) -> dict[str, Columns]:
-    data = np.concatenate([np.fromfile(f, dtype=np.uint8) for f in files])
+    chunks, total = [], 0
+    for f in files:
+        if p.max_bytes and total >= p.max_bytes:
+            break
+        chunks.append(np.fromfile(f, dtype=np.uint8, count=p.max_bytes - total if p.max_bytes else -1))
+        total += len(chunks[-1])
+    data = np.concatenate(chunks)
     n_val = int(len(data) * p.validation_fraction)
     n_test = int(len(data) * p.test_fraction)
     bounds = np.cumsum([0, len(data) - n_val - n_test, n_val, n_test])

@@ -30,7 +30,8 @@ class MonarchMixer(nnx.Module):
     ``linear="monarch"``): ``SequenceModel(layer="m2", post=None, mlp="monarch")``.
 
     Args:
-      d_model: width d. l_max: longest sequence (the filter's length).
+      d_model: width d. l_max: the filter's length (taps); longer inputs run
+        with the lags beyond it at zero.
       filter: ``"implicit"`` (:class:`~ssm.layers.hyena.HyenaFilter`) or
         ``"explicit"`` (:class:`~ssm.layers.hyena.ExplicitFilter`).
       filter_order, filter_emb_dim, filter_inner_mlps, filter_freq: ``order``,
@@ -95,10 +96,16 @@ class MonarchMixer(nnx.Module):
 
     def kernel(self, length: int):
         """``(K, K_reverse)``: taps (d, length) each; ``K_reverse`` (lags 1, 2, ...
-        into the future) is None unless bidirectional."""
-        if not 0 < length <= self.l_max:
-            raise ValueError(f"sequence length {length} must be in [1, l_max={self.l_max}] (the filter's length)")
-        return self.filter(length), None if self.filter_reverse is None else self.filter_reverse(length)
+        into the future) is None unless bidirectional.
+
+        A filter has ``l_max`` taps: an input longer than that (a model evaluated
+        beyond its training length) is convolved with the same taps, the lags from
+        ``l_max`` on being zero (a finite impulse response).
+        """
+        check_positive_int("sequence length", length)
+        n = min(length, self.l_max)
+        taps = lambda f: jnp.pad(f(n), ((0, 0), (0, length - n)))  # noqa: E731
+        return taps(self.filter), None if self.filter_reverse is None else taps(self.filter_reverse)
 
     def long_conv(self, v):
         """``y[t] = sum_{l <= t} K[l] v[t − l] (+ sum_{m >= 1} K_rev[m−1] v[t + m]) + D v[t]``.

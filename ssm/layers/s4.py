@@ -21,14 +21,16 @@ class S4(ConvSSM):
     (:func:`ssm.kernels.dplr_kernel`) and run densely in :meth:`step`.
 
     As in S4, the output matrix is stored truncated, ``C~ = C (I - Abar^l_max)``,
-    so the kernel needs no matrix power in training. Its length is therefore
-    fixed at ``l_max``: shorter inputs use the kernel's first taps; longer ones
-    are an error. ``C`` is drawn at random and converted to ``C~`` at init.
+    so the kernel needs no matrix power in training: shorter inputs use the first
+    taps of the length-``l_max`` kernel; longer ones (evaluation beyond the
+    training length) re-truncate ``C`` at their length, which is exact but costs
+    a dense solve and matrix powers per call. ``C`` is drawn at random and
+    converted to ``C~`` at init.
 
     Args:
       d_model: channels H.
       d_state: full state size N (even).
-      l_max: longest input length.
+      l_max: the training length, for which ``C~`` is stored.
       measure: ``"legs"`` (default), ``"legt"``, ``"lagt"`` or ``"fout"``.
       rank: low-rank correction rank (default: the measure's smallest).
       b_clip: clip ``Im B`` of the DPLR form (S4's reference uses 2.0); None: off.
@@ -81,13 +83,19 @@ class S4(ConvSSM):
         return self.Lambda(), self.complex(self.P), self.complex(self.B), self.dt()
 
     def kernel(self, length: int):
-        if length > self.l_max:
-            raise ValueError(f"input length {length} exceeds l_max={self.l_max}; build S4 with l_max >= {length}")
+        """The first ``length`` taps of the kernel of length ``l_max``; for a longer
+        input (a model evaluated beyond its training length) the stored ``C~`` is
+        converted to ``C`` and re-truncated at ``length``, so the kernel is exactly
+        the system's, ``C Abar^l Bbar`` for every l < length (O(H N^3 log L) once)."""
         Lambda, P, B, dt = self._system()
+        n = max(length, self.l_max)
 
         def k(C_tilde):
-            K = kernels.dplr_kernel(Lambda, P, B, self.complex(C_tilde), dt, self.l_max, c_tilde=True)
-            return K[:, :length]
+            C_tilde = self.complex(C_tilde)
+            if n > self.l_max:
+                C = kernels.untruncate_output(Lambda, P, B, C_tilde, dt, self.l_max)
+                C_tilde = kernels.truncate_output(Lambda, P, B, C, dt, n)
+            return kernels.dplr_kernel(Lambda, P, B, C_tilde, dt, n, c_tilde=True)[:, :length]
 
         return k(self.C), (k(self.C_reverse) if self.bidirectional else None)
 

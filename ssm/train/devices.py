@@ -69,3 +69,23 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
     """Process-local numpy rows -> global arrays split over ``"data"``."""
     sharding = NamedSharding(mesh, PartitionSpec(DATA))
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+
+
+def live_bytes(compiled) -> int | None:
+    """Bytes a compiled program holds at its peak by XLA's memory analysis: arguments +
+    outputs - donated aliases + temporaries (None where the backend gives no analysis)."""
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        return None
+    return (analysis.argument_size_in_bytes + analysis.output_size_in_bytes - analysis.alias_size_in_bytes
+            + analysis.temp_size_in_bytes)
+
+
+def peak_memory_mib(compiled) -> tuple[float | None, str]:
+    """Peak memory of a compiled step, MiB, and where the number comes from: the
+    device's own peak where it keeps one (GPU, TPU), else :func:`live_bytes`."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2**20, "device memory stats"
+    live = live_bytes(compiled)
+    return (None, "unavailable") if live is None else (live / 2**20, "XLA memory analysis")

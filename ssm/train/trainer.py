@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import json
 import pathlib
+import statistics
 import time
 
 import jax
@@ -55,6 +56,21 @@ def build_model(config: Config, info: "data.TaskInfo", rngs: nnx.Rngs) -> Sequen
         norm=m.norm, prenorm=m.prenorm, activation=m.activation, post=m.post, dropout=m.dropout,
         mlp=m.mlp, mlp_expand=m.mlp_expand, pool=pool, tie_embeddings=m.tie_embeddings, rngs=rngs,
     )
+
+
+def build_state(config: Config, info: "data.TaskInfo"):
+    """The experiment's model and its training state at step 0.
+
+    Returns ``(model, tx, schedules, state)``: ``state`` holds ``params`` and
+    ``rest`` (``nnx.split(model, nnx.Param, ...)``), ``opt_state`` and the metric
+    accumulators ``acc``: the tree a checkpoint stores.
+    """
+    t = config.trainer
+    model = build_model(config, info, nnx.Rngs(t.seed))
+    tx, schedules = build_optimizer(model, config.optim, config.schedule, t.steps)
+    _, params, rest = nnx.split(model, nnx.Param, ...)
+    state = {"params": params, "rest": rest, "opt_state": tx.init(params), "acc": _zero_accumulators()}
+    return model, tx, schedules, state
 
 
 def _zero_accumulators():
@@ -103,6 +119,18 @@ def make_eval_step(graphdef, kind: str):
     return eval_step
 
 
+def evaluate_split(eval_step, state, dataset, batch_size: int, mesh, kind: str) -> dict:
+    """Loss (and accuracy) of ``state``'s parameters over a whole split, in batches of
+    ``batch_size`` (the last one padded)."""
+    rows = devices.process_rows(batch_size)
+    sums = None
+    for batch in data.eval_batches(dataset, batch_size):
+        out = eval_step(state["params"], state["rest"],
+                        devices.shard_batch({k: v[rows] for k, v in batch.items()}, mesh))
+        sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+    return summarize(jax.device_get(sums), kind)
+
+
 def _check_run_folder(config: Config, workdir: pathlib.Path, write: bool) -> None:
     """A run folder belongs to one experiment: resuming with another config is an error.
     A folder with no checkpoint yet (a run that stopped before its first) is taken over."""
@@ -146,15 +174,13 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     eval_batch_size = t.eval_batch_size or t.batch_size
     mesh = devices.data_mesh(t.devices, {"trainer.batch_size": t.batch_size,
                                          "trainer.eval_batch_size": eval_batch_size})
-    rows, eval_rows = devices.process_rows(t.batch_size), devices.process_rows(eval_batch_size)
+    rows = devices.process_rows(t.batch_size)
 
-    model = build_model(config, info, nnx.Rngs(t.seed))
-    tx, schedules = build_optimizer(model, config.optim, config.schedule, t.steps)
-    train_graph, params, rest = nnx.split(model, nnx.Param, ...)
+    model, tx, schedules, state = build_state(config, info)
+    train_graph = nnx.split(model, nnx.Param, ...)[0]
     model.eval()
     eval_graph = nnx.split(model, nnx.Param, ...)[0]
-    n_params = sum(x.size for x in jax.tree.leaves(params))
-    state = {"params": params, "rest": rest, "opt_state": tx.init(params), "acc": _zero_accumulators()}
+    n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     state = devices.replicate(state, mesh)
 
     checkpoints = Checkpoints(workdir / "checkpoints", every=config.checkpoint.every, keep=config.checkpoint.keep)
@@ -173,14 +199,10 @@ def train_and_evaluate(config: Config, workdir) -> dict:
 
     train_step = jax.jit(make_train_step(train_graph, tx, info.kind), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(eval_graph, info.kind))
+    compiled, memory = None, (None, "not compiled: no step ran")
 
     def evaluate(split: str) -> dict:
-        sums = None
-        for batch in data.eval_batches(splits[split], eval_batch_size):
-            out = eval_step(state["params"], state["rest"], devices.shard_batch(
-                {k: v[eval_rows] for k, v in batch.items()}, mesh))
-            sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-        return summarize(jax.device_get(sums), info.kind)
+        return evaluate_split(eval_step, state, splits[split], eval_batch_size, mesh, info.kind)
 
     def check_finite(step: int, acc: dict | None = None) -> None:
         """Stop if a step was not finite; ``acc``: the accumulators, if already on the host."""
@@ -205,9 +227,14 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     step = start
     interval_steps = 0  # steps this process ran since the last log (for throughput)
     while step < t.steps:
-        batch = data.get_batch(splits["train"], step, t.batch_size, seed=t.seed)
-        state = train_step(state, devices.shard_batch({k: v[rows] for k, v in batch.items()}, mesh),
-                           jnp.asarray(step, jnp.int32))
+        batch = devices.shard_batch({k: v[rows] for k, v in data.get_batch(
+            splits["train"], step, t.batch_size, seed=t.seed).items()}, mesh)
+        step_index = jnp.asarray(step, jnp.int32)
+        if compiled is None:  # compiled ahead of time once, to read its memory analysis
+            compiled = train_step.lower(state, batch, step_index).compile()
+        state = compiled(state, batch, step_index)
+        if memory[0] is None:
+            memory = devices.peak_memory_mib(compiled)
         step += 1
         interval_steps += 1
         record = None
@@ -244,7 +271,8 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     # Only the primary process reads the log back; the others summarize what they hold.
     records = log.read() if primary else [test]
     summary = _summary(config, records, test, n_params=n_params, devices=mesh.devices.size,
-                       wall_time_s=time.perf_counter() - run_start)
+                       wall_time_s=time.perf_counter() - run_start, peak_memory_mib=memory[0],
+                       peak_memory_source=memory[1])
     if primary:
         summary_path.write_text(json.dumps(summary, indent=2))
         if config.logging.plot:
@@ -257,11 +285,26 @@ def _summary(config: Config, records: list[dict], test: dict, **facts) -> dict:
     validation = [_metrics(r) for r in records if r["split"] == "validation"]
     final = {"test": _metrics(test)}
     summary = {"name": config.name, "status": "completed", "steps": test["step"], **facts,
+               "train_tokens_per_s": train_tokens_per_s(records),
                "backend": jax.default_backend(), "final": final}
     if validation:
         final["validation"] = validation[-1]
         summary["best_validation"] = max(validation, key=lambda r: r.get("accuracy", -r["loss"]))
     return summary
+
+
+def train_tokens_per_s(records: list[dict]) -> float | None:
+    """Training throughput of a run: the median over its log intervals, leaving out the
+    first interval of each process (it includes compilation; a process starts where
+    ``wall_time_s`` goes back) unless nothing else is left."""
+    rates, firsts, last_wall = [], [], None
+    for r in records:
+        if r["split"] == "train":
+            starts = last_wall is None or r["wall_time_s"] < last_wall
+            (firsts if starts else rates).append(r["tokens_per_s"])
+            last_wall = r["wall_time_s"]
+    rates = rates or firsts
+    return statistics.median(rates) if rates else None
 
 
 def _metrics(record: dict) -> dict:
