@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup train test bench clean
+.PHONY: setup train test bench bench-memory clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ bench: $(STAMP)
 	$(PY) -m ssm.bench.scan $(ARGS)
 	$(PY) -m ssm.bench.msign $(ARGS)
 	$(PY) -m ssm.bench.monarch $(ARGS)
+
+# The memory benchmark (models x tasks, each cell a training run): results table and plots
+# in runs/bench/memory-$(PRESET). PRESET=ci takes minutes, cpu about an hour, paper is for a GPU.
+PRESET ?= ci
+bench-memory: $(STAMP)
+	$(PY) -m ssm.bench.memory --preset $(PRESET) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache

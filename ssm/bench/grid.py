@@ -133,7 +133,7 @@ def expand(preset: dict) -> list[Cell]:
                 for model in spec.get("models") or list(preset["models"]):
                     for lr in _learning_rates(spec, model):
                         for seed in spec.get("seeds") or [0]:
-                            config = merge(merge(base, {"task": {"params": params or {}}}), preset["models"][model])
+                            config = merge(merge(base, preset["models"][model]), {"task": {"params": params or {}}})
                             for key, value in swept:
                                 config = merge(config, apply_override({}, f"{key}={yaml.safe_dump(value).strip()}"))
                             if lr is not None:
@@ -152,17 +152,23 @@ def expand(preset: dict) -> list[Cell]:
     return cells
 
 
-def select(cells: list[Cell], only: str | None) -> list[Cell]:
-    """The cells ``--only`` names: ``key=value`` pairs separated by commas, keys among
-    task, setting, model, lr, seed; a key given twice accepts either value."""
-    if not only:
-        return cells
+def parse_only(only: str) -> dict[str, set[str]]:
+    """``--only``'s ``key=value`` pairs as key -> the values it accepts."""
     wanted: dict[str, set[str]] = {}
     for part in only.split(","):
         key, sep, value = part.partition("=")
         if not sep or key not in ("task", "setting", "model", "lr", "seed"):
             raise ConfigError(f"--only {only!r}: expected key=value pairs with keys task, setting, model, lr, seed")
         wanted.setdefault(key, set()).add(value)
+    return wanted
+
+
+def select(cells: list[Cell], only: str | None) -> list[Cell]:
+    """The cells ``--only`` names: ``key=value`` pairs separated by commas, keys among
+    task, setting, model, lr, seed; a key given twice accepts either value."""
+    if not only:
+        return cells
+    wanted = parse_only(only)
 
     def matches(cell: Cell) -> bool:
         fields = {"task": cell.task, "setting": cell.setting, "model": cell.model,

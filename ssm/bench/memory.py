@@ -39,13 +39,16 @@ SECTIONS = ("hippo", "generation")  # the preset's sections that train nothing
 
 
 def run_cell(cell: grid.Cell, workdir: pathlib.Path) -> dict:
-    """Train the cell unless its folder already holds a finished run; its summary."""
+    """Train the cell unless its folder already holds a finished run of the same config
+    (a folder with another config, from an edited preset, is an error); its summary."""
     from ssm.train import NonFiniteLoss, train_and_evaluate
+    from ssm.train.trainer import check_run_folder
 
     summary_path = workdir / "summary.json"
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
         if summary.get("status") in ("completed", "nonfinite"):
+            check_run_folder(cell.build(), workdir, write=False)
             return summary
     try:
         return train_and_evaluate(cell.build(), workdir)
@@ -64,16 +67,18 @@ def extrapolate(cell: grid.Cell, workdir: pathlib.Path, spec: dict) -> list[dict
     task = data.get_task(config.task.name)
     param = spec["param"]
     base = getattr(data.make_params(task, config.task.params), param)
+    examples = spec.get("examples")  # None: the run's test split size, whatever it came to
     done = {}
     path = workdir / "evaluations.jsonl"
     if path.exists():
         for line in path.read_text().splitlines():
             r = json.loads(line)
-            done[(json.dumps(r["task_params"], sort_keys=True), r["examples"], r["split"])] = r
+            if examples is None or r["examples"] == examples:
+                done[(json.dumps(r["task_params"], sort_keys=True), r["split"])] = r
     out = []
     for factor in spec["factors"]:
         params = {param: int(base * factor)}
-        key = (json.dumps(params, sort_keys=True), spec.get("examples"), "test")
+        key = (json.dumps(params, sort_keys=True), "test")
         result = done.get(key)
         if result is None:
             result = evaluate(workdir, params, examples=spec.get("examples"), batch_size=spec.get("batch_size"))
@@ -177,7 +182,11 @@ def main(argv=None) -> int:
         workdir = out / "cells" / cell.id
         trained = not (workdir / "summary.json").exists()
         t0 = time.perf_counter()
-        summary = run_cell(cell, workdir)
+        try:
+            summary = run_cell(cell, workdir)
+        except ConfigError as e:
+            print(f"ssm.bench.memory: cell {cell.id}: {e}", file=sys.stderr)
+            return 2
         spec = preset["tasks"][cell.task]
         if spec.get("extrapolate") and summary.get("status") == "completed":
             extrapolate(cell, workdir, spec["extrapolate"])
@@ -214,6 +223,7 @@ def split_only(only: str | None) -> tuple[str | None, set[str]]:
     """
     if not only:
         return None, set(SECTIONS)
+    grid.parse_only(only)  # a bad pair is an error, even beside a section
     parts = only.split(",")
     sections = {p.partition("=")[2] for p in parts if p.startswith("task=") and p.partition("=")[2] in SECTIONS}
     rest = [p for p in parts if not (p.startswith("task=") and p.partition("=")[2] in SECTIONS)]

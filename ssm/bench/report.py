@@ -117,7 +117,7 @@ def cell_rows(record: dict, preset: dict, n_lrs: int) -> list[dict]:
     extra = spec.get("extrapolate")
     if extra:
         for ev in record["evaluations"]:
-            if ev.get("examples") != extra.get("examples") or set(ev["task_params"]) != {extra["param"]}:
+            if extra.get("examples") not in (None, ev.get("examples")) or set(ev["task_params"]) != {extra["param"]}:
                 continue
             v = ev["task_params"][extra["param"]]
             factor = v / _base_value(cell, extra["param"])

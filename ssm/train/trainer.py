@@ -131,7 +131,7 @@ def evaluate_split(eval_step, state, dataset, batch_size: int, mesh, kind: str) 
     return summarize(jax.device_get(sums), kind)
 
 
-def _check_run_folder(config: Config, workdir: pathlib.Path, write: bool) -> None:
+def check_run_folder(config: Config, workdir: pathlib.Path, write: bool) -> None:
     """A run folder belongs to one experiment: resuming with another config is an error.
     A folder with no checkpoint yet (a run that stopped before its first) is taken over."""
     saved = workdir / "config.yaml"
@@ -164,7 +164,7 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     primary = devices.is_primary()
     workdir = pathlib.Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    _check_run_folder(config, workdir, write=primary)
+    check_run_folder(config, workdir, write=primary)
     t, task = config.trainer, config.task
     import datasets
 
