@@ -10,7 +10,7 @@ import yaml
 from ssm.train.config import Config, ConfigError, apply_override, dump, load_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "bench")  # bench presets: test_bench_memory
 
 
 def write(tmp_path, name, data):
