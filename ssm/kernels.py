@@ -23,6 +23,8 @@ from typing import Callable, Literal
 import jax
 import jax.numpy as jnp
 
+from ssm.solve import solve  # not jnp.linalg.solve: see ssm.solve
+
 Discretization = Literal["zoh", "bilinear"]
 DISCRETIZATIONS: tuple[str, ...] = ("zoh", "bilinear")
 CHUNK = 256  # positions (or frequencies) evaluated at once in the kernel sums
@@ -119,7 +121,7 @@ def _dplr_increment(Lambda, P, B, dt):
     eye = jnp.eye(A.shape[-1], dtype=A.dtype)
     left = eye - dt[:, None, None] * A / 2
     rhs = jnp.concatenate([dt[:, None, None] * A, (dt[:, None] * Bf)[..., None]], -1)
-    sol = jnp.linalg.solve(left, rhs)
+    sol = solve(left, rhs)
     return sol[..., :-1], sol[..., -1]
 
 
@@ -170,7 +172,7 @@ def untruncate_output(Lambda, P, B, C_tilde, dt, length: int):
     M = -_power_minus_identity(E, _check_length(length))  # I - Abar^L
     Cf = jnp.concatenate([C_tilde, C_tilde.conj()], -1)
     # C (I - Abar^L) = C~  <=>  (I - Abar^L)^T C^T = C~^T
-    C = jnp.linalg.solve(jnp.swapaxes(M, -1, -2), Cf[..., None])[..., 0]
+    C = solve(jnp.swapaxes(M, -1, -2), Cf)
     return C[..., : C_tilde.shape[-1]]
 
 
@@ -314,7 +316,7 @@ def cauchy_woodbury(Lambda, P, B, C_tilde, dt, length: int, *, chunk: int = CHUN
         else:
             eye = jnp.eye(rank, dtype=h.dtype)
             M = eye + jnp.einsum("ht,hijt->htij", g, h_pp)  # (H, T, r, r)
-            sol = jnp.linalg.solve(M, jnp.moveaxis(h_pB, 1, -1)[..., None])[..., 0]  # (H, T, r)
+            sol = solve(M, jnp.moveaxis(h_pB, 1, -1))  # (H, T, r)
             corr = jnp.einsum("hit,hti->ht", h_Cp, sol)
         return dt[:, None] * jnp.exp(0.5j * theta) / 2 * (h_CB - g * corr)
 

@@ -43,3 +43,17 @@ def check_gradients(layer, x, rng, n_checks=16, eps=1e-6, **call):
         e = jnp.zeros_like(flat_p).at[i].set(eps)
         fd = (loss(unravel(flat_p + e)) - loss(unravel(flat_p - e))) / (2 * eps)
         np.testing.assert_allclose(flat_g[i], fd, rtol=1e-5, atol=1e-8)
+
+
+def check_padding_either_side(layer, x, junk, rtol, atol):
+    """``layer`` on ``x`` (1, l, d) padded with ``junk`` (1, p, d) on the left, then on
+    the right, with the mask marking ``x``: its real outputs equal ``layer(x)`` alone and
+    its padded outputs are zero."""
+    alone = layer(x)
+    p, l = junk.shape[1], x.shape[1]
+    real = jnp.arange(p + l)[None] >= p
+    left = layer(jnp.concatenate([junk, x], 1), mask=real)
+    np.testing.assert_allclose(left[:, p:], alone, rtol=rtol, atol=atol)
+    right = layer(jnp.concatenate([x, junk], 1), mask=real[:, ::-1])
+    np.testing.assert_allclose(right[:, :l], alone, rtol=rtol, atol=atol)
+    return left, right

@@ -260,6 +260,13 @@ def plots(rows: list[dict], records: list[dict], preset: dict, results: pathlib.
     return [w for w in written if w]
 
 
+def _save(plt, fig, results: pathlib.Path, name: str, dpi: int) -> str:
+    fig.tight_layout()
+    fig.savefig(results / name, dpi=dpi)
+    plt.close(fig)
+    return name
+
+
 def _best(records):
     return [r for r in records if r.get("best")]
 
@@ -283,11 +290,7 @@ def _extrapolation(plt, task, spec, records, results) -> str:
     ax.set(xlabel=param, ylabel="test accuracy (%)", title=f"{task}: trained at {param}={train_value}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    name = f"{task}_extrapolation.png"
-    fig.tight_layout()
-    fig.savefig(results / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save(plt, fig, results, f"{task}_extrapolation.png", dpi=110)
 
 
 def _width(plt, task, records, results) -> str:
@@ -305,11 +308,7 @@ def _width(plt, task, records, results) -> str:
         ax.set(xlabel="model width (d_model)", ylabel="test accuracy (%)", title=f"{task} {setting}", ylim=(0, 102))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    name = f"{task}_width.png"
-    fig.tight_layout()
-    fig.savefig(results / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save(plt, fig, results, f"{task}_width.png", dpi=110)
 
 
 def _curves(plt, task, records, results) -> str:
@@ -337,12 +336,8 @@ def _curves(plt, task, records, results) -> str:
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    name = f"{task}_curves.png"
     fig.suptitle(f"{task}: learning curves of every cell")
-    fig.tight_layout()
-    fig.savefig(results / name, dpi=100)
-    plt.close(fig)
-    return name
+    return _save(plt, fig, results, f"{task}_curves.png", dpi=100)
 
 
 def _generation(plt, rows, results) -> str:
@@ -357,8 +352,4 @@ def _generation(plt, rows, results) -> str:
            title="recurrent generation: SSM step vs attention's KV cache")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    name = "generation.png"
-    fig.tight_layout()
-    fig.savefig(results / name, dpi=110)
-    plt.close(fig)
-    return name
+    return _save(plt, fig, results, "generation.png", dpi=110)
