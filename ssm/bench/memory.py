@@ -178,9 +178,11 @@ def main(argv=None) -> int:
     print(f"memory benchmark '{name}': {len(selected)} of {len(cells)} cells -> {out}; {machine_at_start}")
 
     eta = Eta(selected)
+    trained_now = 0
     for i, cell in enumerate(selected, 1):
         workdir = out / "cells" / cell.id
         trained = not (workdir / "summary.json").exists()
+        trained_now += trained
         t0 = time.perf_counter()
         try:
             summary = run_cell(cell, workdir)
@@ -207,7 +209,8 @@ def main(argv=None) -> int:
     command = "python -m ssm.bench.memory " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     meta = {"preset": name, "command": command.strip(), "started": started_at.strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine_at_start, "machine_at_end": machine(),
-            "wall_s": time.perf_counter() - start, "cells": f"{sum(r['finished'] for r in records)} of {len(cells)}"}
+            "wall_s": time.perf_counter() - start, "cells": f"{sum(r['finished'] for r in records)} of {len(cells)}",
+            "trained_now": trained_now, "cells_wall_s": sum(r["wall_s"] or 0 for r in records)}
     report.write(rows, records, preset, meta, results)
     print(f"results: {results / 'results.md'}, {results / 'results.csv'} ({len(rows)} rows, "
           f"{(time.perf_counter() - start) / 60:.1f} min)")

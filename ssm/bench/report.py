@@ -184,7 +184,9 @@ def markdown(rows: list[dict], records: list[dict], preset: dict, meta: dict, fi
     lines = [f"# Memory benchmark: preset `{meta['preset']}`", "",
              f"- **Command:** `{meta['command']}`",
              f"- **Started:** {meta['started']}; wall time {meta['wall_s'] / 60:.1f} min; cells finished "
-             f"{meta['cells']}",
+             f"{meta['cells']}, {meta['trained_now']} of them trained by this invocation (a grid resumes: the "
+             f"others were finished by earlier invocations of the same command); training time of all cells "
+             f"{meta['cells_wall_s'] / 60:.1f} min",
              f"- **Machine:** {meta['machine']} (at the end: load average "
              f"{meta['machine_at_end'].rsplit('load average ', 1)[-1]})", "",
              "Each cell is one training run; where a cell was trained at several learning rates the row is the "
