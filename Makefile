@@ -29,7 +29,7 @@ bench: $(STAMP)
 	$(PY) -m ssm.bench.monarch $(ARGS)
 
 # The memory benchmark (models x tasks, each cell a training run): results table and plots
-# in runs/bench/memory-$(PRESET). PRESET=ci takes minutes, cpu about an hour, paper is for a GPU.
+# in runs/bench/memory-$(PRESET). PRESET=ci takes minutes, cpu about 80 minutes, paper is for a GPU.
 PRESET ?= ci
 bench-memory: $(STAMP)
 	$(PY) -m ssm.bench.memory --preset $(PRESET) $(ARGS)

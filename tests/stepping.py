@@ -57,3 +57,14 @@ def check_padding_either_side(layer, x, junk, rtol, atol):
     right = layer(jnp.concatenate([x, junk], 1), mask=real[:, ::-1])
     np.testing.assert_allclose(right[:, :l], alone, rtol=rtol, atol=atol)
     return left, right
+
+
+def check_bf16_activations(make, x, tol=3e-2):
+    """``make(dtype=...)`` in bf16 against float32 on ``x``: bf16 outputs within ``tol``
+    relative error (bf16 keeps 8 mantissa bits; the layer's state stays float32)."""
+    y32 = make()(x)
+    y16 = make(dtype=jnp.bfloat16)(x.astype(jnp.bfloat16))
+    assert y16.dtype == jnp.bfloat16
+    err = rel(y16.astype(jnp.float32), y32)
+    print(f"bf16 vs float32: relative error {err:.1e}")
+    assert err < tol

@@ -163,6 +163,19 @@ def test_learning_rates_per_model_with_a_default_for_the_rest():
         grid.expand(tiny_preset(lr={"a": [1e-3]}))
 
 
+def test_eta_extrapolates_the_trained_cells_rate_to_the_cells_still_to_train():
+    cells = grid.expand(grid.load_preset(CI))[:4]
+    eta = memory.Eta(cells[1:])  # cells[0] was finished before this invocation
+    work = [eta.work[c.id] for c in cells[1:]]
+    # A cell read back after a slow evaluation says nothing about training speed.
+    assert "left" not in eta.finished(cells[0], seconds=500.0)
+    text = eta.finished(cells[1], seconds=60.0)
+    left = float(re.search(r"about ([\d.]+) min left", text).group(1))
+    assert left == pytest.approx(60.0 / work[0] * (work[1] + work[2]) / 60, abs=0.051)
+    eta.finished(cells[2], seconds=30.0)
+    assert "left" not in eta.finished(cells[3], seconds=1.0)  # nothing left
+
+
 def test_select_ands_keys_ors_a_repeated_key_and_reads_lr_as_a_number():
     cells = grid.expand(grid.load_preset(CI))
 

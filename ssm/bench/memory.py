@@ -4,7 +4,7 @@
     python -m ssm.bench.memory --preset cpu --out runs/bench/memory-cpu --only task=mqar,model=mamba
 
 A preset (``configs/bench/memory_<preset>.yaml``; ``ci`` a few minutes on 2 CPU cores,
-``cpu`` about an hour, ``paper`` the published sizes for a GPU) lists the models, the
+``cpu`` about 80 minutes, ``paper`` the published sizes for a GPU) lists the models, the
 tasks with their settings, sweeps, learning rates and seeds (grammar in
 :mod:`ssm.bench.grid`). Every cell trains through :func:`ssm.train.train_and_evaluate`
 in ``OUT/cells/<cell id>/``: a finished cell is not run again and a killed grid resumes
@@ -87,12 +87,15 @@ def extrapolate(cell: grid.Cell, workdir: pathlib.Path, spec: dict) -> list[dict
 
 
 class Eta:
-    """The grid's remaining time, from the work (steps x batch x length) done so far."""
+    """The grid's remaining time: the seconds per unit of work (steps x batch x length)
+    of the cells trained so far, times the work of the cells still to train. Cells
+    finished before (read back, perhaps evaluated) count as neither time nor work."""
 
-    def __init__(self, cells: list[grid.Cell]):
-        self.work = {c.id: self._work(c) for c in cells}
+    def __init__(self, to_train: list[grid.Cell]):
+        self.work = {c.id: self._work(c) for c in to_train}
         self.left = sum(self.work.values())
         self.done = 0.0
+        self.seconds = 0.0
         self.start = time.perf_counter()
 
     @staticmethod
@@ -104,14 +107,16 @@ class Eta:
         seq_len = task.info(data.make_params(task, config.task.params)).seq_len
         return float(config.trainer.steps * config.trainer.batch_size * seq_len)
 
-    def finished(self, cell: grid.Cell, trained: bool) -> str:
-        self.left -= self.work[cell.id]
-        if trained:
+    def finished(self, cell: grid.Cell, seconds: float) -> str:
+        """The progress text after ``cell`` ends, ``seconds`` after it began."""
+        if cell.id in self.work:
+            self.left -= self.work[cell.id]
             self.done += self.work[cell.id]
+            self.seconds += seconds
         elapsed = time.perf_counter() - self.start
         if self.done == 0 or self.left <= 0:
             return f"{elapsed / 60:.1f} min so far"
-        return f"{elapsed / 60:.1f} min so far, about {elapsed / self.done * self.left / 60:.1f} min left"
+        return f"{elapsed / 60:.1f} min so far, about {self.seconds / self.done * self.left / 60:.1f} min left"
 
 
 def run_section(name: str, spec: dict, out: pathlib.Path, results: pathlib.Path, preset_models: dict) -> list[dict]:
@@ -177,7 +182,7 @@ def main(argv=None) -> int:
     machine_at_start = machine()
     print(f"memory benchmark '{name}': {len(selected)} of {len(cells)} cells -> {out}; {machine_at_start}")
 
-    eta = Eta(selected)
+    eta = Eta([c for c in selected if not (out / "cells" / c.id / "summary.json").exists()])
     trained_now = 0
     for i, cell in enumerate(selected, 1):
         workdir = out / "cells" / cell.id
@@ -195,8 +200,9 @@ def main(argv=None) -> int:
         value = cell_metrics(summary, spec.get("metric", "accuracy"), "test")
         shown = "failed (non-finite loss)" if value is None else f"{spec.get('metric', 'accuracy')} {value:.4f}"
         verb = "trained" if trained else "done before"
+        seconds = time.perf_counter() - t0
         print(f"[{i:>{len(str(len(selected)))}}/{len(selected)}] {cell.id}: {shown} ({verb}, "
-              f"{time.perf_counter() - t0:.0f} s); grid: {eta.finished(cell, trained)}", flush=True)
+              f"{seconds:.0f} s); grid: {eta.finished(cell, seconds)}", flush=True)
 
     sections = {}
     for section in SECTIONS:
