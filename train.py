@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if args.evaluate:
         return evaluate(args)
-    from ssm.train import ConfigError, NonFiniteLoss, load_config, train_and_evaluate
+    from ssm.train import ConfigError, Interrupted, NonFiniteLoss, load_config, train_and_evaluate
     from ssm.train.config import dump
 
     try:
@@ -95,6 +95,9 @@ def main(argv=None) -> int:
     except NonFiniteLoss as e:
         print(f"train.py: stopped: {e}", file=sys.stderr)
         return 1
+    except Interrupted as e:
+        print(f"train.py: {e}", file=sys.stderr)
+        return e.exit_code
     return 0
 
 

@@ -10,6 +10,7 @@ Submodules load on first use, so ``import ssm`` stays light:
 - ``ssm.attention`` softmax attention (blocked, online softmax) and rotary embeddings
 - ``ssm.monarch``  Monarch matrices: factors, matmul, to_dense, exact projection
 - ``ssm.linalg``   msign by Newton-Schulz, mclip, polar/SVD references, low-rank tools
+- ``ssm.solve``    dense linear solves in plain jnp (Gauss-Jordan), for the S4 kernels
 - ``ssm.optim``    Optax transforms: scale_by_msign, muon, clip_spectral
 - ``ssm.layers``   Flax NNX layers: S4, S4D, Mamba, Mamba2, MonarchMixer (M2), MonarchLinear,
                    GatedMLP, and the baselines Attention and LSTM; ResidualBlock, SequenceModel
@@ -17,14 +18,15 @@ Submodules load on first use, so ``import ssm`` stays light:
 - ``ssm.groups``   parameter groups for optimizers
 - ``ssm.data``     generated tasks as Hugging Face datasets, and their batches
 - ``ssm.train``    configs, trainer, checkpoints, metrics
+- ``ssm.bench``    the memory benchmark suite and the speed benchmarks
 """
 
 import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("attention", "bench", "data", "groups", "hippo", "kernels", "layers", "linalg", "linen", "monarch", "optim", "scan",
-               "ssd", "train", "hippo_online")
+_SUBMODULES = ("attention", "bench", "data", "groups", "hippo", "hippo_online", "kernels", "layers", "linalg",
+               "linen", "monarch", "optim", "scan", "solve", "ssd", "train")
 
 
 def __getattr__(name):
@@ -34,4 +36,4 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted([*globals(), *_SUBMODULES])
+    return sorted({*globals(), *_SUBMODULES})  # an imported submodule is in globals() too

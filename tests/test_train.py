@@ -3,6 +3,7 @@ NaN stop, data-parallel equality, and every shipped config for a few steps."""
 
 import json
 import os
+import re
 import pathlib
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 
 from ssm.train import NonFiniteLoss, load_config, train_and_evaluate
 from ssm.train.metrics import TIMING
+from ssm.train.trainer import segments
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -114,6 +116,52 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     print(f"killed after step {steps_at_kill}, resumed, {len(rows_b)} records identical")
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_sigint_saves_a_checkpoint_says_how_to_resume_and_resume_is_bitwise(tmp_path, signum):
+    """Preemption (SIGTERM) or Ctrl-C (SIGINT) between checkpoints: the run saves the step
+    it is at, says so without a traceback, exits 128 + the signal; rerunning the same
+    command ends exactly as an uninterrupted run, and the summary's wall time counts both
+    processes."""
+    # No scheduled checkpoint before the last step: any earlier one was written on the signal.
+    args = ["--set", *tiny(tmp_path, "trainer.steps=300", "checkpoint.every=300", "model.dropout=0.1")]
+    whole = tmp_path / "whole"
+    code, _, err = finish(run_train(args, whole))
+    assert code == 0, err
+
+    stopped = tmp_path / "stopped"
+    proc = run_train(args, stopped)
+    deadline = time.time() + 180
+    while not any(r["split"] == "train" and r["step"] >= 15 for r in records_if_any(stopped)):
+        assert proc.poll() is None and time.time() < deadline, "run ended before it could be signalled"
+        time.sleep(0.02)
+    os.kill(proc.pid, signum)
+    code, out, err = finish(proc)
+    assert code == 128 + signum, err
+    assert "Traceback" not in err and "Resume with the same command" in err
+    step_at_stop = int(re.search(r"at step (\d+) of 300; checkpoint \1 is saved", err).group(1))
+    assert 15 <= step_at_stop < 300
+    assert (stopped / "checkpoints" / str(step_at_stop)).exists() and not (stopped / "summary.json").exists()
+
+    code, out, err = finish(run_train(args, stopped))
+    assert code == 0, err
+    assert f"resuming from step {step_at_stop}" in out
+    _, params_a = final_params(whole)
+    _, params_b = final_params(stopped)
+    for a, b in zip(params_a, params_b):
+        np.testing.assert_array_equal(a, b)
+    assert without_timing(records(whole)) == without_timing(records(stopped))
+    first, second = segments(records(stopped))
+    summary = json.loads((stopped / "summary.json").read_text())
+    assert summary["wall_time_s"] >= first[-1]["wall_time_s"] + second[-1]["wall_time_s"]
+
+
+def records_if_any(workdir):
+    """The complete lines of a log another process is writing (the last may be half written)."""
+    path = workdir / "metrics.jsonl"
+    lines = path.read_text().split("\n")[:-1] if path.exists() else []
+    return [json.loads(x) for x in lines if x.strip()]
+
+
 def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     """A batch with NaN inputs (bad data) from step 12 on: the run must stop, say so,
     and leave checkpoint 10 as the latest, with finite parameters."""
@@ -142,6 +190,7 @@ def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_pat
     assert all(np.all(np.isfinite(p)) for p in params)
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["status"] == "nonfinite" and summary["last_checkpoint"] == 10
+    assert summary["nonfinite_step"] == 13 and summary["stopped_at_step"] == 15  # the message's numbers
 
 
 def test_eight_devices_match_one_device(tmp_path):

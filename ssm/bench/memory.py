@@ -34,6 +34,7 @@ from ssm.bench import grid, report
 from ssm.bench.report import cell_metrics
 from ssm.bench.common import cpu_name
 from ssm.train.config import ConfigError
+from ssm.train.signals import Interrupted
 
 SECTIONS = ("hippo", "generation")  # the preset's sections that train nothing
 
@@ -194,6 +195,10 @@ def main(argv=None) -> int:
         except ConfigError as e:
             print(f"ssm.bench.memory: cell {cell.id}: {e}", file=sys.stderr)
             return 2
+        except Interrupted as e:
+            print(f"ssm.bench.memory: cell {cell.id}: {e} The grid resumes with the same command too.",
+                  file=sys.stderr)
+            return e.exit_code
         spec = preset["tasks"][cell.task]
         if spec.get("extrapolate") and summary.get("status") == "completed":
             extrapolate(cell, workdir, spec["extrapolate"])

@@ -6,7 +6,8 @@ Heavy dependencies (datasets, orbax, matplotlib) load only when a run starts.
 
 from ssm.train.config import Config, ConfigError, load_config
 from ssm.train.evaluate import evaluate, load_model, run_config
+from ssm.train.signals import Interrupted
 from ssm.train.trainer import NonFiniteLoss, train_and_evaluate
 
-__all__ = ["Config", "ConfigError", "NonFiniteLoss", "evaluate", "load_config", "load_model", "run_config",
+__all__ = ["Config", "ConfigError", "Interrupted", "NonFiniteLoss", "evaluate", "load_config", "load_model", "run_config",
            "train_and_evaluate"]

@@ -23,6 +23,8 @@ class Checkpoints:
         )
 
     def latest_step(self) -> int | None:
+        """The newest checkpoint's step, once every save in flight has finished."""
+        self.manager.wait_until_finished()
         return self.manager.latest_step()
 
     def save(self, step: int, state, meta: dict) -> None:

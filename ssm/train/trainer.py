@@ -11,6 +11,9 @@ One jitted step updates the split NNX state (``nnx.split(model, nnx.Param, ...)`
 with Optax; the batch is sharded over a 1-d ``"data"`` mesh of every device.
 A step whose loss or gradient is not finite is not applied; the run then stops
 at the next check with a clear message, and its last checkpoint stays good.
+SIGINT or SIGTERM stops the run after the step in progress, with a checkpoint at
+that step (:mod:`ssm.train.signals`); the same command resumes it. (With several
+processes, every process must receive the signal, as a scheduler's preemption does.)
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from ssm.train.config import Config, ConfigError, dump, to_dict
 from ssm.train.metrics import MetricsLog, Progress, plot
 from ssm.train.objectives import objective, summarize
 from ssm.train.optimizer import build_optimizer
+from ssm.train.signals import Interrupted, StopRequest
 
 POOL = {"tokens": None, "classification": "mean", "regression": "last"}
 
@@ -214,11 +218,16 @@ def train_and_evaluate(config: Config, workdir) -> dict:
             checkpoints.close()
             if primary:
                 summary_path.write_text(json.dumps({"name": config.name, "status": "nonfinite",
-                                                    "nonfinite_step": bad, "last_checkpoint": last}, indent=2))
+                                                    "nonfinite_step": bad + 1, "stopped_at_step": step,
+                                                    "last_checkpoint": last}, indent=2))
+            kept = (f"The last good checkpoint is step {last} in {workdir / 'checkpoints'}." if last is not None
+                    else f"No checkpoint was written yet (the first is due at step {config.checkpoint.every}).")
             raise NonFiniteLoss(
                 f"loss became {value} at step {bad + 1}; the update was not applied and training stopped "
-                f"at step {step}. The last good checkpoint is step {last} in {workdir / 'checkpoints'}. "
-                "Lower optim.lr, set optim.grad_clip, or check the data.")
+                f"at step {step}. {kept} Lower optim.lr, set optim.grad_clip, or check the data.")
+
+    def save(step: int) -> None:
+        checkpoints.save(step, state, {"step": step, "data_position": step, "seed": t.seed})
 
     tokens_per_step = t.batch_size * info.seq_len
     progress = Progress(t.steps, start, config.logging.progress and primary)
@@ -226,43 +235,53 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     history: list[dict] = []
     step = start
     interval_steps = 0  # steps this process ran since the last log (for throughput)
-    while step < t.steps:
-        batch = devices.shard_batch({k: v[rows] for k, v in data.get_batch(
-            splits["train"], step, t.batch_size, seed=t.seed).items()}, mesh)
-        step_index = jnp.asarray(step, jnp.int32)
-        if compiled is None:  # compiled ahead of time once, to read its memory analysis
-            compiled = train_step.lower(state, batch, step_index).compile()
-        state = compiled(state, batch, step_index)
-        if memory[0] is None:
-            memory = devices.peak_memory_mib(compiled)
-        step += 1
-        interval_steps += 1
-        record = None
-        if step % t.log_every == 0 or step == t.steps:
-            acc = jax.device_get(state["acc"])
-            check_finite(step, acc)
-            elapsed = time.perf_counter() - interval_start
-            record = {"step": step, "split": "train", **summarize(acc, info.kind),
-                      "lr": float(schedules["lr"](step)), "ssm_lr": float(schedules["ssm_lr"](step)),
-                      "tokens_per_s": interval_steps * tokens_per_step / elapsed,
-                      "step_time_s": elapsed / interval_steps,
-                      "wall_time_s": time.perf_counter() - run_start}
-            log.write(record)
-            history.append(record)
-            state["acc"] = devices.replicate(_zero_accumulators(), mesh)
-            interval_start, interval_steps = time.perf_counter(), 0
-        progress.update(1, record)
-        if step % t.eval_every == 0 or step == t.steps:
-            eval_start = time.perf_counter()
-            result = {"step": step, "split": "validation", **evaluate("validation"),
-                      "wall_time_s": time.perf_counter() - run_start}
-            log.write(result)
-            if primary:
-                progress.bar.write(_line(step, t.steps, history[-1] if history else None, result))
-            interval_start += time.perf_counter() - eval_start  # evaluation is not training throughput
-        if step % config.checkpoint.every == 0 or step == t.steps:
-            check_finite(step)
-            checkpoints.save(step, state, {"step": step, "data_position": step, "seed": t.seed})
+    with StopRequest() as stop:
+        while step < t.steps:
+            batch = devices.shard_batch({k: v[rows] for k, v in data.get_batch(
+                splits["train"], step, t.batch_size, seed=t.seed).items()}, mesh)
+            step_index = jnp.asarray(step, jnp.int32)
+            if compiled is None:  # compiled ahead of time once, to read its memory analysis
+                compiled = train_step.lower(state, batch, step_index).compile()
+            state = compiled(state, batch, step_index)
+            if memory[0] is None:
+                memory = devices.peak_memory_mib(compiled)
+            step += 1
+            interval_steps += 1
+            record = None
+            if step % t.log_every == 0 or step == t.steps:
+                acc = jax.device_get(state["acc"])
+                check_finite(step, acc)
+                elapsed = time.perf_counter() - interval_start
+                record = {"step": step, "split": "train", **summarize(acc, info.kind),
+                          "lr": float(schedules["lr"](step)), "ssm_lr": float(schedules["ssm_lr"](step)),
+                          "tokens_per_s": interval_steps * tokens_per_step / elapsed,
+                          "step_time_s": elapsed / interval_steps,
+                          "wall_time_s": time.perf_counter() - run_start}
+                log.write(record)
+                history.append(record)
+                state["acc"] = devices.replicate(_zero_accumulators(), mesh)
+                interval_start, interval_steps = time.perf_counter(), 0
+            progress.update(1, record)
+            if step % t.eval_every == 0 or step == t.steps:
+                eval_start = time.perf_counter()
+                result = {"step": step, "split": "validation", **evaluate("validation"),
+                          "wall_time_s": time.perf_counter() - run_start}
+                log.write(result)
+                if primary:
+                    progress.bar.write(_line(step, t.steps, history[-1] if history else None, result))
+                interval_start += time.perf_counter() - eval_start  # evaluation is not training throughput
+            if step % config.checkpoint.every == 0 or step == t.steps:
+                check_finite(step)
+                save(step)
+            if stop.signum is not None:
+                check_finite(step)
+                if checkpoints.latest_step() != step:
+                    save(step)
+                checkpoints.close()
+                progress.close()
+                raise Interrupted(stop.signum, step, (
+                    f"stopped by {stop.signum.name} at step {step} of {t.steps}; checkpoint {step} is saved "
+                    f"in {workdir / 'checkpoints'}. Resume with the same command."))
     progress.close()
 
     test = {"step": step, "split": "test", **evaluate("test"), "wall_time_s": time.perf_counter() - run_start}
@@ -270,8 +289,9 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     checkpoints.close()
     # Only the primary process reads the log back; the others summarize what they hold.
     records = log.read() if primary else [test]
+    earlier = sum(seg[-1]["wall_time_s"] for seg in segments(records)[:-1])  # processes before this one
     summary = _summary(config, records, test, n_params=n_params, devices=mesh.devices.size,
-                       wall_time_s=time.perf_counter() - run_start, peak_memory_mib=memory[0],
+                       wall_time_s=earlier + time.perf_counter() - run_start, peak_memory_mib=memory[0],
                        peak_memory_source=memory[1])
     if primary:
         summary_path.write_text(json.dumps(summary, indent=2))
@@ -293,16 +313,26 @@ def _summary(config: Config, records: list[dict], test: dict, **facts) -> dict:
     return summary
 
 
+def segments(records: list[dict]) -> list[list[dict]]:
+    """The records of each process that worked on the run, in order (a resumed run has
+    several): a new process starts where ``wall_time_s`` goes back."""
+    out, last_wall = [], None
+    for r in records:
+        if last_wall is None or r["wall_time_s"] < last_wall:
+            out.append([])
+        out[-1].append(r)
+        last_wall = r["wall_time_s"]
+    return out
+
+
 def train_tokens_per_s(records: list[dict]) -> float | None:
     """Training throughput of a run: the median over its log intervals, leaving out the
-    first interval of each process (it includes compilation; a process starts where
-    ``wall_time_s`` goes back) unless nothing else is left."""
-    rates, firsts, last_wall = [], [], None
-    for r in records:
-        if r["split"] == "train":
-            starts = last_wall is None or r["wall_time_s"] < last_wall
-            (firsts if starts else rates).append(r["tokens_per_s"])
-            last_wall = r["wall_time_s"]
+    first interval of each process (it includes compilation) unless nothing else is left."""
+    rates, firsts = [], []
+    for segment in segments(records):
+        train = [r["tokens_per_s"] for r in segment if r["split"] == "train"]
+        firsts += train[:1]
+        rates += train[1:]
     rates = rates or firsts
     return statistics.median(rates) if rates else None
 
