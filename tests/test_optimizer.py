@@ -39,6 +39,16 @@ def test_warmup_then_cosine_to_the_floor():
     np.testing.assert_allclose([linear(0), linear(50), linear(100)], [2.0, 1.0, 0.0], atol=1e-6)
 
 
+def test_a_warmup_longer_than_the_run_becomes_a_tenth_of_it_and_says_so():
+    config = ScheduleConfig(warmup_steps=500, decay="cosine")
+    s = schedule(1.0, config, steps=60)
+    np.testing.assert_allclose([s(0), s(3), s(6)], [0.0, 0.5, 1.0], atol=1e-6)
+    np.testing.assert_allclose(s(60), 0.0, atol=1e-6)
+    assert config.warmup_note(60) == ("schedule.warmup_steps=500 exceeds trainer.steps=60: warming up over "
+                                      "6 steps (a tenth of the run) instead")
+    assert config.warmup(500) == 500 and config.warmup_note(500) is None  # a warmup that fits is kept
+
+
 def test_gradients_are_clipped_to_the_global_norm_before_adam():
     """Adam's first moment after one step is (1 - b1) times the gradient it saw: summed
     over every group, its norm is (1 - b1) * grad_clip for a huge gradient."""

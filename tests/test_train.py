@@ -75,6 +75,9 @@ def test_train_py_runs_end_to_end_and_writes_its_run_folder(tmp_path):
     assert [r["step"] for r in rows if r["split"] == "train"] == [5, 10, 15, 20]
     assert {"loss", "accuracy", "lr", "tokens_per_s"} <= set(rows[0])
     assert "test" in out and str(workdir) in out
+    # Off a terminal every log record is a line, once (an evaluation's line carries its step's train record).
+    found = re.findall(r"^step (\d+)/20  train loss \S+ acc \S+  (\S+)", out, re.M)  # "|" starts validation
+    assert [(n, after == "|") for n, after in found] == [("5", False), ("10", True), ("15", False), ("20", True)], out
     # Rerunning a finished run changes nothing.
     code, out, _ = finish(run_train(["--set", *tiny(tmp_path, "trainer.steps=20", "logging.plot=true")], workdir))
     assert code == 0 and "already trained" in out

@@ -141,6 +141,18 @@ class ScheduleConfig:
     decay: str = "cosine"
     min_lr_ratio: float = 0.0  # final lr / peak lr
 
+    def warmup(self, steps: int) -> int:
+        """The warmup a run of ``steps`` steps gets: ``warmup_steps``, or a tenth of the
+        run where ``warmup_steps`` would not fit in it (a short trial of a long config)."""
+        return self.warmup_steps if self.warmup_steps <= steps else steps // 10
+
+    def warmup_note(self, steps: int) -> str | None:
+        """What :meth:`warmup` changed, for the run's log; None when nothing."""
+        if self.warmup(steps) == self.warmup_steps:
+            return None
+        return (f"schedule.warmup_steps={self.warmup_steps} exceeds trainer.steps={steps}: warming up over "
+                f"{self.warmup(steps)} steps (a tenth of the run) instead")
+
     def check(self, path: str) -> None:
         nonnegative(f"{path}.warmup_steps", self.warmup_steps)
         choose(f"{path}.decay", self.decay, ("cosine", "linear", "constant"))
@@ -204,11 +216,6 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
-
-    def check(self, path: str = "") -> None:
-        if self.schedule.warmup_steps > self.trainer.steps:
-            raise ConfigError(f"schedule.warmup_steps: {self.schedule.warmup_steps} exceeds "
-                              f"trainer.steps={self.trainer.steps}")
 
 
 # ----------------------------------------------------------------------------- checks

@@ -56,13 +56,19 @@ def _tensorboard(directory: pathlib.Path):
 
 
 class Progress:
-    """A tqdm bar over steps showing loss, accuracy and tokens/s; silent off a terminal."""
+    """A tqdm bar over steps showing loss, accuracy and tokens/s; silent off a terminal
+    (the trainer then prints its log records as lines)."""
 
     def __init__(self, total: int, initial: int, enabled: bool):
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=total, initial=initial, disable=None if enabled else True,
                         dynamic_ncols=True, unit="step", file=sys.stderr)
+
+    @property
+    def shown(self) -> bool:
+        """Whether the bar is drawn (a terminal, and progress on)."""
+        return not self.bar.disable
 
     def update(self, n: int, record: dict | None = None) -> None:
         self.bar.update(n)

@@ -10,9 +10,9 @@ from ssm.train.config import OptimConfig, ScheduleConfig
 
 
 def schedule(peak: float, config: ScheduleConfig, steps: int) -> optax.Schedule:
-    """Linear warmup from 0 to ``peak`` over ``warmup_steps``, then decay to
-    ``min_lr_ratio * peak`` at ``steps`` (cosine or linear), or stay constant."""
-    warmup = config.warmup_steps
+    """Linear warmup from 0 to ``peak`` over ``config.warmup(steps)`` steps, then decay
+    to ``min_lr_ratio * peak`` at ``steps`` (cosine or linear), or stay constant."""
+    warmup = config.warmup(steps)
     end = peak * config.min_lr_ratio
     if config.decay == "constant":
         decay = optax.constant_schedule(peak)

@@ -229,6 +229,9 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     def save(step: int) -> None:
         checkpoints.save(step, state, {"step": step, "data_position": step, "seed": t.seed})
 
+    note = config.schedule.warmup_note(t.steps)
+    if note and primary and start < t.steps:
+        print(f"note: {note}")
     tokens_per_step = t.batch_size * info.seq_len
     progress = Progress(t.steps, start, config.logging.progress and primary)
     run_start = interval_start = time.perf_counter()
@@ -262,7 +265,10 @@ def train_and_evaluate(config: Config, workdir) -> dict:
                 state["acc"] = devices.replicate(_zero_accumulators(), mesh)
                 interval_start, interval_steps = time.perf_counter(), 0
             progress.update(1, record)
-            if step % t.eval_every == 0 or step == t.steps:
+            evaluating = step % t.eval_every == 0 or step == t.steps  # its line shows the train record too
+            if record is not None and primary and not progress.shown and not evaluating:  # a log, not a terminal
+                print(f"step {step}/{t.steps}  train {_fmt(record)}  {record['tokens_per_s']:,.0f} tok/s", flush=True)
+            if evaluating:
                 eval_start = time.perf_counter()
                 result = {"step": step, "split": "validation", **evaluate("validation"),
                           "wall_time_s": time.perf_counter() - run_start}
