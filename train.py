@@ -31,7 +31,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="override config keys, e.g. --set optim.lr=3e-4 trainer.steps=100")
     parser.add_argument("--workdir", help="run folder (default: runs/<config name>)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config (task parameters and split sizes spelled out, defaults included) and exit")
     parser.add_argument("--evaluate", action="store_true",
                         help="evaluate the run in --workdir (its own config; --set task.params.* changes the task)")
     parser.add_argument("--split", default="test", choices=("train", "validation", "test"),
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     if args.evaluate:
         return evaluate(args)
     from ssm.train import ConfigError, Interrupted, NonFiniteLoss, load_config, train_and_evaluate
-    from ssm.train.config import dump
+    from ssm.train.config import dump, with_task_defaults
 
     try:
         config = load_config(args.config, args.set)
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         print(f"train.py: config error: {e}", file=sys.stderr)
         return 2
     if args.print_config:
-        print(dump(config), end="")
+        print(dump(with_task_defaults(config)), end="")
         return 0
     try:
         train_and_evaluate(config, args.workdir or f"runs/{config.name}")

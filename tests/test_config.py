@@ -1,5 +1,6 @@
 """Experiment configs: YAML with `extends:`, `--set` overrides, and clear errors."""
 
+import dataclasses
 import pathlib
 import subprocess
 import sys
@@ -105,3 +106,18 @@ def test_help_and_print_config_work_without_training():
 def test_every_shipped_config_is_valid(path):
     config = load_config(path)
     assert config.name
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "configs").glob("*/s4d.yaml")))
+def test_print_config_spells_out_the_task_defaults_and_reads_back_as_the_same_run(path):
+    from ssm import data
+    from ssm.train.config import dump, from_dict, with_task_defaults
+
+    config = load_config(ROOT / path)
+    full = with_task_defaults(config)
+    task = data.get_task(config.task.name)
+    assert set(full.task.params) == {f.name for f in dataclasses.fields(task.params)}
+    assert set(full.task.sizes) >= set(config.task.sizes) and full.task.sizes.items() >= config.task.sizes.items()
+    again = from_dict(Config, yaml.safe_load(dump(full)))
+    assert data.make_params(task, again.task.params) == data.make_params(task, config.task.params)
+    assert again.task.sizes == full.task.sizes and again.model == config.model and again.optim == config.optim

@@ -346,3 +346,19 @@ def test_summary_reports_throughput_and_peak_memory(tmp_path):
     rows = [{"split": "train", "tokens_per_s": v, "wall_time_s": w} for v, w in
             [(1, 1.0), (10, 2.0), (12, 3.0), (2, 0.5), (11, 1.5)]]  # a resumed process starts at 0.5 s
     assert train_tokens_per_s(rows) == 11
+
+
+def test_eval_examples_caps_each_validation_pass_and_leaves_the_test_split_whole(tmp_path, monkeypatch):
+    import ssm.train.trainer as trainer
+
+    seen = []
+    real = trainer.evaluate_split
+
+    def counting(eval_step, state, dataset, *args):
+        seen.append(len(dataset))
+        return real(eval_step, state, dataset, *args)
+
+    monkeypatch.setattr(trainer, "evaluate_split", counting)
+    config = load_config(None, tiny(tmp_path, "trainer.steps=20", "trainer.eval_examples=8", "logging.progress=false"))
+    train_and_evaluate(config, tmp_path / "run")
+    assert seen == [8, 8, 32]  # validation at steps 10 and 20 (of 32 examples), then the whole test split

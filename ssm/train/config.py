@@ -167,13 +167,14 @@ class TrainerConfig:
     eval_every: int = 250
     eval_batch_size: int | None = None  # default: batch_size
     log_every: int = 20
+    eval_examples: int | None = None  # validation examples per evaluation (default: the whole split)
     seed: int = 0
     devices: int | None = None  # local devices to use (default: all)
 
     def check(self, path: str) -> None:
         for key in ("steps", "batch_size", "eval_every", "log_every"):
             positive(f"{path}.{key}", getattr(self, key))
-        for key in ("eval_batch_size", "devices"):
+        for key in ("eval_batch_size", "eval_examples", "devices"):
             if getattr(self, key) is not None:
                 positive(f"{path}.{key}", getattr(self, key))
 
@@ -365,3 +366,15 @@ def load_config(path=None, overrides: list[str] = ()) -> Config:
 
 def dump(config: Config) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def with_task_defaults(config: Config) -> Config:
+    """``config`` with every task parameter and split size spelled out, the task's
+    defaults where the config names none: what a run of it uses (``--print-config``)."""
+    from ssm.data import TASKS
+
+    task = TASKS[config.task.name]
+    params = {**dataclasses.asdict(task.params()), **config.task.params}
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+    sizes = {**task.default_sizes, **config.task.sizes}
+    return dataclasses.replace(config, task=dataclasses.replace(config.task, params=params, sizes=sizes))

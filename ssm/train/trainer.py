@@ -175,6 +175,8 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     datasets.disable_progress_bars()  # building a cache is quick; its bars only clutter the log
     splits, info = data.load_task(task.name, task.params, seed=task.seed, sizes=task.sizes or None,
                                   cache_dir=task.cache_dir, data_dir=task.data_dir)
+    if t.eval_examples is not None and t.eval_examples < len(splits["validation"]):
+        splits["validation"] = splits["validation"].select(range(t.eval_examples))  # the test split stays whole
     eval_batch_size = t.eval_batch_size or t.batch_size
     mesh = devices.data_mesh(t.devices, {"trainer.batch_size": t.batch_size,
                                          "trainer.eval_batch_size": eval_batch_size})
