@@ -19,13 +19,14 @@ Submodules load on first use, so ``import ssm`` stays light:
 - ``ssm.data``     generated tasks as Hugging Face datasets, and their batches
 - ``ssm.train``    configs, trainer, checkpoints, metrics
 - ``ssm.bench``    the memory benchmark suite and the speed benchmarks
+- ``ssm.extras``   optional dependencies: the ``pip install`` that brings each feature's
 """
 
 import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("attention", "bench", "data", "groups", "hippo", "hippo_online", "kernels", "layers", "linalg",
+_SUBMODULES = ("attention", "bench", "data", "extras", "groups", "hippo", "hippo_online", "kernels", "layers", "linalg",
                "linen", "monarch", "optim", "scan", "solve", "ssd", "train")
 
 

@@ -183,7 +183,14 @@ class TrainerConfig:
 class LoggingConfig:
     progress: bool = True  # live progress bar (on a terminal)
     plot: bool = True  # metrics.png at the end
-    tensorboard: bool = False  # also write TensorBoard events (needs tensorboardX)
+    tensorboard: bool = False  # also write TensorBoard events (the tensorboard extra)
+
+    def check(self, path: str) -> None:
+        from ssm.extras import missing
+
+        message = missing("tensorboard", "tensorboardX") if self.tensorboard else None
+        if message is not None:
+            raise ConfigError(f"{path}.tensorboard: true needs {message}")
 
 
 @dataclass(frozen=True)

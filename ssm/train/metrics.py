@@ -7,7 +7,6 @@ import json
 import math
 import pathlib
 import sys
-import warnings
 
 TIMING = ("tokens_per_s", "step_time_s", "wall_time_s")  # fields that differ between identical runs
 
@@ -46,12 +45,8 @@ class MetricsLog:
 
 
 def _tensorboard(directory: pathlib.Path):
-    try:
-        from tensorboardX import SummaryWriter
-    except ImportError:
-        warnings.warn("logging.tensorboard is on but tensorboardX is not installed "
-                      "(pip install tensorboardX); writing JSON lines only", stacklevel=3)
-        return None
+    from tensorboardX import SummaryWriter  # present: the config check asked (ssm.extras)
+
     return SummaryWriter(str(directory / "tensorboard"))
 
 
