@@ -87,36 +87,51 @@ def test_train_py_runs_end_to_end_and_writes_its_run_folder(tmp_path):
     assert code == 2 and "another config" in err and "trainer.steps" in err
 
 
-def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
-    args = ["--set", *tiny(tmp_path, "trainer.steps=300", "checkpoint.every=10", "model.dropout=0.1")]
-    whole = tmp_path / "whole"
+def interrupted_run(args, whole, other, ready, interrupt):
+    """Train ``args`` uninterrupted in ``whole``; start it again in ``other``, wait until
+    ``ready()`` and ``interrupt(proc)``; returns what the interrupted process said."""
     code, _, err = finish(run_train(args, whole))
     assert code == 0, err
-
-    killed = tmp_path / "killed"
-    proc = run_train(args, killed)
+    proc = run_train(args, other)
     deadline = time.time() + 180
-    while not (killed / "checkpoints" / "20").exists():
-        assert proc.poll() is None and time.time() < deadline, "run ended before it could be killed"
+    while not ready():
+        assert proc.poll() is None and time.time() < deadline, "run ended before it could be interrupted"
         time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "summary.json").exists(), "the run finished before the kill"
-    steps_at_kill = max(r["step"] for r in records(killed))
-    code, out, err = finish(run_train(args, killed))
+    interrupt(proc)
+    return finish(proc)
+
+
+def assert_resumed_bitwise(args, whole, other):
+    """Rerunning ``args`` in ``other`` resumes it and ends exactly as the run in ``whole``."""
+    code, out, err = finish(run_train(args, other))
     assert code == 0, err
     assert "resuming from step" in out
-
-    step_a, params_a = final_params(whole)
-    step_b, params_b = final_params(killed)
-    assert step_a == step_b == 300
+    (step_a, params_a), (step_b, params_b) = final_params(whole), final_params(other)
+    assert step_a == step_b
     for a, b in zip(params_a, params_b):
         np.testing.assert_array_equal(a, b)
-    rows_a, rows_b = records(whole), records(killed)
-    keys_b = [(r["step"], r["split"]) for r in rows_b]
-    assert len(keys_b) == len(set(keys_b)), "a step was logged twice"
-    assert without_timing(rows_a) == without_timing(rows_b)
-    print(f"killed after step {steps_at_kill}, resumed, {len(rows_b)} records identical")
+    keys = [(r["step"], r["split"]) for r in records(other)]
+    assert len(keys) == len(set(keys)), "a step was logged twice"
+    assert without_timing(records(whole)) == without_timing(records(other))
+    return out
+
+
+def records_if_any(workdir):
+    """The complete lines of a log another process is writing (the last may be half written)."""
+    path = workdir / "metrics.jsonl"
+    lines = path.read_text().split("\n")[:-1] if path.exists() else []
+    return [json.loads(x) for x in lines if x.strip()]
+
+
+def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
+    args = ["--set", *tiny(tmp_path, "trainer.steps=300", "checkpoint.every=10", "model.dropout=0.1")]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    interrupted_run(args, whole, killed, lambda: (killed / "checkpoints" / "20").exists(),
+                    lambda proc: os.kill(proc.pid, signal.SIGKILL))
+    assert not (killed / "summary.json").exists(), "the run finished before the kill"
+    steps_at_kill = max(r["step"] for r in records(killed))
+    assert_resumed_bitwise(args, whole, killed)
+    print(f"killed after step {steps_at_kill}, resumed, records identical")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -127,42 +142,19 @@ def test_sigterm_or_sigint_saves_a_checkpoint_says_how_to_resume_and_resume_is_b
     processes."""
     # No scheduled checkpoint before the last step: any earlier one was written on the signal.
     args = ["--set", *tiny(tmp_path, "trainer.steps=300", "checkpoint.every=300", "model.dropout=0.1")]
-    whole = tmp_path / "whole"
-    code, _, err = finish(run_train(args, whole))
-    assert code == 0, err
-
-    stopped = tmp_path / "stopped"
-    proc = run_train(args, stopped)
-    deadline = time.time() + 180
-    while not any(r["split"] == "train" and r["step"] >= 15 for r in records_if_any(stopped)):
-        assert proc.poll() is None and time.time() < deadline, "run ended before it could be signalled"
-        time.sleep(0.02)
-    os.kill(proc.pid, signum)
-    code, out, err = finish(proc)
+    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
+    code, _, err = interrupted_run(
+        args, whole, stopped, lambda: any(r["split"] == "train" and r["step"] >= 15 for r in records_if_any(stopped)),
+        lambda proc: os.kill(proc.pid, signum))
     assert code == 128 + signum, err
     assert "Traceback" not in err and "Resume with the same command" in err
     step_at_stop = int(re.search(r"at step (\d+) of 300; checkpoint \1 is saved", err).group(1))
     assert 15 <= step_at_stop < 300
     assert (stopped / "checkpoints" / str(step_at_stop)).exists() and not (stopped / "summary.json").exists()
-
-    code, out, err = finish(run_train(args, stopped))
-    assert code == 0, err
-    assert f"resuming from step {step_at_stop}" in out
-    _, params_a = final_params(whole)
-    _, params_b = final_params(stopped)
-    for a, b in zip(params_a, params_b):
-        np.testing.assert_array_equal(a, b)
-    assert without_timing(records(whole)) == without_timing(records(stopped))
+    assert f"resuming from step {step_at_stop}" in assert_resumed_bitwise(args, whole, stopped)
     first, second = segments(records(stopped))
     summary = json.loads((stopped / "summary.json").read_text())
     assert summary["wall_time_s"] >= first[-1]["wall_time_s"] + second[-1]["wall_time_s"]
-
-
-def records_if_any(workdir):
-    """The complete lines of a log another process is writing (the last may be half written)."""
-    path = workdir / "metrics.jsonl"
-    lines = path.read_text().split("\n")[:-1] if path.exists() else []
-    return [json.loads(x) for x in lines if x.strip()]
 
 
 def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
