@@ -81,6 +81,11 @@ def resolve_method(method: str = "auto", platform: str | None = None) -> str:
 # ------------------------------------------------------------------------------ checks
 
 
+def _as_arrays(*xs):
+    """Each argument as a JAX array (NumPy arrays and lists too); None stays None."""
+    return tuple(None if x is None else jnp.asarray(x) for x in xs)
+
+
 def _shape_error(name, x, expected):
     return ValueError(f"{name} has shape {tuple(jnp.shape(x))}; expected {expected}")
 
@@ -383,6 +388,8 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
       with last_state (b, d, n) float32 (float64 for float64 inputs).
     """
     method = resolve_method(method)
+    u, delta, A, B, C, D, z, delta_bias, initial_state, reset = _as_arrays(
+        u, delta, A, B, C, D, z, delta_bias, initial_state, reset)
     if jnp.ndim(u) != 3:
         raise _shape_error("u", u, "(batch, length, dim)")
     b, l, d = jnp.shape(u)
@@ -465,6 +472,8 @@ def selective_state_update(state, u_t, delta_t, A, B_t, C_t, D=None, z_t=None, d
       ``(y_t, new_state)``: y_t (b, d) in u_t's dtype, new_state (b, d, n) float32
       (float64 for float64 inputs).
     """
+    state, u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias = _as_arrays(
+        state, u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias)
     if jnp.ndim(u_t) != 2:
         raise _shape_error("u_t", u_t, "(batch, dim)")
     b, d = jnp.shape(u_t)
