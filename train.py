@@ -29,7 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"YAML experiment (default: {DEFAULT_CONFIG})")
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="override config keys, e.g. --set optim.lr=3e-4 trainer.steps=100")
+                        help="override config keys, e.g. --set optim.lr=3e-4 trainer.steps=100; "
+                             "'~model.layer_kwargs.init' deletes a key")
     parser.add_argument("--workdir", help="run folder (default: runs/<config name>)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config (task parameters and split sizes spelled out, defaults included) and exit")
     parser.add_argument("--evaluate", action="store_true",

@@ -84,6 +84,26 @@ def test_bad_files_and_overrides(tmp_path):
         apply_override({}, "optim.lr")
     with pytest.raises(ConfigError, match=r"optim\.lr: expected float, got 'fast' \(str\)"):
         load_config(None, ["optim.lr=fast"])
+    with pytest.raises(ConfigError, match=r"--set '~model\.layer_kwargs\.init': the config sets no 'model\.layer_kwargs' "
+                       r"to delete \(keys set under model: \('d_model',\)\)"):
+        load_config(None, ["model.d_model=8", "~model.layer_kwargs.init"])
+
+
+def test_a_key_is_deleted_with_a_tilde_and_a_mapping_replaced_by_deleting_then_setting_it():
+    s4d = ROOT / "configs" / "copying" / "s4d.yaml"
+    base = load_config(s4d)
+    assert base.model.layer == "s4d" and base.model.layer_kwargs  # S4D options, which Mamba refuses
+    with pytest.raises(ConfigError, match=r"not an option of layer 'mamba'.*--set '~model\.layer_kwargs"):
+        load_config(s4d, ["model.layer=mamba"])
+    mamba = load_config(s4d, ["model.layer=mamba", "~model.layer_kwargs"])
+    assert mamba.model.layer == "mamba" and mamba.model.layer_kwargs == {}
+    key = next(iter(base.model.layer_kwargs))
+    one_less = load_config(s4d, [f"~model.layer_kwargs.{key}"])
+    assert one_less.model.layer_kwargs == {k: v for k, v in base.model.layer_kwargs.items() if k != key}
+    replaced = load_config(s4d, ["~model.layer_kwargs", "model.layer_kwargs={d_state: 8}"])
+    assert replaced.model.layer_kwargs == {"d_state": 8}
+    merged = load_config(s4d, ["model.layer_kwargs={d_state: 8}"])  # without the ~, a mapping merges
+    assert merged.model.layer_kwargs == {**base.model.layer_kwargs, "d_state": 8}
 
 
 def run_train(*args, cwd=ROOT):

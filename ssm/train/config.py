@@ -65,7 +65,8 @@ class ModelConfig:
         for key in self.layer_kwargs:
             if key not in options:
                 raise ConfigError(f"{path}.layer_kwargs.{key}: not an option of layer "
-                                  f"{self.layer!r}; valid options: {options}")
+                                  f"{self.layer!r}; valid options: {options} (drop it with "
+                                  f"--set '~{path}.layer_kwargs.{key}', or all with '~{path}.layer_kwargs')")
 
 
 @dataclass(frozen=True)
@@ -348,7 +349,11 @@ def read_yaml(path: str | pathlib.Path, _seen: tuple = ()) -> dict:
 
 
 def apply_override(data: dict, assignment: str) -> dict:
-    """Apply ``a.b.c=value`` (value parsed as YAML) to a nested mapping."""
+    """Apply ``a.b.c=value`` (value parsed as YAML, a mapping merged key by key) to a
+    nested mapping, or delete a key with ``~a.b.c`` (Hydra's syntax); to replace a
+    whole mapping, delete it and then set it: ``~model.layer_kwargs model.layer_kwargs={...}``."""
+    if assignment.startswith("~"):
+        return _delete(data, assignment[1:], assignment)
     key, sep, raw = assignment.partition("=")
     if not sep or not key:
         raise ConfigError(f"--set {assignment!r}: expected key.path=value")
@@ -361,6 +366,18 @@ def apply_override(data: dict, assignment: str) -> dict:
     for part in reversed(parts):
         update = {part: update}
     return merge(data, update)
+
+
+def _delete(data: dict, key: str, assignment: str, prefix: str = "") -> dict:
+    """``data`` without ``key`` (a dotted path that must exist in it)."""
+    head, _, rest = key.partition(".")
+    if not isinstance(data, dict) or head not in data:
+        there = tuple(data) if isinstance(data, dict) else ()
+        raise ConfigError(f"--set {assignment!r}: the config sets no {prefix + head!r} to delete "
+                          f"(keys set{' under ' + prefix[:-1] if prefix else ''}: {there})")
+    if not rest:
+        return {k: v for k, v in data.items() if k != head}
+    return {**data, head: _delete(data[head], rest, assignment, f"{prefix}{head}.")}
 
 
 def load_config(path=None, overrides: list[str] = ()) -> Config:
