@@ -64,10 +64,14 @@ def _group_of(leaf) -> str | None:
 
 def group_table(tree) -> dict[tuple, str]:
     """``{path: group}`` for every tagged parameter of an NNX module or state, or of
-    a Linen ``params`` tree (whose NNX Variables are boxed as ``NNXMeta``)."""
+    a Linen ``params`` tree (whose NNX Variables are boxed as ``NNXMeta``); in an NNX
+    module, also the table of every ``nnx.Embed`` that carries no tag: ``adamw``, since
+    a lookup table is no linear map for Muon to orthogonalize (Muon's own advice)."""
     from flax import nnx
 
+    embeddings = []
     if isinstance(tree, nnx.Module):
+        embeddings = [(*path, "embedding") for path, node in nnx.iter_graph(tree) if isinstance(node, nnx.Embed)]
         tree = nnx.state(tree, nnx.Param)
     leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_variable_like)[0]
     table = {}
@@ -75,6 +79,8 @@ def group_table(tree) -> dict[tuple, str]:
         group = _group_of(leaf)
         if group is not None:
             table[_names(path)] = group
+    for path in embeddings:
+        table.setdefault(path, "adamw")
     return table
 
 

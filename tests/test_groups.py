@@ -96,3 +96,28 @@ def test_routing_survives_linen_params(rng):
     for name in s4d_old:
         moved = not np.array_equal(s4d_old[name], s4d_new[name])
         assert moved == (name not in SSM_DYNAMICS), name
+
+
+def test_a_users_own_embedding_goes_to_adamw_and_a_head_is_marked_by_override():
+    class Tagger(nnx.Module):  # a model of one's own, no group tags anywhere
+        def __init__(self, rngs):
+            self.embed = nnx.Embed(32, 8, rngs=rngs)
+            self.mixer = ssm.layers.S4D(8, d_state=4, rngs=rngs)
+            self.blocks = nnx.List([nnx.Linear(8, 8, rngs=rngs)])
+            self.head = nnx.Linear(8, 32, rngs=rngs)
+
+    model = Tagger(nnx.Rngs(0))
+
+    def groups(labels):
+        flat = jax.tree_util.tree_flatten_with_path(labels(nnx.state(model, nnx.Param)))[0]
+        return {tuple(getattr(k, "key", getattr(k, "name", None)) for k in path
+                      if getattr(k, "name", None) != "value"): group for path, group in flat}
+
+    default = groups(param_labels(model))
+    assert default[("embed", "embedding")] == "adamw"  # an nnx.Embed, whatever its name
+    assert default[("blocks", 0, "kernel")] == default[("head", "kernel")] == "matrix"
+    assert default[("mixer", "log_dt")] == "ssm"  # the layer's own tags stay
+    # The README's way to keep a head off Muon:
+    marked = groups(param_labels(model, override=lambda path, leaf: "adamw" if path[0] == "head" else None))
+    assert marked[("head", "kernel")] == marked[("head", "bias")] == "adamw"
+    assert marked[("blocks", 0, "kernel")] == "matrix" and marked[("embed", "embedding")] == "adamw"
