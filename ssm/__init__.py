@@ -19,7 +19,7 @@ Submodules load on first use, so ``import ssm`` stays light:
 - ``ssm.data``     generated tasks as Hugging Face datasets, and their batches
 - ``ssm.train``    configs, trainer, checkpoints, metrics
 - ``ssm.bench``    the memory benchmark suite and the speed benchmarks
-- ``ssm.extras``   optional dependencies: the ``pip install`` that brings each feature's
+- ``ssm.extras``   optional dependencies, and the ``pip install`` that brings each
 """
 
 import importlib

@@ -183,11 +183,12 @@ def main(argv=None) -> int:
     machine_at_start = machine()
     print(f"memory benchmark '{name}': {len(selected)} of {len(cells)} cells -> {out}; {machine_at_start}")
 
-    eta = Eta([c for c in selected if not (out / "cells" / c.id / "summary.json").exists()])
+    finished_before = {c.id for c in selected if (out / "cells" / c.id / "summary.json").exists()}
+    eta = Eta([c for c in selected if c.id not in finished_before])
     trained_now = 0
     for i, cell in enumerate(selected, 1):
         workdir = out / "cells" / cell.id
-        trained = not (workdir / "summary.json").exists()
+        trained = cell.id not in finished_before
         trained_now += trained
         t0 = time.perf_counter()
         try:

@@ -13,7 +13,7 @@ when a dataset is built or loaded.
 
 from ssm.data import listops
 from ssm.data.batches import epoch_permutation, eval_batches, get_batch, take
-from ssm.data.cache import derive_seed, features, load_task
+from ssm.data.cache import derive_seed, features, load_task, split_sizes
 from ssm.data.registry import TASKS, get_task, make_params
 from ssm.data.task import IGNORE, SPLITS, Task, TaskInfo
 
@@ -32,5 +32,6 @@ __all__ = [
     "listops",
     "load_task",
     "make_params",
+    "split_sizes",
     "take",
 ]

@@ -101,6 +101,15 @@ def to_dataset(columns: Columns, info: TaskInfo, fingerprint: str | None = None)
     )
 
 
+def split_sizes(task: Task, params, sizes: Mapping[str, int] | None,
+                data_dir: str | os.PathLike | None) -> tuple[dict[str, int], list]:
+    """``(sizes, files)`` a load of ``task`` uses: its split sizes (generated: the task's
+    defaults overridden split by split; read from files: the caps given) and the files
+    it reads (none for a generated task)."""
+    files = task.sources(params, None if data_dir is None else Path(data_dir)) if task.sources else []
+    return _resolve_sizes(task, sizes, from_files=bool(files)), files
+
+
 def _resolve_sizes(task: Task, sizes: Mapping[str, int] | None, from_files: bool) -> dict[str, int]:
     sizes = dict(sizes or {})
     for split, n in sizes.items():
@@ -208,8 +217,7 @@ def load_task(
     params = make_params(task, params)
     info = task.info(params)
     seed = _check_seed(seed)
-    files = task.sources(params, None if data_dir is None else Path(data_dir)) if task.sources else []
-    sizes = _resolve_sizes(task, sizes, from_files=bool(files))
+    sizes, files = split_sizes(task, params, sizes, data_dir)
     if splits is None:
         splits = SPLITS
     elif not splits or any(split not in SPLITS for split in splits):

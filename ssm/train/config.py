@@ -395,10 +395,10 @@ def dump(config: Config) -> str:
 def with_task_defaults(config: Config) -> Config:
     """``config`` with every task parameter and split size spelled out, the task's
     defaults where the config names none: what a run of it uses (``--print-config``)."""
-    from ssm.data import TASKS
+    from ssm import data
 
-    task = TASKS[config.task.name]
-    params = {**dataclasses.asdict(task.params()), **config.task.params}
-    params = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
-    sizes = {**task.default_sizes, **config.task.sizes}
+    task = data.get_task(config.task.name)
+    params = data.make_params(task, config.task.params)
+    sizes, _ = data.split_sizes(task, params, config.task.sizes, config.task.data_dir)
+    params = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(params).items()}
     return dataclasses.replace(config, task=dataclasses.replace(config.task, params=params, sizes=sizes))
