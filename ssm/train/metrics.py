@@ -8,7 +8,7 @@ import math
 import pathlib
 import sys
 
-TIMING = ("tokens_per_s", "step_time_s", "wall_time_s")  # fields that differ between identical runs
+TIMING = ("tokens_per_s", "step_time_s", "wall_time_s", "process")  # fields that differ between identical runs
 
 
 class MetricsLog:

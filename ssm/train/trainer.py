@@ -202,6 +202,8 @@ def train_and_evaluate(config: Config, workdir) -> dict:
             print(f"{workdir}: already trained for {start} steps; summary in {summary_path}")
             return json.loads(summary_path.read_text())
         print(f"{workdir}: resuming from step {start}")
+    # Which process of the run this is (0, then 1 after a resume, ...), in every record it writes.
+    process = 1 + max((r.get("process", 0) for r in log.read()), default=-1) if primary and start else 0
 
     train_step = jax.jit(make_train_step(train_graph, tx, info.kind), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(eval_graph, info.kind))
@@ -261,7 +263,7 @@ def train_and_evaluate(config: Config, workdir) -> dict:
                           "lr": float(schedules["lr"](step)), "ssm_lr": float(schedules["ssm_lr"](step)),
                           "tokens_per_s": interval_steps * tokens_per_step / elapsed,
                           "step_time_s": elapsed / interval_steps,
-                          "wall_time_s": time.perf_counter() - run_start}
+                          "wall_time_s": time.perf_counter() - run_start, "process": process}
                 log.write(record)
                 history.append(record)
                 state["acc"] = devices.replicate(_zero_accumulators(), mesh)
@@ -273,7 +275,7 @@ def train_and_evaluate(config: Config, workdir) -> dict:
             if evaluating:
                 eval_start = time.perf_counter()
                 result = {"step": step, "split": "validation", **evaluate("validation"),
-                          "wall_time_s": time.perf_counter() - run_start}
+                          "wall_time_s": time.perf_counter() - run_start, "process": process}
                 log.write(result)
                 if primary:
                     progress.bar.write(_line(step, t.steps, history[-1] if history else None, result))
@@ -292,7 +294,7 @@ def train_and_evaluate(config: Config, workdir) -> dict:
                     f"in {workdir / 'checkpoints'}. Resume with the same command."))
     progress.close()
 
-    test = {"step": step, "split": "test", **evaluate("test"), "wall_time_s": time.perf_counter() - run_start}
+    test = {"step": step, "split": "test", **evaluate("test"), "wall_time_s": time.perf_counter() - run_start, "process": process}
     log.write(test)
     checkpoints.close()
     # Only the primary process reads the log back; the others summarize what they hold.
@@ -323,13 +325,15 @@ def _summary(config: Config, records: list[dict], test: dict, **facts) -> dict:
 
 def segments(records: list[dict]) -> list[list[dict]]:
     """The records of each process that worked on the run, in order (a resumed run has
-    several): a new process starts where ``wall_time_s`` goes back."""
-    out, last_wall = [], None
+    several), by their ``process`` field (logs older than it: a new process starts where
+    ``wall_time_s`` goes back)."""
+    out, last = [], None
     for r in records:
-        if last_wall is None or r["wall_time_s"] < last_wall:
+        if last is None or (r["process"] != last["process"] if "process" in r and "process" in last
+                            else r["wall_time_s"] < last["wall_time_s"]):
             out.append([])
         out[-1].append(r)
-        last_wall = r["wall_time_s"]
+        last = r
     return out
 
 
