@@ -2,6 +2,7 @@
 
 Submodules load on first use, so ``import ssm`` stays light:
 
+- ``ssm.checks``   argument checks shared by the package (one choice of several, counts, shapes)
 - ``ssm.hippo``    HiPPO matrices, DPLR form, S4D initializations (NumPy float64)
 - ``ssm.hippo_online`` HiPPO as an online memory: recurrence, reconstruction, test signal
 - ``ssm.kernels``  discretization, S4D/S4 convolution kernels, FFT convolution
@@ -26,8 +27,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("attention", "bench", "data", "extras", "groups", "hippo", "hippo_online", "kernels", "layers", "linalg",
-               "linen", "monarch", "optim", "scan", "solve", "ssd", "train")
+_SUBMODULES = ("attention", "bench", "checks", "data", "extras", "groups", "hippo", "hippo_online", "kernels",
+               "layers", "linalg", "linen", "monarch", "optim", "scan", "solve", "ssd", "train")
 
 
 def __getattr__(name):

@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssm.checks import check_choice
+
 # --------------------------------------------------------------------- coefficients
 
 _PE_PAPER = np.array([
@@ -113,13 +115,6 @@ def _check_int(value, name, lo, hi=None):
         rng = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
         raise ValueError(f"{name}={value!r} must be an integer {rng} (static, not traced)")
     return int(value)
-
-
-def check_choice(name: str, value, choices: tuple):
-    """``value`` if it is one of ``choices``, else an error naming the argument."""
-    if value not in choices:
-        raise ValueError(f"{name}={value!r}; expected one of {choices}")
-    return value
 
 
 def mclip_steps(steps):

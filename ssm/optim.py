@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from ssm import linalg
+from ssm.checks import check_choice
 
 SHAPE_SCALINGS = ("sqrt_ratio", "rms_match", None)
 
@@ -132,9 +133,9 @@ def scale_by_msign(
       <https://arxiv.org/abs/2502.16982>`_, 2025.
     """
     _check_real(beta, "beta", lo=0.0, hi=1.0, hi_open=True)
-    linalg.check_choice("shape_scaling", shape_scaling, SHAPE_SCALINGS)
+    check_choice("shape_scaling", shape_scaling, SHAPE_SCALINGS)
     _check_real(rms, "rms", lo=0.0, lo_open=True)
-    linalg.check_choice("normalize", normalize, linalg.NORMALIZES)
+    check_choice("normalize", normalize, linalg.NORMALIZES)
     linalg.schedule(coeffs, steps)  # validates coeffs and steps now, not at the first update
 
     def init_fn(params):
@@ -318,7 +319,7 @@ def clip_spectral(
     _check_real(max_norm, "max_norm", lo=0.0, lo_open=True)
     max_norm = float(max_norm)
     linalg.schedule(coeffs, linalg.mclip_steps(steps))
-    linalg.check_choice("form", form, linalg.MCLIP_FORMS)
+    check_choice("form", form, linalg.MCLIP_FORMS)
 
     def clip(delta, w):
         if delta.ndim < 2:

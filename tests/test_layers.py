@@ -176,7 +176,7 @@ def test_s4_runs_inputs_longer_than_l_max_with_the_exact_kernel(bidirectional, r
     "make, match",
     [
         (lambda: S4D(4, d_state=7, rngs=nnx.Rngs(0)), "d_state=7 must be even"),
-        (lambda: S4D(0, rngs=nnx.Rngs(0)), "d_model=0 must be a positive integer"),
+        (lambda: S4D(0, rngs=nnx.Rngs(0)), "d_model=0; expected a positive integer"),
         (lambda: S4D(4, init="fourier", rngs=nnx.Rngs(0)), "kind='fourier'"),
         (lambda: S4D(4, discretization="euler", rngs=nnx.Rngs(0)), "discretization='euler'"),
         (lambda: S4D(4, dropout=1.5, rngs=nnx.Rngs(0)), r"dropout=1.5 must be in \[0, 1\)"),

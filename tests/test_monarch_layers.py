@@ -73,7 +73,7 @@ def test_monarch_linear_is_a_drop_in_for_nnx_linear(rng):
     assert labels_by_path(bf) == {"['R']": "matrix", "['L']": "matrix", "['bias']": "no_decay"}
     with pytest.raises(ValueError, match=r"x has shape \(3, 7, 63\); expected \(\.\.\., 64\)"):
         bf(x[..., :63])
-    with pytest.raises(ValueError, match="in_features=0 must be a positive integer"):
+    with pytest.raises(ValueError, match="in_features=0; expected a positive integer"):
         MonarchLinear(0, 4, rngs=nnx.Rngs(0))
 
 

@@ -367,13 +367,13 @@ def test_mamba2_under_jit_matches_eager_and_has_finite_gradients(rng):
 @pytest.mark.parametrize(
     "kw, match",
     [
-        (dict(d_model=0), "d_model=0 must be a positive integer"),
+        (dict(d_model=0), "d_model=0; expected a positive integer"),
         (dict(headdim=5), r"d_inner = expand \* d_model = 16 must be a multiple of headdim=5"),
         (dict(ngroups=3), "nheads = d_inner / headdim = 4 must be a multiple of ngroups=3"),
         (dict(expand=0), "expand=0 must be a positive number"),
-        (dict(d_state=2.5), "d_state=2.5 must be a positive integer"),
-        (dict(chunk_size=0), "chunk_size=0 must be a positive integer"),
-        (dict(d_conv=-1), "d_conv=-1 must be a positive integer"),
+        (dict(d_state=2.5), "d_state=2.5; expected a positive integer"),
+        (dict(chunk_size=0), "chunk_size=0; expected a positive integer"),
+        (dict(d_conv=-1), "d_conv=-1; expected a positive integer"),
         (dict(dt_min=0.1, dt_max=0.01), "dt range.*0 < dt_min <= dt_max"),
         (dict(A_init_range=(0, 16)), r"A_init_range=\(0, 16\) must satisfy 0 < lo <= hi"),
         (dict(dt_limit=(0.1, 0.01)), r"dt_limit=\(0.1, 0.01\) must satisfy 0 <= lo <= hi"),
@@ -393,5 +393,5 @@ def test_mamba2_bad_call_arguments_raise_clear_errors():
         m(jnp.zeros((1, 8, 8)), mask=jnp.ones((1, 7), bool))
     with pytest.raises(ValueError, match=r"x_t has shape \(1, 3, 8\); expected \(batch, 8\)"):
         m.step(jnp.zeros((1, 3, 8)), m.init_state(1))
-    with pytest.raises(ValueError, match="batch_size=0 must be a positive integer"):
+    with pytest.raises(ValueError, match="batch_size=0; expected a positive integer"):
         m.init_state(0)

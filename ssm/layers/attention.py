@@ -9,7 +9,7 @@ from einops import rearrange
 from flax import nnx
 
 from ssm.attention import apply_rope, dot_product_attention
-from ssm.layers.checks import check_positive_int, check_sequence, check_token
+from ssm.checks import check_positive_int, check_sequence, check_token
 
 
 class Attention(nnx.Module):

@@ -9,9 +9,9 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
+from ssm.checks import check_choice, check_positive_int
 from ssm.layers.attention import Attention
 from ssm.layers.block import ResidualBlock, make_norm
-from ssm.layers.checks import check_positive_int
 from ssm.layers.lstm import LSTM
 from ssm.layers.mamba import Mamba
 from ssm.layers.mamba2 import Mamba2
@@ -84,12 +84,9 @@ class SequenceModel(nnx.Module):
         check_positive_int("d_output", d_output)
         if (vocab_size is None) == (d_input is None):
             raise ValueError(f"give exactly one of vocab_size={vocab_size!r} and d_input={d_input!r}")
-        if layer not in LAYERS:
-            raise ValueError(f"layer={layer!r}; expected one of {tuple(LAYERS)}")
-        if mlp not in MLPS:
-            raise ValueError(f"mlp={mlp!r}; expected one of {MLPS}")
-        if pool not in POOLS:
-            raise ValueError(f"pool={pool!r}; expected one of {POOLS}")
+        check_choice("layer", layer, LAYERS)
+        check_choice("mlp", mlp, MLPS)
+        check_choice("pool", pool, POOLS)
         if tie_embeddings and (vocab_size is None or d_output != vocab_size):
             raise ValueError(f"tie_embeddings needs token inputs and d_output == vocab_size; got "
                              f"vocab_size={vocab_size!r}, d_output={d_output!r}")

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ssm.layers.checks import check_positive_int
+from ssm.checks import check_positive_int
 
 
 class CausalConv1d(nnx.Module):

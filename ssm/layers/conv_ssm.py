@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssm import hippo, kernels
-from ssm.layers.checks import check_positive_int, check_sequence, check_token
+from ssm.checks import check_positive_int, check_sequence, check_token
 
 
 def complex_from_pair(p):

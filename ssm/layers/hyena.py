@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ssm.layers.checks import check_positive_int
+from ssm.checks import check_positive_int
 from ssm.layers.init import symmetric_uniform
 
 

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ssm.layers.checks import check_positive_int, check_sequence, check_token
+from ssm.checks import check_positive_int, check_sequence, check_token
 
 
 class LSTM(nnx.Module):

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssm import scan
+from ssm.checks import check_positive_int, check_sequence, check_token
 from ssm.layers.conv1d import CausalConv1d
-from ssm.layers.checks import check_positive_int, check_sequence, check_token
 from ssm.layers.init import dt_bias_init, symmetric_uniform, torch_linear
 
 

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
+from ssm.checks import check_positive_int, check_sequence, check_token
 from ssm.layers.conv1d import CausalConv1d
-from ssm.layers.checks import check_positive_int, check_sequence, check_token
 from ssm.layers.init import dt_bias_init, torch_linear
 from ssm.ssd import ssd_chunked, ssd_step
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
+from ssm.checks import check_choice, check_positive_int
 from ssm.layers.block import ACTIVATIONS
-from ssm.layers.checks import check_positive_int
 from ssm.layers.conv_ssm import make_dropout
 from ssm.layers.monarch_linear import make_linear
 
@@ -33,8 +33,7 @@ class GatedMLP(nnx.Module):
                  rngs: nnx.Rngs):
         self.d_model = check_positive_int("d_model", d_model)
         self.hidden = d_model * check_positive_int("expand", expand)
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation={activation!r}; expected one of {tuple(ACTIVATIONS)}")
+        check_choice("activation", activation, ACTIVATIONS)
         self.activation = activation
         kw = dict(nblocks=nblocks, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.up = make_linear(linear, d_model, 2 * self.hidden, **kw)

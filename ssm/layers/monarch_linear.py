@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssm import monarch
-from ssm.layers.checks import check_positive_int
+from ssm.checks import check_choice, check_positive_int
 
 
 def default_nblocks(in_features: int, out_features: int) -> int:
@@ -108,8 +108,7 @@ LINEARS = ("dense", "monarch")
 def make_linear(kind: str, in_features: int, out_features: int, *, nblocks: int | None = None,
                 use_bias: bool = True, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.Module:
     """``nnx.Linear`` (``kind="dense"``) or :class:`MonarchLinear` (``"monarch"``)."""
-    if kind not in LINEARS:
-        raise ValueError(f"linear={kind!r}; expected one of {LINEARS}")
+    check_choice("linear", kind, LINEARS)
     kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     if kind == "dense":
         return nnx.Linear(in_features, out_features, **kw)

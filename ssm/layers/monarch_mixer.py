@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssm import kernels
-from ssm.layers.checks import check_positive_int, check_sequence
+from ssm.checks import check_choice, check_positive_int, check_sequence
 from ssm.layers.conv1d import CausalConv1d
 from ssm.layers.conv_ssm import make_dropout
 from ssm.layers.hyena import FILTERS, ExplicitFilter, HyenaFilter
@@ -73,8 +73,7 @@ class MonarchMixer(nnx.Module):
     ):
         self.d_model = check_positive_int("d_model", d_model)
         self.l_max = check_positive_int("l_max", l_max)
-        if filter not in FILTERS:
-            raise ValueError(f"filter={filter!r}; expected one of {FILTERS}")
+        check_choice("filter", filter, FILTERS)
         self.bidirectional = bool(bidirectional)
         self.dtype = dtype
         kw = dict(param_dtype=param_dtype, rngs=rngs)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssm import hippo, kernels
-from ssm.layers.checks import check_positive_int
+from ssm.checks import check_positive_int
 from ssm.layers.conv_ssm import ConvSSM, lambda_params, pair_from_complex
 
 DPLR_MEASURES: tuple[str, ...] = ("legs", "legt", "lagt", "fout")

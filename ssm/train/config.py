@@ -231,8 +231,9 @@ class Config:
 
 
 def choose(path: str, value, choices: tuple) -> None:
-    if value not in choices:
-        raise ConfigError(f"{path}: {value!r} is not one of {choices}")
+    from ssm.checks import check_choice
+
+    check_choice(path, value, choices, error=ConfigError)
 
 
 def positive(path: str, value) -> None:
