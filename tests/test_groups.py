@@ -92,7 +92,7 @@ def test_routing_survives_linen_params(rng):
     grads = jax.jit(jax.grad(lambda p: jnp.sum(Net().apply({"params": p}, x) ** 2)))(params)
     updates, _ = tx.update(grads, opt_state, params)
     new = optax.apply_updates(params, updates)
-    s4d_old, s4d_new = nn.unbox(params)["ToLinen_0"], nn.unbox(new)["ToLinen_0"]
+    s4d_old, s4d_new = nn.unbox(params)["S4D_0"], nn.unbox(new)["S4D_0"]
     for name in s4d_old:
         moved = not np.array_equal(s4d_old[name], s4d_new[name])
         assert moved == (name not in SSM_DYNAMICS), name

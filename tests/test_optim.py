@@ -190,11 +190,11 @@ def test_linen_params_route_matrices_to_msign_and_freeze_ssm(rng):
     err = float(jnp.max(jnp.abs(nn.unbox(updates)["Dense_0"]["kernel"] - expected)))
     print(f"Linen dense kernel: max |update - (-lr s msign(u))| = {err:.1e} (entries ~{lr * 2**0.5 / 6**0.5:.2f})")
     assert err <= 1e-5 * float(jnp.max(jnp.abs(expected))), err
-    old_s4d, new_s4d = nn.unbox(params)["ToLinen_0"], nn.unbox(new)["ToLinen_0"]
+    old_s4d, new_s4d = nn.unbox(params)["S4D_0"], nn.unbox(new)["S4D_0"]
     groups = {tuple(str(getattr(k, "key", k)) for k in p): v
               for p, v in jax.tree_util.tree_flatten_with_path(nn.unbox(labels(params)))[0]}
     for name in old_s4d:
-        label = groups[("ToLinen_0", name)]
+        label = groups[("S4D_0", name)]
         moved = not np.array_equal(old_s4d[name], new_s4d[name])
         assert moved == (label != "ssm"), (name, label)
 

@@ -43,11 +43,15 @@ def lambda_params(Lambda, H: int, param_dtype):
 
 
 def make_dropout(rate: float, rngs: nnx.Rngs) -> nnx.Dropout:
-    """Dropout at ``rate`` in [0, 1); it only draws on ``rngs`` when ``rate > 0``
-    (so a Linen init that gives only a ``params`` stream works without dropout)."""
+    """Dropout at ``rate`` in [0, 1), drawing its masks from the ``dropout`` stream of
+    ``rngs`` (or its ``default``) when ``rate > 0``.
+
+    ``rngs`` with neither stream (a Linen ``init`` given only a ``params`` rng) builds
+    a Dropout without one: it runs in evaluation mode, and training mode raises."""
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"dropout={rate!r} must be in [0, 1)")
-    return nnx.Dropout(rate, rngs=rngs if rate > 0 else None)
+    has_stream = "dropout" in rngs or "default" in rngs
+    return nnx.Dropout(rate, rngs=rngs if rate > 0 and has_stream else None)
 
 
 class ConvSSM(nnx.Module):
