@@ -537,8 +537,8 @@ def test_a_finished_cell_of_an_edited_preset_is_refused(tmp_path):
     path = tmp_path / "one.yaml"
     path.write_text(yaml.safe_dump(preset))
     assert bench("--preset", str(path), "--out", str(tmp_path / "out")).returncode == 0
-    preset["defaults"]["trainer"]["steps"] = 30
+    preset["defaults"]["trainer"]["batch_size"] = 4
     path.write_text(yaml.safe_dump(preset))
     proc = bench("--preset", str(path), "--out", str(tmp_path / "out"))
     assert proc.returncode == 2
-    assert "copying-default-lstm" in proc.stderr and "another config" in proc.stderr and "trainer.steps" in proc.stderr
+    assert "copying-default-lstm" in proc.stderr and "another config" in proc.stderr and "trainer.batch_size" in proc.stderr

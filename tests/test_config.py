@@ -142,3 +142,61 @@ def test_print_config_spells_out_the_task_defaults_and_reads_back_as_the_same_ru
     again = from_dict(Config, yaml.safe_load(dump(full)))
     assert data.make_params(task, again.task.params) == data.make_params(task, config.task.params)
     assert again.task.sizes == full.task.sizes and again.model == config.model and again.optim == config.optim
+
+
+def test_model_dtypes_are_model_keys_and_refused_among_the_layer_options():
+    config = load_config(None, ["model.dtype=bfloat16"])
+    assert config.model.dtype == "bfloat16" and config.model.param_dtype == "float32"
+    for key in ("dtype", "param_dtype"):
+        with pytest.raises(ConfigError, match=rf"model\.layer_kwargs\.{key}: set model\.{key} instead"):
+            load_config(None, [f"model.layer_kwargs.{key}=bfloat16"])
+    with pytest.raises(ConfigError, match=r"model\.dtype='bf16'; expected one of"):
+        load_config(None, ["model.dtype=bf16"])
+
+
+MODEL_CONFIGS = [p for p in CONFIGS if p.stem != "task"]
+
+
+@pytest.mark.parametrize("path", MODEL_CONFIGS, ids=[str(p.relative_to(ROOT / "configs")) for p in MODEL_CONFIGS])
+def test_every_shipped_config_has_a_cpu_preset_no_larger_than_itself(path):
+    from ssm import data
+
+    published, cpu = load_config(path), load_config(path, ["preset=cpu"])
+    assert cpu.preset == "cpu" and published.preset is None
+    assert cpu.trainer.steps <= published.trainer.steps and cpu.model.d_model <= published.model.d_model
+    task = data.get_task(published.task.name)
+    sizes = [task.info(data.make_params(task, c.task.params)).seq_len for c in (published, cpu)]
+    assert sizes[1] <= sizes[0]
+    assert dataclasses.replace(cpu, preset=None) != published or path.name == "default.yaml"
+
+
+def test_a_preset_is_applied_before_the_overrides_and_an_unknown_one_is_named(tmp_path):
+    path = write(tmp_path, "x.yaml", {"name": "x", "trainer": {"steps": 100},
+                                      "presets": {"small": {"trainer": {"steps": 10, "batch_size": 4}}}})
+    assert load_config(path).trainer.steps == 100
+    small = load_config(path, ["preset=small"])
+    assert (small.trainer.steps, small.trainer.batch_size) == (10, 4)
+    assert load_config(path, ["trainer.steps=7", "preset=small"]).trainer.steps == 7  # --set wins, in any order
+    with pytest.raises(ConfigError, match=r"preset: 'big' is not a preset of .*x\.yaml; its presets: \('small',\)"):
+        load_config(path, ["preset=big"])
+
+
+def test_data_paths_in_a_file_are_relative_to_it_and_on_the_command_line_to_the_cwd(tmp_path, monkeypatch):
+    folder = tmp_path / "experiments"
+    folder.mkdir()
+    (tmp_path / "corpus.txt").write_text("some text " * 100)
+    write(folder, "base.yaml", {"task": {"name": "text", "params": {"path": "../corpus.txt"}},
+                                "presets": {"other": {"task": {"params": {"path": "other.txt"}}}}})
+    child = write(folder, "child.yaml", "extends: base.yaml\nname: child\n")
+    monkeypatch.chdir(tmp_path / "experiments")  # anywhere but the file's folder's parent
+    monkeypatch.chdir(ROOT)
+    assert load_config(child).task.params["path"] == str(tmp_path / "corpus.txt")
+    assert load_config(child, ["preset=other"]).task.params["path"] == str(folder / "other.txt")
+    assert load_config(child, ["task.params.path=mine.txt"]).task.params["path"] == "mine.txt"
+    listops = write(folder, "listops.yaml", {"task": {"name": "listops", "data_dir": "lra"}})
+    assert load_config(listops).task.data_dir == str(folder / "lra")
+    stdlib = write(folder, "stdlib.yaml", {"task": {"name": "text", "params": {"path": "stdlib:json"}}})
+    assert load_config(stdlib).task.params["path"] == "stdlib:json"
+    inside = write(folder, "inside.yaml", {"task": {"name": "text", "data_dir": "texts", "params": {"path": "a.txt"}}})
+    resolved = load_config(inside).task
+    assert resolved.data_dir == str(folder / "texts") and resolved.params["path"] == "a.txt"  # read inside data_dir

@@ -14,7 +14,9 @@ import jax
 import numpy as np
 import pytest
 
-from ssm.train import NonFiniteLoss, load_config, train_and_evaluate
+from flax import nnx
+
+from ssm.train import ConfigError, NonFiniteLoss, load_config, train_and_evaluate
 from ssm.train.metrics import TIMING
 from ssm.train.trainer import segments
 
@@ -83,8 +85,17 @@ def test_train_py_runs_end_to_end_and_writes_its_run_folder(tmp_path):
     assert code == 0 and "already trained" in out
     assert records(workdir) == rows
     # Another config in the same folder is refused before any work.
-    code, _, err = finish(run_train(["--set", *tiny(tmp_path, "trainer.steps=30")], workdir))
-    assert code == 2 and "another config" in err and "trainer.steps" in err
+    code, _, err = finish(run_train(["--set", *tiny(tmp_path, "trainer.steps=20", "trainer.batch_size=4")], workdir))
+    assert code == 2 and "another config" in err and "trainer.batch_size" in err
+    # Raising trainer.steps continues the finished run; what was logged stays as it was.
+    code, out, err = finish(run_train(["--set", *tiny(tmp_path, "trainer.steps=30")], workdir))
+    assert code == 0, err
+    assert "continuing a run configured for 20 steps to trainer.steps=30, from step 20" in out
+    longer = records(workdir)
+    assert longer[:len(rows) - 1] == rows[:-1]  # the old test record is recomputed at the new end
+    assert [r["step"] for r in longer if r["split"] == "train"] == [5, 10, 15, 20, 25, 30]
+    summary = json.loads((workdir / "summary.json").read_text())
+    assert summary["steps"] == 30 and load_config(workdir / "config.yaml").trainer.steps == 30
 
 
 def interrupted_run(args, whole, other, ready, interrupt):
@@ -354,3 +365,37 @@ def test_eval_examples_caps_each_validation_pass_and_leaves_the_test_split_whole
     config = load_config(None, tiny(tmp_path, "trainer.steps=20", "trainer.eval_examples=8", "logging.progress=false"))
     train_and_evaluate(config, tmp_path / "run")
     assert seen == [8, 8, 32]  # validation at steps 10 and 20 (of 32 examples), then the whole test split
+
+
+def test_mixed_precision_trains_bf16_activations_with_float32_parameters(tmp_path):
+    """model.dtype=bfloat16: activations in bf16, parameters, optimizer state and the
+    loss in float32; the run learns (its loss falls) as float32 does."""
+    import jax.numpy as jnp
+
+    from ssm.train import load_model
+
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        workdir = tmp_path / dtype
+        config = load_config(None, tiny(tmp_path, "trainer.steps=30", f"model.dtype={dtype}"))
+        train_and_evaluate(config, workdir)
+        losses[dtype] = [r["loss"] for r in records(workdir) if r["split"] == "train"]
+        model, _ = load_model(workdir)
+        params = jax.tree.leaves(nnx.state(model, nnx.Param))
+        assert {p.dtype for p in params} == {jnp.dtype(jnp.float32)}
+        ids = jnp.asarray(np.random.default_rng(0).integers(0, 4, (2, 16)), jnp.int32)
+        hidden = model.blocks[0](model.encoder(ids))
+        assert hidden.dtype == jnp.dtype(dtype)
+        assert model(ids).dtype == jnp.float32  # the logits (and so the loss) in float32
+    for curve in losses.values():
+        assert curve[-1] < 0.9 * curve[0], losses
+    np.testing.assert_allclose(losses["bfloat16"], losses["float32"], rtol=0.1)
+
+
+def test_a_missing_data_file_is_a_config_error_and_leaves_no_run_folder(tmp_path):
+    config = load_config(None, [*tiny(tmp_path), "task.name=text", "~task.params",
+                                f"task.params={{path: {tmp_path / 'no_such_corpus.txt'}}}", "~task.sizes"])
+    workdir = tmp_path / "run"
+    with pytest.raises(ConfigError, match="no_such_corpus"):
+        train_and_evaluate(config, workdir)
+    assert not workdir.exists()

@@ -48,9 +48,9 @@ def run_cell(cell: grid.Cell, workdir: pathlib.Path) -> dict:
     summary_path = workdir / "summary.json"
     if summary_path.exists():
         summary = json.loads(summary_path.read_text())
-        if summary.get("status") in ("completed", "nonfinite"):
-            check_run_folder(cell.build(), workdir, write=False)
-            return summary
+        if summary.get("status") in ("completed", "nonfinite") and check_run_folder(cell.build(), workdir,
+                                                                                      write=False) is None:
+            return summary  # (a cell whose trainer.steps were raised since is continued)
     try:
         return train_and_evaluate(cell.build(), workdir)
     except NonFiniteLoss as e:

@@ -21,7 +21,7 @@ from ssm.data.task import Columns, Task, TaskInfo, check_int
 
 @dataclasses.dataclass(frozen=True)
 class AddingParams:
-    seq_len: int = 1000
+    seq_len: int = 1000  # steps of 2 channels (value, marker)
 
     def __post_init__(self):
         check_int(self, "seq_len", minimum=2)

@@ -24,8 +24,8 @@ from ssm.data.task import IGNORE, Columns, Task, TaskInfo, check_int, fail
 
 @dataclasses.dataclass(frozen=True)
 class AssociativeRecallParams:
-    vocab_size: int = 20
-    input_seq_len: int = 40
+    vocab_size: int = 20  # ids: keys, values, the trigger and a no-op
+    input_seq_len: int = 40  # context length: input_seq_len / 2 (key, value) pairs
 
     def __post_init__(self):
         check_int(self, "vocab_size", minimum=4)

@@ -25,10 +25,10 @@ from ssm.data.task import IGNORE, Columns, Task, TaskInfo, check_bool, check_int
 
 @dataclasses.dataclass(frozen=True)
 class CopyingParams:
-    l_noise: int = 100
-    l_memorize: int = 10
-    n_tokens: int = 10
-    selective: bool = False
+    l_noise: int = 100  # blank positions the tokens must be carried across
+    l_memorize: int = 10  # data tokens to copy
+    n_tokens: int = 10  # alphabet: blank, marker and n_tokens - 2 data tokens
+    selective: bool = False  # tokens at random positions of the region (selective copying)
 
     def __post_init__(self):
         check_int(self, "l_noise", minimum=0)
@@ -39,7 +39,7 @@ class CopyingParams:
 
 @dataclasses.dataclass(frozen=True)
 class SelectiveCopyingParams(CopyingParams):
-    selective: bool = True
+    selective: bool = True  # tokens at random positions of the region
 
 
 def info(p: CopyingParams) -> TaskInfo:

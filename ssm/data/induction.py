@@ -25,8 +25,8 @@ from ssm.data.task import IGNORE, Columns, Task, TaskInfo, check_int
 
 @dataclasses.dataclass(frozen=True)
 class InductionParams:
-    vocab_size: int = 20
-    input_seq_len: int = 30
+    vocab_size: int = 20  # ids: vocab_size - 2 ordinary tokens, the trigger and a no-op
+    input_seq_len: int = 30  # context length before the repeated trigger
 
     def __post_init__(self):
         check_int(self, "vocab_size", minimum=3)

@@ -111,10 +111,10 @@ def evaluate(source: str) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class ListOpsParams:
-    max_depth: int = 10
-    max_args: int = 10
-    min_length: int = 500  # exclusive
-    max_length: int = 2000  # exclusive
+    max_depth: int = 10  # deepest nesting of operators
+    max_args: int = 10  # most arguments of one operator
+    min_length: int = 500  # generated expressions are longer than this (tokens)
+    max_length: int = 2000  # and shorter than this
     seq_len: int = 2000  # padded length; longer (read) expressions are truncated, as LRA
 
     def __post_init__(self):

@@ -29,11 +29,11 @@ from ssm.data.task import IGNORE, Columns, Task, TaskInfo, check_bool, check_flo
 
 @dataclasses.dataclass(frozen=True)
 class MQARParams:
-    vocab_size: int = 8192
-    input_seq_len: int = 64
-    num_kv_pairs: int = 8
-    power_a: float = 0.01
-    random_non_queries: bool = True
+    vocab_size: int = 8192  # keys from [1, V/2), values from [V/2, V)
+    input_seq_len: int = 64  # sequence length (even)
+    num_kv_pairs: int = 8  # key-value pairs in the context, each queried once
+    power_a: float = 0.01  # query gaps g drawn with p(g) proportional to (g + 1)^(power_a - 1)
+    random_non_queries: bool = True  # fill the other positions with random ids (else 0)
 
     def __post_init__(self):
         V = check_int(self, "vocab_size", minimum=4)

@@ -31,10 +31,10 @@ from ssm.data.task import IGNORE, SPLITS, Columns, Task, TaskInfo, check_float, 
 
 @dataclasses.dataclass(frozen=True)
 class TextParams:
-    path: str = ""
-    seq_len: int = 256
-    validation_fraction: float = 0.05
-    test_fraction: float = 0.05
+    path: str = ""  # a file or folder (in a YAML file, relative to it), or stdlib:[subfolder]
+    seq_len: int = 256  # bytes per window
+    validation_fraction: float = 0.05  # of the bytes, after the train part
+    test_fraction: float = 0.05  # of the bytes, at the end
     glob: str = "*"  # which files of a folder to read
     max_bytes: int = 0  # read at most this many bytes (0: everything)
 

@@ -24,6 +24,10 @@ class ConfigError(ValueError):
     """A bad configuration value; the message names the key's path."""
 
 
+# Floating-point types a model's parameters or activations may take, by their NumPy names.
+DTYPES = ("float32", "bfloat16", "float16")
+
+
 # ----------------------------------------------------------------------------- schema
 
 
@@ -31,19 +35,21 @@ class ConfigError(ValueError):
 class ModelConfig:
     """The network: :class:`ssm.layers.SequenceModel` with one kind of sequence layer."""
 
-    layer: str = "s4d"  # a name in ssm.layers.LAYERS
-    d_model: int = 64
-    n_layers: int = 2
-    layer_kwargs: dict = field(default_factory=dict)  # options of the layer class
-    norm: str = "layer"
-    prenorm: bool = True
-    activation: str = "gelu"
-    post: str | None = "glu"
-    dropout: float = 0.0
+    layer: str = "s4d"  # the sequence layer: a name in ssm.layers.LAYERS
+    d_model: int = 64  # width of the residual stream
+    n_layers: int = 2  # residual blocks
+    layer_kwargs: dict = field(default_factory=dict)  # keyword options of the layer's class (see "Layer options")
+    norm: str = "layer"  # layer (LayerNorm) or rms (RMSNorm)
+    prenorm: bool = True  # normalize each block's input (true) or its output (false)
+    activation: str = "gelu"  # after the sequence layer: gelu, silu, relu, tanh or identity
+    post: str | None = "glu"  # projection after the activation: glu, linear or null (none; the Mamba block)
+    dropout: float = 0.0  # dropout rate after the activation and the projection
     mlp: str | None = None  # a position-wise GLU MLP after each layer: dense, monarch (M2) or none
     mlp_expand: int = 4  # its hidden width, in multiples of d_model
     pool: str = "auto"  # auto: none for token tasks, mean for classification, last for regression
     tie_embeddings: bool = False  # head = transposed embedding (token tasks; the Mamba LM)
+    dtype: str | None = None  # activations: null (= param_dtype) or bfloat16 (mixed precision)
+    param_dtype: str = "float32"  # parameters (and optimizer state); SSM state and loss stay float32 at least
 
     def check(self, path: str) -> None:
         from ssm.layers import LAYERS
@@ -60,9 +66,14 @@ class ModelConfig:
         choose(f"{path}.mlp", self.mlp, MLPS)
         positive(f"{path}.mlp_expand", self.mlp_expand)
         choose(f"{path}.pool", self.pool, ("auto", "none", "mean", "last"))
+        choose(f"{path}.dtype", self.dtype, (None, *DTYPES))
+        choose(f"{path}.param_dtype", self.param_dtype, DTYPES)
         signature = inspect.signature(LAYERS[self.layer].__init__).parameters
         options = tuple(k for k, p in signature.items() if p.kind is p.KEYWORD_ONLY and k != "rngs")
         for key in self.layer_kwargs:
+            if key in ("dtype", "param_dtype"):
+                raise ConfigError(f"{path}.layer_kwargs.{key}: set {path}.{key} instead (it applies to the whole "
+                                  f"model: embedding, blocks, norms and head)")
             if key not in options:
                 raise ConfigError(f"{path}.layer_kwargs.{key}: not an option of layer "
                                   f"{self.layer!r}; valid options: {options} (drop it with "
@@ -73,12 +84,12 @@ class ModelConfig:
 class TaskConfig:
     """The data: a task of :data:`ssm.data.TASKS`, its parameters and split sizes."""
 
-    name: str = "copying"
-    params: dict = field(default_factory=dict)  # fields of the task's parameter dataclass
-    sizes: dict = field(default_factory=dict)  # examples per split: train, validation, test
-    seed: int = 0
-    cache_dir: str = ".cache/datasets"
-    data_dir: str | None = None  # local files some tasks read (ListOps TSVs, text)
+    name: str = "copying"  # a name in ssm.data.TASKS
+    params: dict = field(default_factory=dict)  # the task's parameters (see "Task parameters")
+    sizes: dict = field(default_factory=dict)  # examples per split: train, validation, test (default: the task's)
+    seed: int = 0  # seed of the generated examples (each split its own stream)
+    cache_dir: str = ".cache/datasets"  # where generated splits are saved (datasets.save_to_disk) and reused
+    data_dir: str | None = None  # local files some tasks read (ListOps TSVs, text); in a YAML file, relative to it
 
     def check(self, path: str) -> None:
         from ssm.data import TASKS
@@ -109,12 +120,12 @@ class OptimConfig:
     lr: float = 3e-3  # AdamW's (base) learning rate
     ssm_lr: float = 1e-3  # learning rate of the SSM dynamics (no weight decay)
     muon_lr: float = 0.02  # Muon's learning rate for dense matrices
-    msign_coeffs: str = "jordan"  # Newton-Schulz schedule of ssm.linalg.COEFFS
-    msign_steps: int = 5
-    weight_decay: float = 0.01
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
+    msign_coeffs: str = "jordan"  # Muon's Newton-Schulz coefficients: a name in ssm.linalg.COEFFS
+    msign_steps: int = 5  # Muon's Newton-Schulz iterations
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay (matrix and adamw groups)
+    b1: float = 0.9  # Adam's first-moment decay (Muon's momentum)
+    b2: float = 0.999  # Adam's second-moment decay
+    eps: float = 1e-8  # Adam's epsilon
     grad_clip: float | None = 1.0  # global-norm clip; null: off
 
     def check(self, path: str) -> None:
@@ -138,8 +149,8 @@ class OptimConfig:
 class ScheduleConfig:
     """Linear warmup, then cosine (or linear, or constant) decay, for every group."""
 
-    warmup_steps: int = 100
-    decay: str = "cosine"
+    warmup_steps: int = 100  # linear warmup from 0 (a tenth of the run where it would not fit)
+    decay: str = "cosine"  # after warmup: cosine, linear or constant
     min_lr_ratio: float = 0.0  # final lr / peak lr
 
     def warmup(self, steps: int) -> int:
@@ -163,13 +174,13 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    steps: int = 1000
-    batch_size: int = 32  # global, over all devices
-    eval_every: int = 250
-    eval_batch_size: int | None = None  # default: batch_size
-    log_every: int = 20
+    steps: int = 1000  # optimizer steps; raise it to continue a finished run
+    batch_size: int = 32  # examples per step, global over all devices
+    eval_every: int = 250  # steps between validation passes (and one at the end)
+    eval_batch_size: int | None = None  # examples per evaluation batch (default: batch_size)
+    log_every: int = 20  # steps between training-metric records (and log lines off a terminal)
     eval_examples: int | None = None  # validation examples per evaluation (default: the whole split)
-    seed: int = 0
+    seed: int = 0  # parameter initialization, dropout and data order
     devices: int | None = None  # local devices to use (default: all)
 
     def check(self, path: str) -> None:
@@ -196,8 +207,8 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every: int = 250
-    keep: int = 3
+    every: int = 250  # steps between checkpoints (and one at the end, and one on SIGINT/SIGTERM)
+    keep: int = 3  # newest checkpoints kept
 
     def check(self, path: str) -> None:
         positive(f"{path}.every", self.every)
@@ -208,15 +219,16 @@ class CheckpointConfig:
 class DistributedConfig:
     """Multi-host: ``jax.distributed.initialize`` before anything else."""
 
-    multihost: bool = False
+    multihost: bool = False  # call jax.distributed.initialize (one process per host)
     coordinator_address: str | None = None  # host:port; null: auto-detect (TPU, SLURM)
-    num_processes: int | None = None
-    process_id: int | None = None
+    num_processes: int | None = None  # null: auto-detect
+    process_id: int | None = None  # null: auto-detect
 
 
 @dataclass(frozen=True)
 class Config:
-    name: str = "default"
+    name: str = "default"  # the experiment's name: its run folder is runs/<name> (plus overrides)
+    preset: str | None = None  # an overlay of the file's presets: mapping applied first (e.g. cpu)
     model: ModelConfig = field(default_factory=ModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -330,7 +342,9 @@ def merge(base: dict, over: dict) -> dict:
 
 
 def read_yaml(path: str | pathlib.Path, _seen: tuple = ()) -> dict:
-    """A YAML experiment with its ``extends:`` chain resolved."""
+    """A YAML experiment with its ``extends:`` chain resolved, and the relative data
+    paths each file names (``task.data_dir``, ``task.params.path``) made absolute
+    against that file's folder, as ``extends:`` is."""
     path = pathlib.Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
@@ -342,11 +356,41 @@ def read_yaml(path: str | pathlib.Path, _seen: tuple = ()) -> dict:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top, got {type(data).__name__}")
+    data = _with_data_paths_from(path.parent, data)
     parent = data.pop("extends", None)
     if parent is None:
         return data
     base = read_yaml(path.parent / parent, (*_seen, path.resolve()))
     return merge(base, data)
+
+
+def _with_data_paths_from(folder: pathlib.Path, data: dict) -> dict:
+    """``data`` (one file's mapping, its presets included) with relative ``task.data_dir``
+    and ``task.params.path`` resolved against ``folder``. A ``path`` stays relative where
+    the same mapping sets ``data_dir`` (the text task reads it inside ``data_dir``), and
+    ``stdlib:`` names are not paths."""
+
+    def absolute(value):
+        if not isinstance(value, str) or not value or value.startswith("stdlib:"):
+            return value
+        p = pathlib.Path(value).expanduser()
+        return str(p if p.is_absolute() else (folder / p).resolve())
+
+    def fix(mapping):
+        task = mapping.get("task") if isinstance(mapping, dict) else None
+        if not isinstance(task, dict):
+            return mapping
+        task = dict(task)
+        if "data_dir" in task:
+            task["data_dir"] = absolute(task["data_dir"])
+        elif isinstance(task.get("params"), dict) and "path" in task["params"]:
+            task["params"] = {**task["params"], "path": absolute(task["params"]["path"])}
+        return {**mapping, "task": task}
+
+    data = fix(data)
+    if isinstance(data.get("presets"), dict):
+        data = {**data, "presets": {name: fix(overlay) for name, overlay in data["presets"].items()}}
+    return data
 
 
 def apply_override(data: dict, assignment: str) -> dict:
@@ -382,10 +426,24 @@ def _delete(data: dict, key: str, assignment: str, prefix: str = "") -> dict:
 
 
 def load_config(path=None, overrides: list[str] = ()) -> Config:
-    """The experiment at ``path`` (or the defaults) with ``--set`` overrides applied."""
+    """The experiment at ``path`` (or the defaults) with ``--set`` overrides applied.
+
+    A file may define ``presets:``, named overlays merged over it when ``preset`` names
+    one (``--set preset=cpu``); the overrides apply after the preset, so they win."""
     data = read_yaml(path) if path is not None else {}
+    chosen = data
+    for assignment in overrides:
+        chosen = apply_override(chosen, assignment)
+    presets = data.pop("presets", None) or {}
+    preset = chosen.get("preset")
+    if preset is not None:
+        if preset not in presets:
+            raise ConfigError(f"preset: {preset!r} is not a preset of {str(path) if path else 'the defaults'}; "
+                              f"its presets: {tuple(presets) or 'none'}")
+        data = merge(data, presets[preset])
     for assignment in overrides:
         data = apply_override(data, assignment)
+    data.pop("presets", None)
     return from_dict(Config, data)
 
 

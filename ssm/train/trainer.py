@@ -58,7 +58,8 @@ def build_model(config: Config, info: "data.TaskInfo", rngs: nnx.Rngs) -> Sequen
         d_model=m.d_model, n_layers=m.n_layers, d_output=info.d_output,
         vocab_size=info.vocab_size, d_input=info.d_input, layer=m.layer, layer_kwargs=layer_kwargs,
         norm=m.norm, prenorm=m.prenorm, activation=m.activation, post=m.post, dropout=m.dropout,
-        mlp=m.mlp, mlp_expand=m.mlp_expand, pool=pool, tie_embeddings=m.tie_embeddings, rngs=rngs,
+        mlp=m.mlp, mlp_expand=m.mlp_expand, pool=pool, tie_embeddings=m.tie_embeddings,
+        dtype=None if m.dtype is None else jnp.dtype(m.dtype), param_dtype=jnp.dtype(m.param_dtype), rngs=rngs,
     )
 
 
@@ -135,22 +136,35 @@ def evaluate_split(eval_step, state, dataset, batch_size: int, mesh, kind: str) 
     return summarize(jax.device_get(sums), kind)
 
 
-def check_run_folder(config: Config, workdir: pathlib.Path, write: bool) -> None:
-    """A run folder belongs to one experiment: resuming with another config is an error.
-    A folder with no checkpoint yet (a run that stopped before its first) is taken over."""
+def check_run_folder(config: Config, workdir: pathlib.Path, write: bool) -> int | None:
+    """A run folder belongs to one experiment: resuming with another config is an error,
+    except for ``trainer.steps`` (raised to continue a finished run, or lowered). A folder
+    with no checkpoint yet (a run that stopped before its first) is taken over. With
+    ``write``, the folder is made and ``config.yaml`` (re)written.
+
+    Returns the steps the folder's run was configured for when that is all that
+    differs, else None."""
     saved = workdir / "config.yaml"
     started = any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*"))
     if not (saved.exists() and started):
         if write:
+            workdir.mkdir(parents=True, exist_ok=True)
             saved.write_text(dump(config))
-        return
+        return None
     old, new = yaml.safe_load(saved.read_text()), to_dict(config)
     for free in ("logging", "distributed"):  # how a run is watched or launched, not what it computes
         old.pop(free, None), new.pop(free, None)
+    old_steps = old.get("trainer", {}).pop("steps", None)
+    new["trainer"].pop("steps")
     if old != new:
         diff = sorted(_diff_keys(old, new))
         raise ConfigError(f"run folder {str(workdir)!r} holds a run with another config "
                           f"(differs at {diff}); use another --workdir or the same config")
+    if old_steps == config.trainer.steps:
+        return None
+    if write:
+        saved.write_text(dump(config))
+    return old_steps
 
 
 def _diff_keys(a, b, prefix=""):
@@ -167,14 +181,18 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     devices.initialize(config.distributed)
     primary = devices.is_primary()
     workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    check_run_folder(config, workdir, write=primary)
+    check_run_folder(config, workdir, write=False)  # before any work: a wrong folder is refused
     t, task = config.trainer, config.task
     import datasets
 
     datasets.disable_progress_bars()  # building a cache is quick; its bars only clutter the log
-    splits, info = data.load_task(task.name, task.params, seed=task.seed, sizes=task.sizes or None,
-                                  cache_dir=task.cache_dir, data_dir=task.data_dir)
+    try:  # the data before the folder: a missing file leaves no half-made run folder behind
+        splits, info = data.load_task(task.name, task.params, seed=task.seed, sizes=task.sizes or None,
+                                      cache_dir=task.cache_dir, data_dir=task.data_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"task {task.name!r}: {e}") from None
+    configured_steps = check_run_folder(config, workdir, write=primary)
+    workdir.mkdir(parents=True, exist_ok=True)
     if t.eval_examples is not None and t.eval_examples < len(splits["validation"]):
         splits["validation"] = splits["validation"].select(range(t.eval_examples))  # the test split stays whole
     eval_batch_size = t.eval_batch_size or t.batch_size
@@ -201,7 +219,11 @@ def train_and_evaluate(config: Config, workdir) -> dict:
             checkpoints.close()
             print(f"{workdir}: already trained for {start} steps; summary in {summary_path}")
             return json.loads(summary_path.read_text())
-        print(f"{workdir}: resuming from step {start}")
+        if configured_steps is not None and start < t.steps:
+            print(f"{workdir}: continuing a run configured for {configured_steps} steps to trainer.steps={t.steps}, "
+                  f"from step {start}; the learning-rate schedule is now that of a {t.steps}-step run")
+        else:
+            print(f"{workdir}: resuming from step {start}")
     # Which process of the run this is (0, then 1 after a resume, ...), in every record it writes.
     process = 1 + max((r.get("process", 0) for r in log.read()), default=-1) if primary and start else 0
 
