@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from ssm.train.config import Config, ConfigError, apply_override, from_dict, merge
+from ssm.train.shipped import configs_dir
 
 PRESETS = ("ci", "cpu", "paper")
 METRICS = ("accuracy", "loss", "mse", "bits_per_byte")
@@ -82,7 +83,7 @@ def preset_path(preset: str, root: pathlib.Path | None = None) -> pathlib.Path:
         return pathlib.Path(preset)
     if preset not in PRESETS:
         raise ConfigError(f"--preset {preset!r}: expected one of {PRESETS} or a YAML file")
-    root = root or pathlib.Path(__file__).resolve().parents[2] / "configs"
+    root = root or configs_dir()
     return root / "bench" / f"memory_{preset}.yaml"
 
 
