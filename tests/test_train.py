@@ -399,3 +399,32 @@ def test_a_missing_data_file_is_a_config_error_and_leaves_no_run_folder(tmp_path
     with pytest.raises(ConfigError, match="no_such_corpus"):
         train_and_evaluate(config, workdir)
     assert not workdir.exists()
+
+
+def test_metrics_plot_has_the_run_title_the_test_point_the_schedule_and_whole_step_ticks(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from ssm.train.metrics import figure
+
+    workdir = tmp_path / "run"
+    train_and_evaluate(load_config(None, tiny(tmp_path, "trainer.steps=10")), workdir)
+    fig = figure(records(workdir), "default: test loss 1.0 (10 steps)")
+    try:
+        assert fig._suptitle.get_text() == "default: test loss 1.0 (10 steps)"
+        loss, accuracy, lr = fig.axes
+        assert (loss.get_ylabel(), accuracy.get_ylabel(), lr.get_ylabel()) == ("loss", "accuracy", "learning rate")
+        assert [line.get_label() for line in loss.get_lines()] == ["train", "validation", "test"]
+        assert [line.get_label() for line in lr.get_lines()] == ["lr", "ssm_lr"]
+        for ax in fig.axes:
+            ticks = [t for t in ax.get_xticks() if 0 <= t <= 10]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
+        assert loss.get_yscale() == "linear"  # a loss within one decade: log axes would show no labels
+    finally:
+        plt.close(fig)
+    warmup = [(s, min(s, 5) / 5 * 3e-3) for s in range(11)]  # the whole schedule, not only the logged steps
+    fig = figure(records(workdir), schedules={"lr": warmup, "ssm_lr": []})
+    try:
+        (line,) = fig.axes[-1].get_lines()
+        assert list(line.get_xdata()) == list(range(11)) and line.get_ydata()[0] == 0.0
+    finally:
+        plt.close(fig)

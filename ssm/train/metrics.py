@@ -79,27 +79,56 @@ class Progress:
         self.bar.close()
 
 
-def plot(records: list[dict], path: pathlib.Path) -> None:
-    """Loss (and accuracy, when there is one) against step, train and validation."""
+def plot(records: list[dict], path: pathlib.Path, title: str | None = None, schedules: dict | None = None) -> None:
+    """:func:`figure` of ``records``, saved as a PNG at ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(records, title, schedules)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def figure(records: list[dict], title: str | None = None, schedules: dict | None = None):
+    """Loss (and accuracy, when there is one) against step, train and validation, with
+    the test result marked at the last step; then the learning rates: ``schedules``
+    (``{name: [(step, lr), ...]}``, the whole schedule) or, without it, the rates the
+    records logged. ``title``: above all panels (the trainer passes the run's name and
+    its test result)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     keys = ["loss"] + (["accuracy"] if any("accuracy" in r for r in records) else [])
-    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.5), squeeze=False)
+    if schedules is None:
+        schedules = {k: [(r["step"], r[k]) for r in records if r["split"] == "train" and k in r] for k in ("lr", "ssm_lr")}
+    lrs = [k for k, points in schedules.items() if points]
+    panels = keys + (["learning rate"] if lrs else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        for split, style in (("train", "-"), ("validation", "o-")):
+        for split, style in (("train", "-"), ("validation", "o-"), ("test", "*")):
             points = [(r["step"], r[key]) for r in records
                       if r["split"] == split and key in r and math.isfinite(r[key])]
             if points:
-                ax.plot(*zip(*points), style, label=split, markersize=3)
-        ax.set_xlabel("step")
+                ax.plot(*zip(*points), style, label=split, markersize=9 if split == "test" else 3)
         ax.set_ylabel(key)
-        if key == "loss":
+        values = [r[key] for r in records if key in r and math.isfinite(r[key]) and r[key] > 0]
+        if key == "loss" and values and max(values) > 10 * min(values):  # log only where it spans decades
             ax.set_yscale("log")
-        ax.grid(alpha=0.3)
         ax.legend()
+    if lrs:
+        ax = axes[0][-1]
+        for key, style in zip(lrs, ("-", "--")):
+            ax.plot(*zip(*schedules[key]), style, label=key)
+        ax.set_ylabel("learning rate")
+        ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+        ax.legend()
+    for ax in axes[0]:
+        ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))  # whole steps, even on short runs
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig

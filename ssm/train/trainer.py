@@ -328,7 +328,10 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     if primary:
         summary_path.write_text(json.dumps(summary, indent=2))
         if config.logging.plot:
-            plot(records, workdir / "metrics.png")
+            every = max(1, t.steps // 500)
+            curves = {k: [(s, float(f(s))) for s in range(0, t.steps + 1, every)] for k, f in schedules.items()}
+            plot(records, workdir / "metrics.png", title=f"{config.name}: test {_fmt(test)} ({step} steps)",
+                 schedules=curves)
         print(f"{config.name}: test {_fmt(test)} ({summary['wall_time_s']:.0f} s); run folder {workdir}")
     return summary
 
