@@ -195,8 +195,8 @@ def test_bad_construction_arguments_raise_clear_errors(make, match):
 
 def test_bad_call_arguments_raise_clear_errors():
     m = build("s4d")
-    with pytest.raises(ValueError, match=r"x has shape \(8, 4\); expected \(batch, length, 4\)"):
-        m(jnp.zeros((8, 4)))
+    with pytest.raises(ValueError, match=r"x has shape \(4,\); expected \(batch, length, 4\)"):
+        m(jnp.zeros((4,)))
     with pytest.raises(ValueError, match=r"x has shape \(1, 8, 3\)"):
         m(jnp.zeros((1, 8, 3)))
     with pytest.raises(ValueError, match=r"mask has shape \(1, 7\)"):

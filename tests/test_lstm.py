@@ -91,7 +91,7 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="d_model=0"):
         LSTM(0, rngs=nnx.Rngs(0))
     m = layer()
-    with pytest.raises(ValueError, match=r"x has shape \(2, 6\)"):
-        m(jnp.zeros((2, 6)))
+    with pytest.raises(ValueError, match=r"x has shape \(6,\)"):
+        m(jnp.zeros((6,)))
     with pytest.raises(ValueError, match=r"x_t has shape \(2, 3, 6\)"):
         m.step(jnp.zeros((2, 3, 6)), m.init_state(2))

@@ -95,8 +95,8 @@ def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="method='cuda'"):
         Mamba(8, scan_method="cuda", rngs=nnx.Rngs(0))
     m = layer()
-    with pytest.raises(ValueError, match=r"x has shape \(2, 8\)"):
-        m(jnp.zeros((2, 8)))
+    with pytest.raises(ValueError, match=r"x has shape \(8,\)"):
+        m(jnp.zeros((8,)))
     with pytest.raises(ValueError, match=r"x_t has shape \(2, 3, 8\)"):
         m.step(jnp.zeros((2, 3, 8)), m.init_state(2))
 

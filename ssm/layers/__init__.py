@@ -3,8 +3,10 @@
 
 Every sequence layer is built as ``Layer(d_model, *, <options>, dtype=None,
 param_dtype=jnp.float32, rngs=nnx.Rngs(...))`` and called as ``layer(x, mask=None)``
-on ``x`` (batch, length, d_model). Causal layers also offer ``init_state``,
-``step`` and ``prefill`` for recurrent inference.
+on ``x`` (batch, length, d_model), or on one example (length, d_model) (with ``mask``
+(length,)), so ``jax.vmap`` over examples works too (:mod:`ssm.layers.unbatched`).
+Causal layers also offer ``init_state``, ``step`` and ``prefill`` for recurrent
+inference, which keep the batch axis.
 """
 
 from ssm.layers.attention import Attention

@@ -10,10 +10,11 @@ from flax import nnx
 
 from ssm.attention import apply_rope, dot_product_attention
 from ssm.checks import check_positive_int, check_sequence, check_token
+from ssm.layers.unbatched import accepts_unbatched
 
 
 class Attention(nnx.Module):
-    """Multi-head self-attention: ``x`` (batch, length, d_model) -> same shape.
+    """Multi-head self-attention: ``x`` (batch, length, d_model) or (length, d_model) -> same shape.
 
     ``qkv`` (d -> 3d) splits into ``n_heads`` heads of ``d / n_heads``; queries and
     keys are rotated by RoPE (:func:`ssm.attention.apply_rope`), so scores depend only
@@ -83,10 +84,12 @@ class Attention(nnx.Module):
             y = jnp.where(mask[..., None], y, 0)
         return y, k, v
 
+    @accepts_unbatched()
     def __call__(self, x, mask=None):
-        """``x`` (batch, length, d_model) -> (batch, length, d_model).
+        """``x`` (batch, length, d_model) -> (batch, length, d_model), or one example
+        (length, d_model) -> (length, d_model).
 
-        ``mask`` (batch, length) marks real tokens: padded keys are never attended to
+        ``mask`` (batch, length) (or (length,)) marks real tokens: padded keys are never attended to
         and padded outputs are zero. Positions count from the first column; scores
         depend only on distances, so left padding shifts nothing.
         """
@@ -116,7 +119,9 @@ class Attention(nnx.Module):
 
     def step(self, x_t, state):
         """One token: ``x_t`` (batch, d_model) -> ``(y_t, state)``, equal to
-        ``layer(x)[:, t]``; attends over the cached positions and itself."""
+        ``layer(x)[:, t]``; attends over the cached positions and itself. The batch
+        axis is required, as the cache's (its ``pos`` is shared by the batch): one
+        example is a batch of one."""
         self._check_causal()
         check_token(x_t, self.d_model)
         pos, max_len = state["pos"], state["k"].shape[1]
@@ -134,7 +139,8 @@ class Attention(nnx.Module):
     def prefill(self, x, max_len: int | None = None):
         """A prompt ``x`` (batch, length, d_model) -> ``(y, state)``: the outputs of
         ``layer(x)`` and a KV cache of ``max_len`` positions (default: the prompt's
-        length) holding the prompt, ready for :meth:`step`."""
+        length) holding the prompt, ready for :meth:`step`. The batch axis is
+        required, as in :meth:`step`."""
         self._check_causal()
         y, k, v = self._forward(x, None)
         length = x.shape[1]

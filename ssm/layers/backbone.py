@@ -20,12 +20,19 @@ from ssm.layers.monarch_linear import LINEARS
 from ssm.layers.monarch_mixer import MonarchMixer
 from ssm.layers.s4 import S4
 from ssm.layers.s4d import S4D
+from ssm.layers.unbatched import accepts_unbatched, check_batched
 
 # Sequence layers a config can name. Each is built as cls(d_model, **layer_kwargs, rngs=...).
 LAYERS: dict[str, type[nnx.Module]] = {"s4": S4, "s4d": S4D, "mamba": Mamba, "mamba2": Mamba2, "m2": MonarchMixer,
                                        "attention": Attention, "lstm": LSTM}
 MLPS: tuple[str | None, ...] = (None, *LINEARS)
 POOLS: tuple[str | None, ...] = (None, "mean", "last")
+
+
+def example_dims(model: SequenceModel) -> tuple:
+    """One example of ``model``'s input, without the batch axis: token ids (length,)
+    or features (length, d_input)."""
+    return ("length",) if isinstance(model.encoder, nnx.Embed) else ("length", model.encoder.in_features)
 
 
 class SequenceModel(nnx.Module):
@@ -35,7 +42,8 @@ class SequenceModel(nnx.Module):
     features (batch, length, d_input). With ``pool=None`` the output is per
     position, (batch, length, d_output) (language modelling, sequence-to-sequence);
     with ``"mean"`` (over real tokens) or ``"last"`` (last real token) it is
-    (batch, d_output) (classification, regression).
+    (batch, d_output) (classification, regression). One example without the batch
+    axis, (length,) ids or (length, d_input), gives the output without it.
 
     Args:
       d_model, n_layers, d_output: widths and depth.
@@ -123,11 +131,13 @@ class SequenceModel(nnx.Module):
         h = self.encoder.attend(h) if self.head is None else self.head(h)
         return h.astype(jnp.promote_types(h.dtype, jnp.float32))
 
+    @accepts_unbatched(example_dims)
     def __call__(self, x, mask=None):
         """``x`` (batch, length) ids or (batch, length, d_input); ``mask`` (batch, length).
 
         Returns (batch, length, d_output), or (batch, d_output) when pooled; float32 at
-        least.
+        least. One example, ``x`` (length,) ids or (length, d_input) and ``mask``
+        (length,), returns (length, d_output) or (d_output,).
         """
         h = self.encoder(x)
         for block in self.blocks:
@@ -152,8 +162,13 @@ class SequenceModel(nnx.Module):
         return [block.init_state(batch_size, max_len) for block in self.blocks]
 
     def step(self, x_t, state):
-        """``x_t`` (batch,) ids or (batch, d_input) -> ``(logits (batch, d_output), state)``."""
+        """``x_t`` (batch,) ids or (batch, d_input) -> ``(logits (batch, d_output), state)``.
+
+        The batch axis is required, as the state's (see :meth:`init_state`): one
+        example is a batch of one.
+        """
         self._check_recurrent()
+        check_batched("x_t", x_t, ("batch", *example_dims(self)[1:]))
         h = self.encoder(x_t)
         new_state = []
         for block, s in zip(self.blocks, state):
@@ -163,8 +178,10 @@ class SequenceModel(nnx.Module):
 
     def prefill(self, x, max_len: int | None = None):
         """Run a prompt: ``x`` as in ``__call__`` -> ``(logits (batch, length, d_output), state)``;
-        ``max_len`` as :meth:`init_state` (attention: default the prompt's length)."""
+        ``max_len`` as :meth:`init_state` (attention: default the prompt's length). The
+        batch axis is required, as in :meth:`step`."""
         self._check_recurrent()
+        check_batched("x", x, ("batch", *example_dims(self)))
         h = self.encoder(x)
         state = []
         for block in self.blocks:

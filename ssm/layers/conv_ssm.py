@@ -17,6 +17,7 @@ from flax import nnx
 
 from ssm import hippo, kernels
 from ssm.checks import check_positive_int, check_sequence, check_token
+from ssm.layers.unbatched import accepts_unbatched
 
 
 def complex_from_pair(p):
@@ -126,11 +127,13 @@ class ConvSSM(nnx.Module):
         raise NotImplementedError
 
     # Convolution mode ------------------------------------------------------------
+    @accepts_unbatched()
     def __call__(self, x, mask=None):
-        """``x`` (batch, length, d_model) -> (batch, length, d_model).
+        """``x`` (batch, length, d_model) -> (batch, length, d_model), or one example
+        (length, d_model) -> (length, d_model).
 
-        ``mask`` (batch, length) marks real tokens: padded inputs are zeroed
-        before the convolution, so they never reach real outputs, and padded
+        ``mask`` (batch, length) (or (length,)) marks real tokens: padded inputs are
+        zeroed before the convolution, so they never reach real outputs, and padded
         outputs are zero.
         """
         check_sequence(x, mask, self.d_model)
@@ -173,7 +176,9 @@ class ConvSSM(nnx.Module):
     def step(self, x_t, state):
         """One step: ``x_t`` (batch, d_model), state -> ``(y_t, state)``.
 
-        Equals ``layer(x)[:, t]`` when fed ``x[:, 0..t]`` from ``init_state``.
+        Equals ``layer(x)[:, t]`` when fed ``x[:, 0..t]`` from ``init_state``. The
+        batch axis is required, as the state's (batch, H, M): one example is a batch
+        of one.
         """
         self._check_causal()
         check_token(x_t, self.d_model)
@@ -188,9 +193,10 @@ class ConvSSM(nnx.Module):
 
         Returns ``(y, state)``: the outputs (as ``layer(x)``, by convolution) and the
         state after the last position (by a scan of the recurrence), ready for
-        :meth:`step`.
+        :meth:`step`. The batch axis is required, as in :meth:`step`.
         """
         self._check_causal()
+        check_sequence(x, None, self.d_model)
         y = self(x)
         Abar, Bbar, _ = self.discrete_system()
         state = self.init_state(x.shape[0])

@@ -8,10 +8,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssm.checks import check_positive_int, check_sequence, check_token
+from ssm.layers.unbatched import accepts_unbatched
 
 
 class LSTM(nnx.Module):
-    """LSTM over the sequence: ``x`` (batch, length, d_model) -> hidden states, same shape.
+    """LSTM over the sequence: ``x`` (batch, length, d_model) or (length, d_model) -> hidden
+    states, same shape.
 
     One :class:`flax.nnx.OptimizedLSTMCell` (the four gates of the input and of the
     hidden state as two fused matrix products; Hochreiter & Schmidhuber, 1997) run by
@@ -68,9 +70,11 @@ class LSTM(nnx.Module):
         y = jnp.swapaxes(hs, 0, 1).astype(dtype)
         return (y if mask is None else jnp.where(mask[..., None], y, 0)), carry
 
+    @accepts_unbatched()
     def __call__(self, x, mask=None):
-        """``x`` (batch, length, d_model) -> (batch, length, d_model); ``mask`` (batch,
-        length) marks real tokens (padded positions keep the carry and output zeros)."""
+        """``x`` (batch, length, d_model) -> (batch, length, d_model), or one example
+        (length, d_model) -> (length, d_model); ``mask`` (batch, length) (or (length,))
+        marks real tokens (padded positions keep the carry and output zeros)."""
         check_sequence(x, mask, self.d_model)
         return self._scan(x, mask, self.init_state(x.shape[0]))[0]
 
@@ -81,12 +85,14 @@ class LSTM(nnx.Module):
         return zeros, zeros
 
     def step(self, x_t, state):
-        """One token: ``x_t`` (batch, d_model) -> ``(h_t, state)``, equal to ``layer(x)[:, t]``."""
+        """One token: ``x_t`` (batch, d_model) -> ``(h_t, state)``, equal to ``layer(x)[:, t]``.
+        The batch axis is required, as the state's: one example is a batch of one."""
         check_token(x_t, self.d_model)
         state = self._cell(state, x_t)
         return state[1].astype(self.dtype or x_t.dtype), state
 
     def prefill(self, x):
-        """A prompt ``x`` (batch, length, d_model) -> ``(y, state)`` for :meth:`step`."""
+        """A prompt ``x`` (batch, length, d_model) -> ``(y, state)`` for :meth:`step` (the
+        batch axis required, as in :meth:`step`)."""
         check_sequence(x, None, self.d_model)
         return self._scan(x, None, self.init_state(x.shape[0]))

@@ -13,10 +13,11 @@ from ssm import scan
 from ssm.checks import check_positive_int, check_sequence, check_token
 from ssm.layers.conv1d import CausalConv1d
 from ssm.layers.init import dt_bias_init, symmetric_uniform, torch_linear
+from ssm.layers.unbatched import accepts_unbatched
 
 
 class Mamba(nnx.Module):
-    """Mamba block: ``x`` (batch, length, d_model) -> same shape.
+    """Mamba block: ``x`` (batch, length, d_model) or (length, d_model) -> same shape.
 
     in_proj (d -> 2 d_inner: x, z) -> causal depthwise conv + SiLU -> x_proj (dt, B, C)
     -> delta = softplus(dt_proj(dt)) -> selective scan with
@@ -107,10 +108,12 @@ class Mamba(nnx.Module):
         return y, {"conv": conv_state, "ssm": ssm_state}
 
     # -------------------------------------------------------------------- modes
+    @accepts_unbatched()
     def __call__(self, x, mask=None):
-        """``x`` (batch, length, d_model) -> (batch, length, d_model); ``mask``
-        (batch, length) marks real tokens (padded inputs are zeroed and take a zero
-        step, so they change neither real outputs nor the state)."""
+        """``x`` (batch, length, d_model) -> (batch, length, d_model), or one example
+        (length, d_model) -> (length, d_model); ``mask`` (batch, length) (or (length,))
+        marks real tokens (padded inputs are zeroed and take a zero step, so they
+        change neither real outputs nor the state)."""
         return self._forward(x, mask, return_state=False)[0]
 
     def init_state(self, batch_size: int):
@@ -120,7 +123,8 @@ class Mamba(nnx.Module):
                 "ssm": jnp.zeros((batch_size, self.d_inner, self.d_state), self.real_dtype)}
 
     def step(self, x_t, state):
-        """One token: ``x_t`` (batch, d_model) -> ``(y_t, state)``, equal to ``layer(x)[:, t]``."""
+        """One token: ``x_t`` (batch, d_model) -> ``(y_t, state)``, equal to ``layer(x)[:, t]``.
+        The batch axis is required, as the state's: one example is a batch of one."""
         check_token(x_t, self.d_model)
         xs, z = jnp.split(self.in_proj(x_t), 2, axis=-1)
         conv_out, conv_state = self.conv1d.step(xs, state["conv"])
@@ -131,5 +135,5 @@ class Mamba(nnx.Module):
 
     def prefill(self, x):
         """A prompt ``x`` (batch, length, d_model) -> ``(y, state)`` for :meth:`step`
-        (any length, also shorter than ``d_conv``)."""
+        (any length, also shorter than ``d_conv``; the batch axis required, as in :meth:`step`)."""
         return self._forward(x, None, return_state=True)

@@ -14,6 +14,7 @@ from flax import nnx
 from ssm.checks import check_positive_int, check_sequence, check_token
 from ssm.layers.conv1d import CausalConv1d
 from ssm.layers.init import dt_bias_init, torch_linear
+from ssm.layers.unbatched import accepts_unbatched
 from ssm.ssd import ssd_chunked, ssd_step
 
 class RMSNormGated(nnx.Module):
@@ -39,7 +40,7 @@ class RMSNormGated(nnx.Module):
 
 
 class Mamba2(nnx.Module):
-    """Mamba-2 mixer: ``x`` (batch, length, d_model) -> same shape.
+    """Mamba-2 mixer: ``x`` (batch, length, d_model) or (length, d_model) -> same shape.
 
     ``in_proj`` maps d_model to ``[z, x, B, C, dt]`` (d_inner, d_inner, G N, G N,
     H channels, in that order); a causal depthwise convolution and SiLU act on
@@ -192,10 +193,12 @@ class Mamba2(nnx.Module):
             out = jnp.where(mask[..., None], out, 0)
         return out.astype(dtype), {"conv": conv_state, "ssm": ssm_state}
 
+    @accepts_unbatched()
     def __call__(self, x, mask=None):
-        """``x`` (batch, length, d_model) -> (batch, length, d_model).
+        """``x`` (batch, length, d_model) -> (batch, length, d_model), or one example
+        (length, d_model) -> (length, d_model).
 
-        ``mask`` (batch, length) marks real tokens: padded positions are zeroed
+        ``mask`` (batch, length) (or (length,)) marks real tokens: padded positions are zeroed
         before the convolution and get ``dt = 0``, so the SSM state passes through
         them unchanged; padding on either side leaves real outputs as they are.
         Padded outputs are zero.
@@ -213,7 +216,8 @@ class Mamba2(nnx.Module):
     def step(self, x_t, state):
         """One token: ``x_t`` (batch, d_model), state -> ``(y_t (batch, d_model), state)``.
 
-        Equals ``layer(x)[:, t]`` when fed ``x[:, 0..t]`` from :meth:`init_state`.
+        Equals ``layer(x)[:, t]`` when fed ``x[:, 0..t]`` from :meth:`init_state`. The
+        batch axis is required, as the state's: one example is a batch of one.
         """
         check_token(x_t, self.d_model)
         dtype = self.dtype or x_t.dtype
@@ -228,6 +232,6 @@ class Mamba2(nnx.Module):
 
         Returns ``(y, state)``: the outputs (as ``layer(x)``, by the chunked SSD) and
         the state after the last position, ready for :meth:`step`; any length works,
-        also one shorter than ``d_conv``.
+        also one shorter than ``d_conv``. The batch axis is required, as in :meth:`step`.
         """
         return self._forward(x, None, with_state=True)

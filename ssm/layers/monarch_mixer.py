@@ -13,6 +13,7 @@ from ssm.layers.conv1d import CausalConv1d
 from ssm.layers.conv_ssm import make_dropout
 from ssm.layers.hyena import FILTERS, ExplicitFilter, HyenaFilter
 from ssm.layers.monarch_linear import make_linear
+from ssm.layers.unbatched import accepts_unbatched
 
 
 class MonarchMixer(nnx.Module):
@@ -116,10 +117,12 @@ class MonarchMixer(nnx.Module):
         y = kernels.fft_conv(v.astype(real), K, K_reverse)
         return y + v.astype(real) * self.D[...].astype(real)
 
+    @accepts_unbatched()
     def __call__(self, x, mask=None):
-        """``x`` (batch, length, d_model) -> (batch, length, d_model).
+        """``x`` (batch, length, d_model) -> (batch, length, d_model), or one example
+        (length, d_model) -> (length, d_model).
 
-        ``mask`` (batch, length) marks real tokens: the projected inputs and the
+        ``mask`` (batch, length) (or (length,)) marks real tokens: the projected inputs and the
         gated values are zeroed at padded positions, so padding on either side
         leaves real outputs unchanged.
         """

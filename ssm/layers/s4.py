@@ -13,7 +13,8 @@ DPLR_MEASURES: tuple[str, ...] = ("legs", "legt", "lagt", "fout")
 
 
 class S4(ConvSSM):
-    """DPLR SSM layer from a HiPPO measure: ``x`` (batch, length, d_model) -> same shape.
+    """DPLR SSM layer from a HiPPO measure: ``x`` (batch, length, d_model) or (length,
+    d_model) -> same shape.
 
     Each channel runs the bilinear system with state matrix
     ``diag(Lambda, conj Lambda) - p p^*`` (the conjugate-completed DPLR form of

@@ -9,7 +9,7 @@ from ssm import hippo, kernels
 from ssm.layers.conv_ssm import ConvSSM, lambda_params, pair_from_complex
 
 class S4D(ConvSSM):
-    """Diagonal SSM layer: ``x`` (batch, length, d_model) -> same shape.
+    """Diagonal SSM layer: ``x`` (batch, length, d_model) or (length, d_model) -> same shape.
 
     Each of the H = d_model channels is an independent SSM with N/2 complex
     modes ``Lambda`` and kernel ``K[l] = 2 Re sum_n C_n Abar_n^l Bbar_n``
