@@ -344,6 +344,7 @@ def test_summary_reports_throughput_and_peak_memory(tmp_path):
     config = load_config(None, tiny(tmp_path, "trainer.steps=10", "logging.progress=false"))
     summary = train_and_evaluate(config, tmp_path / "run")
     assert summary["peak_memory_mib"] > 0 and summary["peak_memory_source"] == "XLA memory analysis"
+    assert summary["eval_batch_sizes"] == {"validation": 8, "test": 8}  # on CPU: the training batch
     rates = [r["tokens_per_s"] for r in records(tmp_path / "run") if r["split"] == "train"]
     assert summary["train_tokens_per_s"] == rates[1]  # two intervals: the first (compiling) is left out
     rows = [{"split": "train", "tokens_per_s": v, "wall_time_s": w} for v, w in

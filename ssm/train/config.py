@@ -177,7 +177,7 @@ class TrainerConfig:
     steps: int = 1000  # optimizer steps; raise it to continue a finished run
     batch_size: int = 32  # examples per step, global over all devices
     eval_every: int = 250  # steps between validation passes (and one at the end)
-    eval_batch_size: int | None = None  # examples per evaluation batch (default: batch_size)
+    eval_batch_size: int | None = None  # examples per evaluation batch (null: batch_size on CPU, the largest that fits elsewhere)
     log_every: int = 20  # steps between training-metric records (and log lines off a terminal)
     eval_examples: int | None = None  # validation examples per evaluation (default: the whole split)
     seed: int = 0  # parameter initialization, dropout and data order

@@ -35,6 +35,7 @@ from ssm.layers import LAYERS, SequenceModel
 from ssm.train import devices
 from ssm.train.checkpoint import Checkpoints
 from ssm.train.config import Config, ConfigError, dump, to_dict
+from ssm.train.eval_batch import eval_batch_size
 from ssm.train.metrics import MetricsLog, Progress, plot
 from ssm.train.objectives import objective, summarize
 from ssm.train.optimizer import build_optimizer
@@ -195,9 +196,8 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     if t.eval_examples is not None and t.eval_examples < len(splits["validation"]):
         splits["validation"] = splits["validation"].select(range(t.eval_examples))  # the test split stays whole
-    eval_batch_size = t.eval_batch_size or t.batch_size
     mesh = devices.data_mesh(t.devices, {"trainer.batch_size": t.batch_size,
-                                         "trainer.eval_batch_size": eval_batch_size})
+                                         **({"trainer.eval_batch_size": t.eval_batch_size} if t.eval_batch_size else {})})
     rows = devices.process_rows(t.batch_size)
 
     model, tx, schedules, state = build_state(config, info)
@@ -231,8 +231,22 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     eval_step = jax.jit(make_eval_step(eval_graph, info.kind))
     compiled, memory = None, (None, "not compiled: no step ran")
 
+    eval_batch_sizes: dict[str, int] = {}  # per split, chosen at its first evaluation
+
     def evaluate(split: str) -> dict:
-        return evaluate_split(eval_step, state, splits[split], eval_batch_size, mesh, info.kind)
+        if split not in eval_batch_sizes:
+            eval_batch_sizes[split] = t.eval_batch_size or automatic_eval_batch_size(split)
+        return evaluate_split(eval_step, state, splits[split], eval_batch_sizes[split], mesh, info.kind)
+
+    def automatic_eval_batch_size(split: str) -> int:
+        def lower(size: int):
+            batch = next(data.eval_batches(splits[split], size))
+            return eval_step.lower(state["params"], state["rest"],
+                                   devices.shard_batch({k: v[devices.process_rows(size)] for k, v in batch.items()}, mesh))
+
+        fixed = sum(x.nbytes for x in jax.tree.leaves((state["params"], state["rest"])))
+        return eval_batch_size(lower, t.batch_size, None if compiled is None else devices.live_bytes(compiled),
+                               fixed, mesh.devices.size, len(splits[split]))
 
     def check_finite(step: int, acc: dict | None = None) -> None:
         """Stop if a step was not finite; ``acc``: the accumulators, if already on the host."""
@@ -324,7 +338,7 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     earlier = sum(seg[-1]["wall_time_s"] for seg in segments(records)[:-1])  # processes before this one
     summary = _summary(config, records, test, n_params=n_params, devices=mesh.devices.size,
                        wall_time_s=earlier + time.perf_counter() - run_start, peak_memory_mib=memory[0],
-                       peak_memory_source=memory[1])
+                       peak_memory_source=memory[1], eval_batch_sizes=eval_batch_sizes)
     if primary:
         summary_path.write_text(json.dumps(summary, indent=2))
         if config.logging.plot:

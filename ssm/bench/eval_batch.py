@@ -1,0 +1,54 @@
+"""Evaluation cost per example against the evaluation batch size, for one config:
+the measurement behind :mod:`ssm.train.eval_batch` (the training batch on CPU, the
+largest batch that fits on an accelerator).
+
+    python -m ssm.bench.eval_batch --config mqar/mamba.yaml --preset cpu --sizes 32 64 256 1024
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+from flax import nnx
+
+from ssm.bench.common import MiB, cpu_name, emit, fmt_ratio, markdown_table, measure, parser
+
+
+def main(argv=None) -> None:
+    from ssm import data
+    from ssm.bench.configs import example_batch
+    from ssm.train import load_config
+    from ssm.train.shipped import resolve_config
+    from ssm.train.trainer import build_state, make_eval_step
+
+    p = parser(__doc__, repeats=5)
+    p.add_argument("--config", default="mqar/mamba.yaml")
+    p.add_argument("--preset", help="a preset of the config (e.g. cpu)")
+    p.add_argument("--sizes", nargs="+", type=int, default=[32, 64, 256, 1024])
+    args = p.parse_args(argv)
+    start, load = time.perf_counter(), os.getloadavg()
+    config = load_config(resolve_config(args.config), [f"preset={args.preset}"] if args.preset else [])
+    task = data.get_task(config.task.name)
+    params = data.make_params(task, config.task.params)
+    info = task.info(params)
+    model, _, _, state = build_state(config, info)
+    model.eval()
+    step = make_eval_step(nnx.split(model, nnx.Param, ...)[0], info.kind)
+    rows, first = [], None
+    for size in args.sizes:
+        batch = example_batch(task, params, info, size)
+        t = measure(step, state["params"], state["rest"], batch, repeats=args.repeats)
+        per = t.seconds / size
+        first = first or per
+        rows.append([str(size), f"{1e3 * t.seconds:.1f}", f"{1e6 * per:.0f}", fmt_ratio(per, first),
+                     "—" if t.live_bytes is None else f"{t.live_bytes / MiB:.1f}"])
+    table = markdown_table(["eval batch", "ms / batch", "µs / example", "per example vs the first", "live MiB"], rows)
+    emit(f"`{args.config}`{' --preset ' + args.preset if args.preset else ''}: {cpu_name()}, {os.cpu_count()} cores, "
+         f"backend {jax.default_backend()}, median of {args.repeats} runs; load average {load[0]:.2f} at start, "
+         f"{os.getloadavg()[0]:.2f} at end; wall time {time.perf_counter() - start:.0f} s.\n\n{table}", args.out)
+
+
+if __name__ == "__main__":
+    main()
