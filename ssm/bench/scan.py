@@ -47,6 +47,8 @@ from jax import lax
 from ssm import scan
 from ssm.bench.common import (MiB, Timing, cpu_name, emit, fmt_mib, fmt_ms, fmt_ratio, footnote,
                               markdown_table, matmul_and_read_rates, measure, parser)
+from ssm.scan.recurrence import time_step
+from ssm.scan.sequential import scan_sequential
 
 BATCH, DIM, N = 4, 512, 16
 EXP_FLOPS = 20
@@ -99,16 +101,17 @@ def naive_selective_scan(u, delta, A, B, C, D, z, delta_bias):
 
 def checkpointed_chunked_scan(u, delta, A, B, C, D, z, delta_bias, chunk: int = scan.CHUNK):
     """The chunked method as ``jax.checkpoint`` around each chunk's sequential scan (the
-    library's own step, ``scan._scan_sequential``), differentiated by JAX instead of the
-    library's hand-written backward. The length must be a multiple of ``chunk``."""
+    library's own :func:`ssm.scan.sequential.scan_sequential`), differentiated by JAX
+    instead of the library's hand-written backward. The length must be a multiple of
+    ``chunk``."""
     b, l, d = u.shape
-    delta = scan._time_step(delta, delta_bias, True, jnp.float32)
+    delta = time_step(delta, delta_bias, True, jnp.float32)
     to_chunks = lambda v: jnp.moveaxis(v.reshape(b, l // chunk, chunk, -1), 1, 0)  # noqa: E731
 
     @jax.checkpoint
     def chunk_body(h, s):
         delta_c, x_c, B_c, C_c = s
-        y, h = scan._scan_sequential(delta_c, x_c, A, B_c, C_c, h, None)
+        y, h = scan_sequential(delta_c, x_c, A, B_c, C_c, h, None)
         return h, y
 
     _, y = lax.scan(chunk_body, jnp.zeros((b, d, A.shape[1])),

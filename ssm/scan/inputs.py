@@ -1,0 +1,97 @@
+"""Argument checks of :func:`ssm.scan.selective_scan` and
+:func:`ssm.scan.selective_state_update`, and the dtype they compute in.
+
+Each error names the argument, its shape (or dtype) and what was expected. Shapes as
+in :mod:`ssm.scan`: ``b`` batch, ``l`` length, ``d`` dim, ``n`` state size, ``g`` groups.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from ssm.checks import check_positive_int
+
+
+def as_arrays(*xs):
+    """Each argument as a JAX array (NumPy arrays and lists too); None stays None."""
+    return tuple(None if x is None else jnp.asarray(x) for x in xs)
+
+
+def shape_error(name, x, expected):
+    return ValueError(f"{name} has shape {tuple(jnp.shape(x))}; expected {expected}")
+
+
+def compute_dtype(*xs):
+    """float32, or float64 if an input is float64 (so x64 tests check the algebra)."""
+    return jnp.result_type(jnp.float32, *(jnp.asarray(x).dtype for x in xs if x is not None))
+
+
+def check_A_D(A, D, delta_bias, d: int) -> int:
+    """A (d, n) real, D and delta_bias (d,) or None; returns n."""
+    if jnp.iscomplexobj(A):
+        raise ValueError(f"A has complex dtype {jnp.asarray(A).dtype}; only real A (Mamba's "
+                         "A = -exp(A_log)) is supported")
+    if jnp.ndim(A) != 2 or jnp.shape(A)[0] != d:
+        raise shape_error("A", A, f"(dim, N) = ({d}, N)")
+    for name, v in (("D", D), ("delta_bias", delta_bias)):
+        if v is not None and jnp.shape(v) != (d,):
+            raise shape_error(name, v, f"(dim,) = ({d},)")
+    return jnp.shape(A)[1]
+
+
+def check_B_C(B, C, lead: tuple, lead_names: str, d: int, n: int, suffix: str = "") -> int:
+    """B and C: lead + (n,) or lead + (g, n) with g dividing d; returns g."""
+    names = ("B" + suffix, "C" + suffix)
+    for name, v in zip(names, (B, C)):
+        shape = tuple(jnp.shape(v))
+        if len(shape) not in (len(lead) + 1, len(lead) + 2) or shape[:len(lead)] != lead \
+                or shape[-1] != n:
+            raise shape_error(name, v, f"({lead_names}, N) or ({lead_names}, groups, N) "
+                              f"with {lead_names} = {lead} and N = {n} (from A)")
+    if jnp.shape(B) != jnp.shape(C):
+        raise ValueError(f"{names[0]} has shape {jnp.shape(B)} and {names[1]} {jnp.shape(C)}; "
+                         "expected the same")
+    g = jnp.shape(B)[-2] if jnp.ndim(B) == len(lead) + 2 else 1
+    if g < 1 or d % g:
+        raise ValueError(f"{names[0]} and {names[1]} have {g} groups, which does not divide "
+                         f"dim = {d}")
+    return g
+
+
+def check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, reset, chunk_size):
+    """The arguments of :func:`ssm.scan.selective_scan` (arrays already); returns
+    ``(b, l, d, n, g)``."""
+    if jnp.ndim(u) != 3:
+        raise shape_error("u", u, "(batch, length, dim)")
+    b, l, d = jnp.shape(u)
+    for name, v in (("delta", delta), ("z", z)):
+        if v is not None and jnp.shape(v) != (b, l, d):
+            raise shape_error(name, v, f"(batch, length, dim) = {(b, l, d)} like u")
+    n = check_A_D(A, D, delta_bias, d)
+    g = check_B_C(B, C, (b, l), "batch, length", d, n)
+    if initial_state is not None and jnp.shape(initial_state) != (b, d, n):
+        raise shape_error("initial_state", initial_state, f"(batch, dim, N) = {(b, d, n)}")
+    if reset is not None:
+        if jnp.shape(reset) != (b, l):
+            raise shape_error("reset", reset, f"(batch, length) = {(b, l)}")
+        if jnp.asarray(reset).dtype != jnp.bool_:
+            raise ValueError(f"reset has dtype {jnp.asarray(reset).dtype}; expected bool")
+    if chunk_size is not None:
+        check_positive_int("chunk_size", chunk_size)
+    return b, l, d, n, g
+
+
+def check_step_inputs(state, u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias):
+    """The arguments of :func:`ssm.scan.selective_state_update` (arrays already);
+    returns ``(b, d, n, g)``."""
+    if jnp.ndim(u_t) != 2:
+        raise shape_error("u_t", u_t, "(batch, dim)")
+    b, d = jnp.shape(u_t)
+    for name, v in (("delta_t", delta_t), ("z_t", z_t)):
+        if v is not None and jnp.shape(v) != (b, d):
+            raise shape_error(name, v, f"(batch, dim) = {(b, d)} like u_t")
+    n = check_A_D(A, D, delta_bias, d)
+    g = check_B_C(B_t, C_t, (b,), "batch", d, n, suffix="_t")
+    if jnp.shape(state) != (b, d, n):
+        raise shape_error("state", state, f"(batch, dim, N) = {(b, d, n)}")
+    return b, d, n, g
