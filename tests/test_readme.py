@@ -43,8 +43,9 @@ def commands() -> list[list[str]]:
 def kind(argv: list[str]) -> str | None:
     if argv[0] == "make":
         return "make"
-    if argv[0].endswith("python") and argv[1:2] == ["train.py"]:
-        return "evaluate" if "--evaluate" in argv else "train"
+    if argv[0] == "ssm-train" or argv[0].endswith("python") and (argv[1:2] == ["train.py"]
+                                                                 or argv[1:3] == ["-m", "ssm.train"]):
+        return "help" if "--help" in argv else "evaluate" if "--evaluate" in argv else "train"
     if argv[0].endswith("python") and argv[1:3] == ["-m", "ssm.bench.memory"]:
         return "bench"
     if argv[0].endswith("python") and argv[1:3] == ["-m", "venv"] or argv[0].endswith("pip"):
@@ -59,6 +60,8 @@ def of_kind(name: str) -> list[list[str]]:
 def run(argv: list[str], timeout=300) -> subprocess.CompletedProcess:
     if argv[0].endswith("python"):
         argv = [sys.executable, *argv[1:]]
+    elif argv[0] == "ssm-train":  # the console script of the environment running the tests
+        argv = [str(pathlib.Path(sys.executable).parent / "ssm-train"), *argv[1:]]
     return subprocess.run(argv, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
@@ -102,6 +105,14 @@ def test_training_commands_resolve_their_config_and_overrides(tmp_path):
                 node = node[part]
             expected = float(value) if isinstance(node, float) else yaml.safe_load(value)  # YAML 1.1 reads 3e-3 as text
             assert node == expected, (override, node)
+
+
+def test_help_commands_print_the_help():
+    argvs = of_kind("help")
+    assert argvs
+    for argv in argvs:
+        result = run(argv)
+        assert result.returncode == 0 and "Shipped configs" in result.stdout, (argv, result.stderr[-2000:])
 
 
 def test_the_evaluation_example_trains_then_scores_the_longer_length(tmp_path):
