@@ -1,0 +1,162 @@
+"""What each shipped config costs here: seconds per training step and per evaluation
+batch, measured on batches of the config's own shapes, and the time a whole run would
+take (steps x step time + evaluations), as published and with ``--preset cpu``.
+
+    python -m ssm.bench.configs                      # every shipped model config
+    python -m ssm.bench.configs --only mqar/ copying/s4d.yaml
+    python -m ssm.bench.configs --write              # also rewrite each file's cost line
+
+No dataset is built: one batch of examples is generated (random bytes for the text
+task), which costs the same per step as any other. Each step is compiled, run once to
+warm up, then timed (median of ``--repeats``, fewer where a step is slow). ``--write``
+puts one ``# Cost on ...`` comment line under each file's first comment block.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import os
+import pathlib
+import statistics
+import time
+
+import jax
+import numpy as np
+from flax import nnx
+
+from ssm.bench.common import cpu_name, emit, markdown_table, parser
+
+COST_LINE = "# Cost on "
+STEP_BUDGET_S = 20.0  # timed seconds per measurement before the run count is cut
+
+
+def example_batch(task, params, info, batch_size: int) -> dict:
+    """A batch of the task's shapes: generated examples, or random bytes where the
+    task only reads files (text)."""
+    from ssm.data import IGNORE
+
+    try:
+        columns = task.generate(params, batch_size, 0)
+    except ValueError:  # a task that reads files
+        rng = np.random.default_rng(0)
+        tokens = rng.integers(0, info.vocab_size, (batch_size, info.seq_len + 1), dtype=np.int32)
+        columns = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+                   "length": np.full(batch_size, info.seq_len, np.int32)}
+    length = np.asarray(columns["length"])
+    batch = {k: np.asarray(v) for k, v in columns.items()}
+    batch["mask"] = np.arange(info.seq_len)[None, :] < length[:, None]
+    batch["valid"] = np.ones(batch_size, bool)
+    assert (batch["targets"] != IGNORE).any()
+    return batch
+
+
+def timed(fn, *args, repeats: int) -> tuple[float, float]:
+    """(compile + first run seconds, median seconds of the runs after it)."""
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - start
+    times = []
+    while len(times) < repeats and sum(times) < STEP_BUDGET_S:
+        start = time.perf_counter()
+        out = jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+        args = (out, *args[1:]) if isinstance(out, dict) and "params" in out else args
+    return first, statistics.median(times)
+
+
+def measure(config, repeats: int) -> dict:
+    """Step and evaluation-batch seconds of ``config`` and its whole run's estimate."""
+    from ssm import data
+    from ssm.train.trainer import build_state, make_eval_step, make_train_step
+
+    t, task_cfg = config.trainer, config.task
+    task = data.get_task(task_cfg.name)
+    params = data.make_params(task, task_cfg.params)
+    info = task.info(params)
+    model, tx, _, state = build_state(config, info)
+    train_graph = nnx.split(model, nnx.Param, ...)[0]
+    model.eval()
+    eval_graph = nnx.split(model, nnx.Param, ...)[0]
+    eval_batch_size = t.eval_batch_size or t.batch_size
+    train_batch = example_batch(task, params, info, t.batch_size)
+    eval_batch = example_batch(task, params, info, eval_batch_size)
+    train_step = jax.jit(make_train_step(train_graph, tx, info.kind))
+    eval_step = jax.jit(make_eval_step(eval_graph, info.kind))
+    step = np.int32(0)
+    compile_s, step_s = timed(lambda s, b: train_step(s, b, step), state, train_batch, repeats=repeats)
+    _, eval_s = timed(lambda p, r, b: eval_step(p, r, b), state["params"], state["rest"], eval_batch, repeats=repeats)
+    sizes, _ = data.split_sizes(task, params, task_cfg.sizes, task_cfg.data_dir)
+    validation = min(sizes.get("validation", 0), t.eval_examples or math.inf)
+    evals = t.steps // t.eval_every + (t.steps % t.eval_every != 0)
+    eval_batches = evals * math.ceil(validation / eval_batch_size) + math.ceil(sizes.get("test", 0) / eval_batch_size)
+    total = t.steps * step_s + eval_batches * eval_s
+    n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
+    return {"params": n_params, "step_s": step_s, "eval_s": eval_s, "compile_s": compile_s, "steps": t.steps,
+            "eval_batches": eval_batches, "total_s": total, "seq_len": info.seq_len, "batch_size": t.batch_size}
+
+
+def fmt_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def cost_line(published: dict, cpu: dict | None, where: str) -> str:
+    text = (f"{COST_LINE}{where}: {published['step_s']:.3g} s/step, about {fmt_duration(published['total_s'])} "
+            f"for {published['steps']:,} steps with evaluations")
+    if cpu is not None:
+        text += f"; --preset cpu about {fmt_duration(cpu['total_s'])}"
+    return text + "."
+
+
+def write_cost_line(path: pathlib.Path, line: str) -> None:
+    """Put ``line`` under the file's first comment block, replacing an older one."""
+    lines = [x for x in path.read_text().splitlines() if not x.startswith(COST_LINE)]
+    head = next((i for i, x in enumerate(lines) if not x.startswith("#")), len(lines))
+    path.write_text("\n".join([*lines[:head], line, *lines[head:]]) + "\n")
+
+
+def main(argv=None) -> None:
+    from ssm.train import load_config
+    from ssm.train.shipped import configs_dir, shipped_configs
+
+    p = parser(__doc__, repeats=3)
+    p.add_argument("--only", nargs="+", default=[], help="configs whose names start with these")
+    p.add_argument("--write", action="store_true", help="rewrite each config's cost comment line")
+    args = p.parse_args(argv)
+    start = time.perf_counter()
+    names = [n for n in shipped_configs() if not n.endswith("/task.yaml")
+             and (not args.only or n.startswith(tuple(args.only)))]
+    date = datetime.date.today().isoformat()
+    where = f"a {os.cpu_count()}-core CPU (measured {date})"
+    load_start = os.getloadavg()
+    rows = []
+    for name in names:
+        path = configs_dir() / name
+        published = load_config(path)
+        cpu = load_config(path, ["preset=cpu"])
+        results = {"published": measure(published, args.repeats),
+                   "cpu": None if dataclasses.replace(cpu, preset=None) == published else measure(cpu, args.repeats)}
+        for variant, r in results.items():
+            if r is not None:
+                rows.append([name, variant, f"{r['params']:,}", f"{r['batch_size']}×{r['seq_len']}", f"{r['step_s']:.3g}",
+                             f"{r['eval_s']:.3g}", f"{r['steps']:,}", f"{r['compile_s']:.0f}", fmt_duration(r["total_s"])])
+                print(" | ".join(rows[-1]), flush=True)
+        if args.write:
+            write_cost_line(path, cost_line(results["published"], results["cpu"], where))
+    table = markdown_table(["config", "variant", "params", "batch × length", "s / step", "s / eval batch", "steps",
+                            "compile + first step s", "whole run (estimate)"], rows)
+    header = (f"{cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__}, backend {jax.default_backend()}; "
+              f"{date}; load average {load_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
+              f"wall time {time.perf_counter() - start:.0f} s.")
+    emit(f"{header}\n\n{table}", args.out)
+
+
+if __name__ == "__main__":
+    main()
