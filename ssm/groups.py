@@ -25,13 +25,13 @@ from typing import Any, Callable
 
 import jax
 
+from ssm.checks import check_choice
+
 GROUPS: tuple[str, ...] = ("ssm", "matrix", "adamw", "no_decay")
 
 
 def check_group(group: str) -> str:
-    if group not in GROUPS:
-        raise ValueError(f"group={group!r} is not a parameter group; expected one of {GROUPS}")
-    return group
+    return check_choice("group", group, GROUPS)
 
 
 def default_group(ndim: int) -> str:

@@ -26,6 +26,8 @@ from typing import Literal
 
 import numpy as np
 
+from ssm.checks import check_choice, check_positive_int
+
 Measure = Literal["legs", "legt", "lmu", "lagt", "fout"]
 MEASURES: tuple[str, ...] = ("legs", "legt", "lmu", "lagt", "fout")
 S4D_INITS: tuple[str, ...] = ("lin", "inv", "legs", "real")
@@ -35,13 +37,11 @@ _MIN_RANK = {"legs": 1, "legt": 2, "lagt": 1, "fout": 1}
 
 
 def _check_measure(measure: str, allowed: tuple[str, ...] = MEASURES) -> None:
-    if measure not in allowed:
-        raise ValueError(f"measure={measure!r} is not a known HiPPO measure; expected one of {allowed}")
+    check_choice("measure", measure, allowed)
 
 
 def _check_size(N: int, *, even: bool = False, name: str = "N") -> None:
-    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N <= 0:
-        raise ValueError(f"{name}={N!r} must be a positive integer")
+    check_positive_int(name, N)
     if even and N % 2:
         raise ValueError(f"{name}={N} must be even: the state is kept as N/2 conjugate pairs")
 
@@ -181,8 +181,7 @@ def s4d_init(kind: str, N: int, b_clip: float | None = None) -> tuple[np.ndarray
       ``Lambda`` (N/2,) complex with ``Re < 0`` and ``Im <= 0``, ``B`` (N/2,) complex
       (ones, except for ``"legs"``).
     """
-    if kind not in S4D_INITS:
-        raise ValueError(f"kind={kind!r} is not an S4D initialization; expected one of {S4D_INITS}")
+    check_choice("kind", kind, S4D_INITS)
     _check_size(N, even=True)
     n = np.arange(N // 2, dtype=np.float64)
     B = np.ones(N // 2, dtype=complex)

@@ -32,6 +32,7 @@ import numpy as np
 from numpy.polynomial import legendre
 from scipy import linalg
 
+from ssm.checks import check_choice, check_positive_int
 from ssm.hippo import transition
 
 OnlineMeasure = Literal["legs", "legt", "lagt", "fout"]
@@ -127,8 +128,7 @@ def online_coefficients(f, measure: OnlineMeasure, N: int, theta: float | None =
       (..., l, N) float64: ``c[..., k, :]`` has seen ``f[..., :k+1]``.
     """
     _check_online_measure(measure)
-    if discretization not in DISCRETIZATIONS:
-        raise ValueError(f"discretization={discretization!r} is not one of {DISCRETIZATIONS}")
+    check_choice("discretization", discretization, DISCRETIZATIONS)
     f = np.asarray(f, dtype=np.float64)
     if f.ndim < 1 or f.shape[-1] < 1:
         raise ValueError(f"f has shape {f.shape}; expected (..., length) with length >= 1")
@@ -240,10 +240,8 @@ def _discretize(A: np.ndarray, B: np.ndarray, discretization: str) -> tuple[np.n
 
 def _positions(measure: str, length: int, theta, positions: str) -> np.ndarray:
     """Sample positions (l,): ``s`` in [0, 1] for legs, delays ``r`` in windows for the others."""
-    if positions not in POSITIONS:
-        raise ValueError(f"positions={positions!r} is not one of {POSITIONS}")
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
-        raise ValueError(f"length={length!r} must be a positive integer")
+    check_choice("positions", positions, POSITIONS)
+    check_positive_int("length", length)
     _check_theta(measure, theta)
     i = np.arange(length, dtype=np.float64)
     if measure == "legs":

@@ -17,12 +17,12 @@ pass), which is why the S4 layer stores the truncated ``C~`` instead, as S4 does
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Callable, Literal
 
 import jax
 import jax.numpy as jnp
 
+from ssm.checks import check_choice, check_positive_int
 from ssm.solve import solve  # not jnp.linalg.solve: see ssm.solve
 
 Discretization = Literal["zoh", "bilinear"]
@@ -34,9 +34,7 @@ CHUNK = 256  # positions (or frequencies) evaluated at once in the kernel sums
 
 
 def _check_length(length) -> int:
-    if isinstance(length, bool) or not isinstance(length, numbers.Integral) or length <= 0:
-        raise ValueError(f"length={length!r} must be a positive integer (static, not traced)")
-    return int(length)
+    return check_positive_int("length", length)  # static: a traced length is not an integer
 
 
 def _check_channels(**arrays) -> int:
@@ -88,8 +86,7 @@ def discretize_bilinear(Lambda, B, dt):
 
 def discretize(Lambda, B, dt, discretization: Discretization = "zoh"):
     """:func:`discretize_zoh` or :func:`discretize_bilinear`, by name."""
-    if discretization not in DISCRETIZATIONS:
-        raise ValueError(f"discretization={discretization!r}; expected one of {DISCRETIZATIONS}")
+    check_choice("discretization", discretization, DISCRETIZATIONS)
     fn = discretize_zoh if discretization == "zoh" else discretize_bilinear
     return fn(Lambda, B, dt)
 

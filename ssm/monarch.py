@@ -35,18 +35,17 @@ dense) and as many multiply-adds per row of ``x``.
 from __future__ import annotations
 
 import math
-import numbers
 
 import jax.numpy as jnp
 from einops import rearrange
+
+from ssm.checks import check_positive_int
 
 # ---------------------------------------------------------------------- sizes
 
 
 def _check_size(name: str, n) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
-        raise ValueError(f"{name}={n!r} must be a positive integer")
-    return int(n)
+    return check_positive_int(name, n)
 
 
 def divisors(n: int) -> list[int]:

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange, repeat
 
+from ssm.checks import check_positive_int
+
 
 def _compute_dtype(*arrays):
     return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
@@ -100,8 +102,7 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, *, initial_state=None, return_l
       4. ``Y_off[t] = exp(s_t) C_t . h_c``.
     """
     b, length, h, p, g, n = _check(x, dt, A, B, C, initial_state)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size <= 0:
-        raise ValueError(f"chunk_size={chunk_size!r} must be a positive integer")
+    check_positive_int("chunk_size", chunk_size)
     if length == 0:
         raise ValueError("x has length 0; expected at least one position")
     dtype = _compute_dtype(x, dt, A, B, C)

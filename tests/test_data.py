@@ -450,6 +450,23 @@ def test_interrupted_build_leaves_no_cache_folder(tmp_path, monkeypatch):
     assert len(calls) == 3 and len(ds["test"]) == 10
 
 
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_cache_with_a_missing_or_truncated_arrow_file_is_built_again(tmp_path, monkeypatch, capsys, damage):
+    first, _ = load_task("copying", TINY["copying"], sizes=SIZES, cache_dir=tmp_path)
+    expected = first["train"][:]["inputs"]
+    del first
+    (arrow,) = next(tmp_path.glob("copying-*")).glob("train/*.arrow")
+    if damage == "missing":
+        arrow.unlink()
+    else:
+        with open(arrow, "r+b") as f:
+            f.truncate(arrow.stat().st_size // 2)
+    calls = counting(monkeypatch, "copying")
+    again, _ = load_task("copying", TINY["copying"], sizes=SIZES, cache_dir=tmp_path)
+    assert "is damaged (train/" in capsys.readouterr().out and len(calls) == 3
+    np.testing.assert_array_equal(again["train"][:]["inputs"], expected)
+
+
 def test_print_example_rows(tmp_path):
     """Shows the formats a reader can expect (run with -s)."""
     for name in sorted(TINY):
@@ -544,7 +561,7 @@ def test_batches_keep_int32_and_float32_with_variable_lengths(tmp_path, name):
 
 
 def test_bad_inputs_get_clear_errors(tmp_path, copying_splits):
-    with pytest.raises(ValueError, match="unknown task 'copy'.*'copying'"):
+    with pytest.raises(ValueError, match="task='copy'; expected one of .*'copying'"):
         load_task("copy", cache_dir=tmp_path)
     with pytest.raises(ValueError, match=r"unknown parameter\(s\) \['noise'\].*'l_noise'"):
         load_task("copying", {"noise": 3}, cache_dir=tmp_path)

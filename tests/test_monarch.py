@@ -138,7 +138,7 @@ def test_default_nblocks_and_counts():
 def test_bad_input_raises_clear_errors(rng):
     with pytest.raises(ValueError, match="nblocks=5 must divide n_in=16"):
         monarch.factor_shapes(16, 16, 5)
-    with pytest.raises(ValueError, match="nblocks=0 must be a positive integer"):
+    with pytest.raises(ValueError, match="nblocks=0; expected a positive integer"):
         monarch.factor_shapes(16, 16, 0)
     R, L = random_factors(rng, 16, 16, 4)
     with pytest.raises(ValueError, match=r"L must be \(4, 4, s\)"):

@@ -171,7 +171,7 @@ def test_ssd_bad_inputs_raise_clear_errors(rng):
         ssd_chunked(x, dt, A, B, C[..., :4], 4)
     with pytest.raises(ValueError, match=r"initial_state has shape \(2, 4, 3, 4\)"):
         ssd_chunked(x, dt, A, B, C, 4, initial_state=h0[..., :4])
-    with pytest.raises(ValueError, match="chunk_size=0 must be a positive integer"):
+    with pytest.raises(ValueError, match="chunk_size=0; expected a positive integer"):
         ssd_chunked(x, dt, A, B, C, 0)
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from ssm.train.config import Config, ConfigError, apply_override, from_dict, merge
+from ssm.train.config import Config, ConfigError, apply_override, choose, from_dict, merge
 from ssm.train.shipped import configs_dir
 
 PRESETS = ("ci", "cpu", "paper")
@@ -98,8 +98,7 @@ def load_preset(path: pathlib.Path) -> dict:
         for key in spec or {}:
             if key not in TASK_KEYS:
                 raise ConfigError(f"{path.name}: tasks.{name}.{key}: unknown key; valid keys: {TASK_KEYS}")
-        if (spec or {}).get("metric", "accuracy") not in METRICS:
-            raise ConfigError(f"{path.name}: tasks.{name}.metric: {spec['metric']!r} is not one of {METRICS}")
+        choose(f"{path.name}: tasks.{name}.metric", (spec or {}).get("metric", "accuracy"), METRICS)
         for model in (spec or {}).get("models", []):
             if model not in preset.get("models", {}):
                 raise ConfigError(f"{path.name}: tasks.{name}.models: {model!r} is not in models "

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ssm.checks import check_positive_int
 from ssm.data.task import IGNORE
 
 Batch = dict[str, np.ndarray]
@@ -63,8 +64,7 @@ def get_batch(dataset, step: int, batch_size: int, *, seed: int) -> Batch:
       ``mask`` (batch, L) and ``valid`` (batch,) (all True).
     """
     n = len(dataset)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    check_positive_int("batch_size", batch_size)
     if batch_size > n:
         raise ValueError(f"batch_size={batch_size} is larger than the split ({n} examples)")
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
@@ -92,8 +92,7 @@ def eval_batches(dataset, batch_size: int) -> Iterator[Batch]:
     Weight per-example metrics by ``valid`` (and per-position ones by ``mask`` and
     ``targets != IGNORE``); padding rows have ``mask`` all False.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    check_positive_int("batch_size", batch_size)
     n = len(dataset)
     for start in range(0, n, batch_size):
         batch = take(dataset, slice(start, min(start + batch_size, n)))

@@ -6,7 +6,8 @@ that read files, each file's path, size and modification time. The folder is wri
 under a temporary name and renamed when complete, so a killed build leaves no folder
 that a later call would take for a cache (only a ``.tmp-*`` folder to delete by hand).
 A later call with the same key memory-maps the saved Arrow files (``load_from_disk``)
-and generates nothing.
+and generates nothing; a cache whose files are missing or not of the sizes recorded when
+it was written (``ssm_task.json``) is built again, with a note.
 """
 
 from __future__ import annotations
@@ -165,7 +166,8 @@ def _save_atomically(dataset_dict, folder: Path, meta: dict) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{folder.name}-", dir=folder.parent))
     try:
         dataset_dict.save_to_disk(str(tmp))
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        stored = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+        (tmp / META_FILE).write_text(json.dumps({**meta, "stored": stored}, indent=2) + "\n")
         try:
             os.rename(tmp, folder)
         except OSError:
@@ -173,6 +175,24 @@ def _save_atomically(dataset_dict, folder: Path, meta: dict) -> None:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _damage(folder: Path) -> str | None:
+    """What is wrong with a finished cache folder: a file it stored that is missing or
+    not of the size it was written with (None: nothing found, or no such folder)."""
+    try:
+        stored = json.loads((folder / META_FILE).read_text()).get("stored", {})
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as e:
+        return f"its {META_FILE} does not read back: {e}"
+    for name, size in stored.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size:,} bytes, not the {size:,} written"
+    return None
 
 
 def _check_seed(seed) -> int:
@@ -231,6 +251,10 @@ def load_task(
         key["splits"] = list(splits)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     folder = Path(cache_dir) / f"{name}-{digest}"
+    damage = _damage(folder)
+    if damage:
+        print(f"note: the dataset cache {folder} is damaged ({damage}); building it again")
+        shutil.rmtree(folder)
     if not (folder / META_FILE).is_file():
         built = _build(task, params, info, seed, sizes, files, digest, splits)
         _save_atomically(built, folder, {"key": key, "info": dataclasses.asdict(info)})

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from ssm.checks import check_choice
 from ssm.data.adding import ADDING
 from ssm.data.associative_recall import ASSOCIATIVE_RECALL
 from ssm.data.copying import COPYING, SELECTIVE_COPYING
@@ -22,9 +23,7 @@ TASKS: dict[str, Task] = {
 
 
 def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)}")
-    return TASKS[name]
+    return TASKS[check_choice("task", name, tuple(TASKS))]
 
 
 def make_params(task: Task, params: Mapping[str, Any] | Any | None = None):

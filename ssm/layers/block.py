@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ssm.checks import check_choice
 from ssm.layers.conv_ssm import make_dropout
 
 ACTIVATIONS: dict[str, Callable] = {
@@ -24,8 +25,7 @@ POSTS: tuple[str | None, ...] = ("glu", "linear", None)
 
 def make_norm(kind: str, d_model: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Module:
     """``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm) over the last axis."""
-    if kind not in NORMS:
-        raise ValueError(f"norm={kind!r}; expected one of {NORMS}")
+    check_choice("norm", kind, NORMS)
     cls = nnx.LayerNorm if kind == "layer" else nnx.RMSNorm
     return cls(d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
@@ -64,10 +64,8 @@ class ResidualBlock(nnx.Module):
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"activation={activation!r}; expected one of {tuple(ACTIVATIONS)}")
-        if post not in POSTS:
-            raise ValueError(f"post={post!r}; expected one of {POSTS}")
+        check_choice("activation", activation, tuple(ACTIVATIONS))
+        check_choice("post", post, POSTS)
         self.mixer = mixer
         self.norm = make_norm(norm, d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.prenorm = prenorm

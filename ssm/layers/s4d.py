@@ -6,6 +6,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssm import hippo, kernels
+from ssm.checks import check_choice
 from ssm.layers.conv_ssm import ConvSSM, lambda_params, pair_from_complex
 
 class S4D(ConvSSM):
@@ -56,9 +57,7 @@ class S4D(ConvSSM):
         super().__init__(d_model, d_state=d_state, dt_min=dt_min, dt_max=dt_max,
                          bidirectional=bidirectional, reverse_lag0=reverse_lag0, dropout=dropout,
                          dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        if discretization not in kernels.DISCRETIZATIONS:
-            raise ValueError(f"discretization={discretization!r}; expected one of {kernels.DISCRETIZATIONS}")
-        self.discretization = discretization
+        self.discretization = check_choice("discretization", discretization, kernels.DISCRETIZATIONS)
         self.state_size = d_state // 2
         Lambda, B = hippo.s4d_init(init, d_state, b_clip=b_clip)
         self.log_A_real, self.A_imag = lambda_params(Lambda, d_model, param_dtype)

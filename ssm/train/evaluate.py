@@ -16,6 +16,7 @@ import yaml
 from flax import nnx
 
 from ssm import data
+from ssm.checks import check_choice
 from ssm.train import devices
 from ssm.train.checkpoint import Checkpoints
 from ssm.train.config import Config, ConfigError, from_dict
@@ -88,8 +89,7 @@ def evaluate(workdir, task_params: Mapping[str, Any] | None = None, *, split: st
     start = time.perf_counter()
     workdir = pathlib.Path(workdir)
     config = run_config(workdir)
-    if split not in data.SPLITS:
-        raise ValueError(f"split={split!r}; expected one of {data.SPLITS}")
+    check_choice("split", split, data.SPLITS)
     task_cfg = config.task
     task = data.get_task(task_cfg.name)
     try:
