@@ -19,6 +19,7 @@ import datetime
 import math
 import os
 import pathlib
+import re
 import statistics
 import time
 
@@ -27,6 +28,7 @@ import numpy as np
 from flax import nnx
 
 from ssm.bench.common import cpu_name, emit, markdown_table, parser
+from ssm.train.devices import host_memory_bytes
 
 COST_LINE = "# Cost on "
 STEP_BUDGET_S = 20.0  # timed seconds per measurement before the run count is cut
@@ -97,6 +99,21 @@ def measure(config, repeats: int) -> dict:
             "eval_batches": eval_batches, "total_s": total, "seq_len": info.seq_len, "batch_size": t.batch_size}
 
 
+def measure_or_oom(config, repeats: int) -> dict:
+    """:func:`measure`, or ``{"oom": bytes}`` where a step does not fit in memory here."""
+    try:
+        return measure(config, repeats)
+    except jax.errors.JaxRuntimeError as e:
+        asked = re.search(r"allocating (\d+) bytes", str(e))
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        return {"oom": int(asked.group(1)) if asked else None}
+
+
+def fmt_bytes(n: int | None) -> str:
+    return "?" if n is None else f"{n / 2**30:.0f} GiB"
+
+
 def fmt_duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -108,10 +125,15 @@ def fmt_duration(seconds: float) -> str:
 
 
 def cost_line(published: dict, cpu: dict | None, where: str) -> str:
-    text = (f"{COST_LINE}{where}: {published['step_s']:.3g} s/step, about {fmt_duration(published['total_s'])} "
-            f"for {published['steps']:,} steps with evaluations")
+    def cost(r):
+        if "oom" in r:
+            return (f"a training step does not fit in its {fmt_bytes(host_memory_bytes())} of memory "
+                    f"(one allocation asked for {fmt_bytes(r['oom'])})")
+        return f"{r['step_s']:.3g} s/step, about {fmt_duration(r['total_s'])} for {r['steps']:,} steps with evaluations"
+
+    text = f"{COST_LINE}{where}: {cost(published)}"
     if cpu is not None:
-        text += f"; --preset cpu about {fmt_duration(cpu['total_s'])}"
+        text += f"; --preset cpu {'about ' + fmt_duration(cpu['total_s']) if 'oom' not in cpu else cost(cpu)}"
     return text + "."
 
 
@@ -141,10 +163,13 @@ def main(argv=None) -> None:
         path = configs_dir() / name
         published = load_config(path)
         cpu = load_config(path, ["preset=cpu"])
-        results = {"published": measure(published, args.repeats),
-                   "cpu": None if dataclasses.replace(cpu, preset=None) == published else measure(cpu, args.repeats)}
+        results = {"published": measure_or_oom(published, args.repeats),
+                   "cpu": None if dataclasses.replace(cpu, preset=None) == published else measure_or_oom(cpu, args.repeats)}
         for variant, r in results.items():
-            if r is not None:
+            if r is not None and "oom" in r:
+                rows.append([name, variant, "", "", "", "", "", "", f"out of memory ({fmt_bytes(r['oom'])} asked)"])
+                print(" | ".join(rows[-1]), flush=True)
+            elif r is not None:
                 rows.append([name, variant, f"{r['params']:,}", f"{r['batch_size']}×{r['seq_len']}", f"{r['step_s']:.3g}",
                              f"{r['eval_s']:.3g}", f"{r['steps']:,}", f"{r['compile_s']:.0f}", fmt_duration(r["total_s"])])
                 print(" | ".join(rows[-1]), flush=True)
