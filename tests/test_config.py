@@ -200,3 +200,33 @@ def test_data_paths_in_a_file_are_relative_to_it_and_on_the_command_line_to_the_
     inside = write(folder, "inside.yaml", {"task": {"name": "text", "data_dir": "texts", "params": {"path": "a.txt"}}})
     resolved = load_config(inside).task
     assert resolved.data_dir == str(folder / "texts") and resolved.params["path"] == "a.txt"  # read inside data_dir
+
+
+def test_a_key_set_twice_in_a_file_is_refused_naming_it_and_its_line(tmp_path):
+    path = write(tmp_path, "twice.yaml", "name: x\nmodel:\n  d_model: 32\n  n_layers: 2\n  d_model: 64\n")
+    with pytest.raises(ConfigError, match=r"twice\.yaml', line 5: key 'd_model' is set twice"):
+        load_config(path)
+    same_key_elsewhere = write(tmp_path, "fine.yaml", "model: {d_model: 32}\ntrainer: {steps: 3}\noptim: {lr: 1.0e-3}\n")
+    assert load_config(same_key_elsewhere).model.d_model == 32
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "a/b", "", ".."])
+def test_a_name_is_one_folder_name(name):
+    with pytest.raises(ConfigError, match="name: .* must be one folder name"):
+        load_config(None, [f"name={name!r}" if name else "name=''"])
+
+
+def test_extends_must_name_a_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"extends: 5 must be a file name"):
+        load_config(write(tmp_path, "x.yaml", "extends: 5\n"))
+
+
+@pytest.mark.parametrize("override", ["optim.lr=.inf", "optim.lr=.nan", "optim.lr=1e999", "schedule.min_lr_ratio=.nan"])
+def test_non_finite_numbers_are_refused(override):
+    with pytest.raises(ConfigError, match=rf"{re.escape(override.split('=')[0])}: .* is not a finite number"):
+        load_config(None, [override])
+
+
+def test_steps_must_fit_the_step_counter():
+    with pytest.raises(ConfigError, match=r"trainer\.steps: 100000000000000000000 must be below 2\*\*31"):
+        load_config(None, ["trainer.steps=100000000000000000000"])

@@ -130,6 +130,7 @@ def main(argv=None, prog: str | None = None) -> int:
     if args.evaluate:
         return evaluate(args, prog)
     from ssm.train import Interrupted, NonFiniteLoss, load_config, train_and_evaluate
+    from ssm.train.checkpoint import DamagedCheckpoints
     from ssm.train.config import dump, with_task_defaults
 
     overrides = [*args.set, *([f"preset={args.preset}"] if args.preset else [])]
@@ -142,7 +143,7 @@ def main(argv=None, prog: str | None = None) -> int:
     except ConfigError as e:
         print(f"{prog}: config error: {e}", file=sys.stderr)
         return 2
-    except NonFiniteLoss as e:
+    except (NonFiniteLoss, DamagedCheckpoints) as e:
         print(f"{prog}: stopped: {e}", file=sys.stderr)
         return 1
     except Interrupted as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import pathlib
 import types
 import typing
@@ -186,6 +187,8 @@ class TrainerConfig:
     def check(self, path: str) -> None:
         for key in ("steps", "batch_size", "eval_every", "log_every"):
             positive(f"{path}.{key}", getattr(self, key))
+        if self.steps >= 2**31:
+            raise ConfigError(f"{path}.steps: {self.steps} must be below 2**31 (steps are counted in int32)")
         for key in ("eval_batch_size", "eval_examples", "devices"):
             if getattr(self, key) is not None:
                 positive(f"{path}.{key}", getattr(self, key))
@@ -237,6 +240,11 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
+
+    def check(self, path: str) -> None:
+        if not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\\0"):
+            raise ConfigError(f"name: {self.name!r} must be one folder name (it names the run folder "
+                              f"runs/<name>): no slashes, not empty, not '.' or '..'")
 
 
 # ----------------------------------------------------------------------------- checks
@@ -292,9 +300,11 @@ def _convert(path: str, value, tp):
         return float(value)
     if tp is float and isinstance(value, str):
         try:  # YAML 1.1 reads 3e-4 (no dot) as a string
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path}: {value!r} is not a finite number")
     if tp is dict and isinstance(value, dict):
         return dict(value)
     if isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
@@ -351,17 +361,40 @@ def read_yaml(path: str | pathlib.Path, _seen: tuple = ()) -> dict:
     if path.resolve() in _seen:
         raise ConfigError(f"config file {str(path)!r} extends itself (cycle: {[str(p) for p in _seen]})")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_StrictLoader) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+    except _DuplicateKey as e:
+        raise ConfigError(f"config file {str(path)!r}, line {e.line}: key {e.key!r} is set twice in one mapping "
+                          f"(YAML would keep the last silently)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r}: expected a mapping at the top, got {type(data).__name__}")
     data = _with_data_paths_from(path.parent, data)
     parent = data.pop("extends", None)
     if parent is None:
         return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"config file {str(path)!r}: extends: {parent!r} must be a file name (a string)")
     base = read_yaml(path.parent / parent, (*_seen, path.resolve()))
     return merge(base, data)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, line: int):
+        self.key, self.line = key, line
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key set twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def _with_data_paths_from(folder: pathlib.Path, data: dict) -> dict:

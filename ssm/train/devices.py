@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -89,3 +91,17 @@ def peak_memory_mib(compiled) -> tuple[float | None, str]:
         return stats["peak_bytes_in_use"] / 2**20, "device memory stats"
     live = live_bytes(compiled)
     return (None, "unavailable") if live is None else (live / 2**20, "XLA memory analysis")
+
+
+def host_memory_bytes() -> int | None:
+    """This machine's physical memory (None where the platform does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def device_memory_bytes() -> int | None:
+    """Memory of the first local device: its own limit (GPU, TPU), the host's on CPU."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    return stats.get("bytes_limit") or host_memory_bytes()

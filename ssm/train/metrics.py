@@ -8,6 +8,8 @@ import math
 import pathlib
 import sys
 
+from ssm.train.files import read_jsonl, write_atomic
+
 TIMING = ("tokens_per_s", "step_time_s", "wall_time_s", "process")  # fields that differ between identical runs
 
 
@@ -20,12 +22,13 @@ class MetricsLog:
         self.writer = _tensorboard(self.path.parent) if tensorboard and enabled else None
 
     def truncate_after(self, step: int) -> None:
-        """Drop records past ``step`` (a resumed run recomputes them): no step twice."""
+        """Drop records past ``step``, and the test record (a resumed run recomputes
+        them; from step 0, everything an earlier run left): no step twice, nothing of
+        another run. The file is replaced at once (:func:`write_atomic`)."""
         if not self.enabled or not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines()
-                if line.strip() and json.loads(line)["step"] <= step]
-        self.path.write_text("".join(line + "\n" for line in kept))
+        kept = [r for r in read_jsonl(self.path) if r["step"] <= step and r["split"] != "test"]
+        write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write(self, record: dict) -> None:
         if not self.enabled:
@@ -39,9 +42,7 @@ class MetricsLog:
             self.writer.flush()
 
     def read(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.path)
 
 
 def _tensorboard(directory: pathlib.Path):

@@ -18,6 +18,8 @@ processes, every process must receive the signal, as a scheduler's preemption do
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import inspect
 import json
 import pathlib
@@ -36,6 +38,7 @@ from ssm.train import devices
 from ssm.train.checkpoint import Checkpoints
 from ssm.train.config import Config, ConfigError, dump, to_dict
 from ssm.train.eval_batch import eval_batch_size
+from ssm.train.files import RunLock, write_atomic
 from ssm.train.metrics import MetricsLog, Progress, plot
 from ssm.train.objectives import objective, summarize
 from ssm.train.optimizer import build_optimizer
@@ -62,6 +65,55 @@ def build_model(config: Config, info: "data.TaskInfo", rngs: nnx.Rngs) -> Sequen
         mlp=m.mlp, mlp_expand=m.mlp_expand, pool=pool, tie_embeddings=m.tie_embeddings,
         dtype=None if m.dtype is None else jnp.dtype(m.dtype), param_dtype=jnp.dtype(m.param_dtype), rngs=rngs,
     )
+
+
+def check_before_work(config: Config):
+    """What can be known wrong before any data is built or any file written: the task's
+    parameters and split sizes, the model (built abstractly, without memory, so a layer
+    option it refuses is named by its config key) and the devices the batches split
+    over. Returns ``(info, mesh)``."""
+    t, task_cfg = config.trainer, config.task
+    task = data.get_task(task_cfg.name)
+    params = data.make_params(task, task_cfg.params)
+    info = task.info(params)
+    try:
+        abstract = nnx.eval_shape(lambda: build_model(config, info, nnx.Rngs(0)))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(_model_key(str(e), config)) from None
+    try:
+        sizes, files = data.split_sizes(task, params, task_cfg.sizes, task_cfg.data_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"task {task_cfg.name!r}: {e}") from None
+    n_params = sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+    need = 4 * n_params * jnp.dtype(config.model.param_dtype).itemsize  # parameters, gradients, Adam's two moments
+    have = devices.device_memory_bytes()
+    if have is not None and need > have:
+        raise ConfigError(f"model: {n_params:,} parameters need about {need / 2**30:.1f} GiB with their gradients "
+                          f"and optimizer state, more than the {have / 2**30:.1f} GiB of this device "
+                          f"(model.d_model={config.model.d_model}, model.n_layers={config.model.n_layers})")
+    row = 4 * (info.seq_len * (info.d_input or 1) + (info.seq_len if info.kind == "tokens" else 1) + 1)
+    examples = 0 if files else sum(sizes.values())  # files: the sizes only cap what they hold
+    host = devices.host_memory_bytes()
+    if host is not None and examples * row > host:
+        raise ConfigError(f"task: {examples:,} examples of {info.seq_len:,} positions need about "
+                          f"{examples * row / 2**30:.1f} GiB to generate, more than this machine's "
+                          f"{host / 2**30:.1f} GiB (task.sizes {sizes}, task.params {task_cfg.params})")
+    if sizes.get("train", t.batch_size) < t.batch_size:
+        raise ConfigError(f"trainer.batch_size: {t.batch_size} is larger than the train split "
+                          f"(task.sizes.train={sizes['train']})")
+    mesh = devices.data_mesh(t.devices, {"trainer.batch_size": t.batch_size,
+                                         **({"trainer.eval_batch_size": t.eval_batch_size} if t.eval_batch_size else {})})
+    return info, mesh
+
+
+def _model_key(message: str, config: Config) -> str:
+    """A layer's ``name=value ...`` error as the config key that set it."""
+    name = message.split("=", 1)[0]
+    if name in config.model.layer_kwargs:
+        return f"model.layer_kwargs.{message}"
+    if name in {f.name for f in dataclasses.fields(config.model)}:
+        return f"model.{message}"
+    return f"model (layer {config.model.layer!r}): {message}"
 
 
 def build_state(config: Config, info: "data.TaskInfo"):
@@ -150,7 +202,7 @@ def check_run_folder(config: Config, workdir: pathlib.Path, write: bool) -> int 
     if not (saved.exists() and started):
         if write:
             workdir.mkdir(parents=True, exist_ok=True)
-            saved.write_text(dump(config))
+            write_atomic(saved, dump(config))
         return None
     old, new = yaml.safe_load(saved.read_text()), to_dict(config)
     for free in ("logging", "distributed"):  # how a run is watched or launched, not what it computes
@@ -164,7 +216,7 @@ def check_run_folder(config: Config, workdir: pathlib.Path, write: bool) -> int 
     if old_steps == config.trainer.steps:
         return None
     if write:
-        saved.write_text(dump(config))
+        write_atomic(saved, dump(config))
     return old_steps
 
 
@@ -182,7 +234,10 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     devices.initialize(config.distributed)
     primary = devices.is_primary()
     workdir = pathlib.Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ConfigError(f"run folder {str(workdir)!r} is a file, not a folder; give --workdir a folder")
     check_run_folder(config, workdir, write=False)  # before any work: a wrong folder is refused
+    _, mesh = check_before_work(config)
     t, task = config.trainer, config.task
     import datasets
 
@@ -192,12 +247,21 @@ def train_and_evaluate(config: Config, workdir) -> dict:
                                       cache_dir=task.cache_dir, data_dir=task.data_dir)
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"task {task.name!r}: {e}") from None
-    configured_steps = check_run_folder(config, workdir, write=primary)
-    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"run folder {str(workdir)!r} cannot be made: {e.strerror}") from None
+    with RunLock(workdir) if primary else contextlib.nullcontext():  # one training per folder
+        configured_steps = check_run_folder(config, workdir, write=primary)
+        return _train(config, workdir, splits, info, mesh, configured_steps, primary)
+
+
+def _train(config: Config, workdir: pathlib.Path, splits: dict, info: "data.TaskInfo", mesh, configured_steps: int | None,
+           primary: bool) -> dict:
+    """The training of :func:`train_and_evaluate`, in its checked and locked run folder."""
+    t = config.trainer
     if t.eval_examples is not None and t.eval_examples < len(splits["validation"]):
         splits["validation"] = splits["validation"].select(range(t.eval_examples))  # the test split stays whole
-    mesh = devices.data_mesh(t.devices, {"trainer.batch_size": t.batch_size,
-                                         **({"trainer.eval_batch_size": t.eval_batch_size} if t.eval_batch_size else {})})
     rows = devices.process_rows(t.batch_size)
 
     model, tx, schedules, state = build_state(config, info)
@@ -214,11 +278,13 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     if checkpoints.latest_step() is not None:
         state, meta = checkpoints.restore(state)
         start = meta["step"]
-        log.truncate_after(start)
-        if start >= t.steps and summary_path.exists():
-            checkpoints.close()
-            print(f"{workdir}: already trained for {start} steps; summary in {summary_path}")
-            return json.loads(summary_path.read_text())
+    if start >= t.steps and summary_path.exists():
+        checkpoints.close()
+        print(f"{workdir}: already trained for {start} steps; summary in {summary_path}")
+        return json.loads(summary_path.read_text())
+    log.truncate_after(start)  # from step 0: whatever an earlier run in the folder left
+    summary_path.unlink(missing_ok=True)  # an earlier summary no longer describes the folder; rewritten at the end
+    if start:
         if configured_steps is not None and start < t.steps:
             print(f"{workdir}: continuing a run configured for {configured_steps} steps to trainer.steps={t.steps}, "
                   f"from step {start}; the learning-rate schedule is now that of a {t.steps}-step run")
@@ -257,7 +323,7 @@ def train_and_evaluate(config: Config, workdir) -> dict:
             last = checkpoints.latest_step()
             checkpoints.close()
             if primary:
-                summary_path.write_text(json.dumps({"name": config.name, "status": "nonfinite",
+                write_atomic(summary_path, json.dumps({"name": config.name, "status": "nonfinite",
                                                     "nonfinite_step": bad + 1, "stopped_at_step": step,
                                                     "last_checkpoint": last}, indent=2))
             kept = (f"The last good checkpoint is step {last} in {workdir / 'checkpoints'}." if last is not None
@@ -340,7 +406,7 @@ def train_and_evaluate(config: Config, workdir) -> dict:
                        wall_time_s=earlier + time.perf_counter() - run_start, peak_memory_mib=memory[0],
                        peak_memory_source=memory[1], eval_batch_sizes=eval_batch_sizes)
     if primary:
-        summary_path.write_text(json.dumps(summary, indent=2))
+        write_atomic(summary_path, json.dumps(summary, indent=2))
         if config.logging.plot:
             every = max(1, t.steps // 500)
             curves = {k: [(s, float(f(s))) for s in range(0, t.steps + 1, every)] for k, f in schedules.items()}
