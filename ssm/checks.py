@@ -1,9 +1,9 @@
 """Argument checks shared by the whole package: each error names the argument, its
 value (or shape) and what was expected.
 
-Plain Python, no JAX: the math modules (``linalg``, ``scan``), the optimizer, the layers
-and the config schema all check their arguments here, so a message reads the same
-wherever it comes from.
+Plain Python (JAX only for the dtype of a layer's input): the math modules (``linalg``,
+``scan``), the optimizer, the layers and the config schema all check their arguments
+here, so a message reads the same wherever it comes from.
 """
 
 from __future__ import annotations
@@ -31,16 +31,53 @@ def check_positive_int(name: str, value) -> int:
     return int(value)
 
 
-def check_sequence(x, mask, d_model: int) -> None:
+def as_arrays(*xs):
+    """Each argument as a JAX array (NumPy arrays and lists too); None stays None."""
+    import jax.numpy as jnp
+
+    return tuple(None if x is None else jnp.asarray(x) for x in xs)
+
+
+def concrete(x):
+    """``x`` as a NumPy array when its values are known now (an eager call), else None
+    (traced under ``jit``, ``grad`` or ``vmap``: only its shape is known)."""
+    import jax
+    import numpy as np
+
+    if x is None or isinstance(x, jax.core.Tracer):
+        return None
+    return np.asarray(x)
+
+
+def real_floating(name: str, x):
+    """``x`` as a real floating JAX array: integer and boolean inputs become float32
+    (a sequence layer computes in floating point; an integer output would truncate it),
+    complex ones are refused (the layers are real)."""
+    import jax.numpy as jnp
+
+    x = jnp.asarray(x)
+    if jnp.iscomplexobj(x):
+        raise ValueError(f"{name} has dtype {x.dtype}; expected a real floating array (this layer is real)")
+    return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
+
+
+def check_sequence(x, mask, d_model: int):
     """A sequence layer's input: ``x`` (batch, length, d_model) and ``mask`` None or
-    (batch, length)."""
+    (batch, length). Returns ``x`` as :func:`real_floating` makes it."""
+    x = real_floating("x", x)
     if x.ndim != 3 or x.shape[-1] != d_model:
         raise ValueError(f"x has shape {x.shape}; expected (batch, length, {d_model})")
     if mask is not None and mask.shape != x.shape[:2]:
         raise ValueError(f"mask has shape {mask.shape}; expected {x.shape[:2]} (batch, length)")
+    if x.shape[1] == 0:
+        raise ValueError(f"x has shape {x.shape}: length 0; expected at least one position")
+    return x
 
 
-def check_token(x_t, d_model: int) -> None:
-    """A sequence layer's input to ``step``: ``x_t`` (batch, d_model), one position."""
+def check_token(x_t, d_model: int):
+    """A sequence layer's input to ``step``: ``x_t`` (batch, d_model), one position.
+    Returns ``x_t`` as :func:`real_floating` makes it."""
+    x_t = real_floating("x_t", x_t)
     if x_t.ndim != 2 or x_t.shape[-1] != d_model:
         raise ValueError(f"x_t has shape {x_t.shape}; expected (batch, {d_model})")
+    return x_t

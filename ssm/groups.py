@@ -24,6 +24,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 from ssm.checks import check_choice
 
@@ -32,6 +33,14 @@ GROUPS: tuple[str, ...] = ("ssm", "matrix", "adamw", "no_decay")
 
 def check_group(group: str) -> str:
     return check_choice("group", group, GROUPS)
+
+
+def ssm_param_dtype(param_dtype):
+    """The dtype a layer stores its ``ssm``-group parameters in: ``param_dtype``, but
+    float32 at least. Rounding the dynamics (decay rates, step sizes, B, long filters)
+    to bfloat16 costs far more than rounding a projection (S4D's output was 50% off),
+    so, as Mamba's authors advise, they stay in float32 whatever ``param_dtype`` says."""
+    return jnp.promote_types(param_dtype, jnp.float32)
 
 
 def default_group(ndim: int) -> str:

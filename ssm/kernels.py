@@ -22,7 +22,7 @@ from typing import Callable, Literal
 import jax
 import jax.numpy as jnp
 
-from ssm.checks import check_choice, check_positive_int
+from ssm.checks import check_choice, check_positive_int, concrete
 from ssm.solve import solve  # not jnp.linalg.solve: see ssm.solve
 
 Discretization = Literal["zoh", "bilinear"]
@@ -52,6 +52,19 @@ def _check_channels(**arrays) -> int:
 def _check_dt(dt, H: int) -> None:
     if jnp.shape(dt) != (H,):
         raise ValueError(f"dt has shape {jnp.shape(dt)}; expected ({H},) (one step size per channel)")
+    values = concrete(dt)
+    if values is not None and not (values > 0).all():
+        raise ValueError(f"dt has {int((values <= 0).sum())} entries <= 0 (e.g. {values[values <= 0][0]!r}); "
+                         "step sizes must be positive (a negative step runs the system backwards in time)")
+
+
+def _check_stable(Lambda) -> None:
+    """Re Λ <= 0 where the values are known: a mode with Re Λ > 0 grows as exp(Re Λ t),
+    and its kernel overflows at long lengths."""
+    values = concrete(Lambda)
+    if values is not None and (values.real > 0).any():
+        raise ValueError(f"Lambda has {int((values.real > 0).sum())} modes with Re Lambda > 0 "
+                         f"(e.g. {values[values.real > 0][0]!r}): the system is unstable, expected Re Lambda <= 0")
 
 
 def _complex_dtype(*xs):
@@ -239,16 +252,21 @@ def diagonal_kernel(Lambda, B, C, dt, length: int, discretization: Discretizatio
     Diagonal State Space Models", eq. (6) (Vandermonde form).
 
     Args:
-      Lambda, B, C: complex (H, N/2), the conjugate half of the diagonal system.
+      Lambda, B, C: complex (H, N/2), the conjugate half of the diagonal system;
+        stable: Re Lambda <= 0.
       dt: (H,) positive step sizes.
       length: kernel length L.
       discretization: ``"zoh"`` (default, as S4D) or ``"bilinear"``.
 
     Returns:
       Real (H, L).
+
+    Both conditions are checked where the values are concrete (an eager call); under
+    ``jit`` a violation gives inf or NaN instead.
     """
     H = _check_channels(Lambda=Lambda, B=B, C=C)
     _check_dt(dt, H)
+    _check_stable(Lambda)
     dtype = _complex_dtype(Lambda, B, C, dt)
     Lambda, B, C = (jnp.asarray(x, dtype) for x in (Lambda, B, C))
     dt = jnp.asarray(dt, jnp.finfo(dtype).dtype)

@@ -14,6 +14,7 @@ All functions are pure ``jax.numpy`` and work under ``jit`` and ``vmap``.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Literal, get_args
 
@@ -197,7 +198,9 @@ def _ns_step(X, A, A2, abc):
 def msign(M, steps=None, coeffs="polar_express", *, normalize: Normalize = "frobenius", compute_dtype=None):
     """Matrix sign ``msign(M) = U V^H`` by Newton–Schulz.
 
-    ``X_0 = M / (‖M‖_F · s + eps)`` with the schedule's ``(s, eps)`` (polar_express:
+    ``X_0 = M / (‖M‖_F · s + eps)`` (after dividing ``M`` by its largest absolute
+    entry, which changes nothing but keeps ``‖M‖_F`` from overflowing or underflowing
+    in float32: entries of 1e18 or 1e-20 would) with the schedule's ``(s, eps)`` (polar_express:
     s = 1.01, eps = 1e-7; polar_express_5: s = 1.02, eps = 1e-6; the others s = 1,
     eps = 1e-7), then for each row (a, b, c) ``X <- a X + (b A + c A^2) X`` with
     ``A = X X^H``. Tall matrices are transposed to wide first
@@ -238,7 +241,9 @@ def msign(M, steps=None, coeffs="polar_express", *, normalize: Normalize = "frob
     tall = M.shape[-2] > M.shape[-1]
     X = (_mT(M) if tall else M).astype(out_dtype)
     real_dtype = jnp.finfo(out_dtype).dtype
-    X = X / (_fro(X).astype(real_dtype) * scale + eps).astype(real_dtype)
+    peak = jnp.max(jnp.abs(X), axis=(-2, -1), keepdims=True).astype(real_dtype)  # msign(c M) = msign(M), c > 0:
+    X = X / jnp.where(peak > 0, peak, 1).astype(real_dtype)  # entries at most 1 first, so ‖X‖_F cannot overflow
+    X = X / (_fro(X).astype(real_dtype) * scale + eps).astype(real_dtype)  # or underflow to 0
     rows = jnp.asarray(table, real_dtype)
     if normalize != "frobenius":
         A = X @ _mH(X)
@@ -286,8 +291,10 @@ def svd_clip(M, lo, hi):
 
 def _check_interval(lo, hi):
     for name, v in (("lo", lo), ("hi", hi)):
-        if not isinstance(v, numbers.Real) or isinstance(v, bool):
-            raise ValueError(f"{name}={v!r} must be a real number (static, not traced)")
+        if not isinstance(v, numbers.Real) or isinstance(v, bool) or math.isnan(v):
+            raise ValueError(f"{name}={v!r} must be a real number (static, not traced, not NaN)")
+    if math.isinf(lo):
+        raise ValueError(f"lo={lo!r} must be finite (hi=inf is allowed: no upper clip)")
     if lo < 0:
         raise ValueError(f"lo={lo!r} must be >= 0 (singular values are nonnegative)")
     if lo > hi:
@@ -325,7 +332,8 @@ def mclip(M, lo, hi, steps=None, coeffs="polar_express", *, form: MclipForm = "i
     ``steps=None`` means :data:`MCLIP_STEPS` (12).
 
     Args:
-      M: (..., m, n). lo, hi: Python floats with 0 <= lo <= hi.
+      M: (..., m, n). lo, hi: Python floats with 0 <= lo <= hi (``hi=inf``: no upper
+        clip; NaN refused).
       form: ``"interval"`` or ``"cancelling"``.
     Returns: (..., m, n) in M's dtype (or ``compute_dtype``).
     """
@@ -344,12 +352,19 @@ def mclip(M, lo, hi, steps=None, coeffs="polar_express", *, form: MclipForm = "i
         def upper(t):  # U min(Σ, t) V^H
             return 0.5 * (msign(G + t * t * eye, **kw) @ (t * O + X) + msign(G - t * t * eye, **kw) @ (t * O - X))
 
-        out = upper(hi)
+        out = X if math.isinf(hi) else upper(hi)  # min(σ, ∞) = σ
         if lo > 0:
             out = out - upper(lo) + lo * O
     else:
         P = X @ _mH(O)
-        out = 0.5 * ((lo + hi) * O + (lo * eye - P) @ msign(lo * O - X, **kw) - (hi * eye - P) @ msign(hi * O - X, **kw))
+
+        def distance(t):  # U |t - Σ| V^H
+            return (t * eye - P) @ msign(t * O - X, **kw)
+
+        if math.isinf(hi):  # max(σ, α) = ½(σ + α + |α - σ|)
+            out = 0.5 * (X + lo * O + distance(lo)) if lo > 0 else X
+        else:
+            out = 0.5 * ((lo + hi) * O + distance(lo) - distance(hi))
     return (_mT(out) if tall else out).astype(out_dtype)
 
 

@@ -28,11 +28,20 @@ import jax
 import jax.numpy as jnp
 from einops import rearrange, repeat
 
-from ssm.checks import check_positive_int
+from ssm.checks import as_arrays, check_positive_int
 
 
 def _compute_dtype(*arrays):
     return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
+
+
+def _as_arrays(*arrays):
+    """:func:`ssm.checks.as_arrays`, complex refused."""
+    out = as_arrays(*arrays)
+    for a in out:
+        if a is not None and jnp.iscomplexobj(a):
+            raise ValueError(f"an input has dtype {a.dtype}; the SSD is real: expected real arrays")
+    return out
 
 
 def _check(x, dt, A, B, C, initial_state):
@@ -101,6 +110,7 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, *, initial_state=None, return_l
          (plus the decayed initial state), by ``segsum`` over the chunk totals;
       4. ``Y_off[t] = exp(s_t) C_t . h_c``.
     """
+    x, dt, A, B, C, initial_state = _as_arrays(x, dt, A, B, C, initial_state)
     b, length, h, p, g, n = _check(x, dt, A, B, C, initial_state)
     check_positive_int("chunk_size", chunk_size)
     if length == 0:
@@ -156,6 +166,7 @@ def ssd_step(state, x_t, dt_t, A, B_t, C_t):
       ``state = exp(dt_t A) state + (dt_t x_t) (x) B_t`` and ``y_t = state . C_t``;
       float32 (float64 for float64 inputs).
     """
+    state, x_t, dt_t, A, B_t, C_t = _as_arrays(state, x_t, dt_t, A, B_t, C_t)
     dtype = _compute_dtype(state, x_t, dt_t, A, B_t, C_t)
     heads = x_t.shape[1]
     x_t, dt_t, A, state = (v.astype(dtype) for v in (x_t, dt_t, A, state))
@@ -170,7 +181,10 @@ def ssd_sequential(x, dt, A, B, C, *, initial_state=None, return_last_state=Fals
 
     Same arguments and results as :func:`ssd_chunked` (without ``chunk_size``).
     """
-    b, _, h, p, _, n = _check(x, dt, A, B, C, initial_state)
+    x, dt, A, B, C, initial_state = _as_arrays(x, dt, A, B, C, initial_state)
+    b, length, h, p, _, n = _check(x, dt, A, B, C, initial_state)
+    if length == 0:
+        raise ValueError("x has length 0; expected at least one position")
     dtype = _compute_dtype(x, dt, A, B, C)
     state = jnp.zeros((b, h, p, n), dtype) if initial_state is None else initial_state.astype(dtype)
 

@@ -467,6 +467,20 @@ def test_a_cache_with_a_missing_or_truncated_arrow_file_is_built_again(tmp_path,
     np.testing.assert_array_equal(again["train"][:]["inputs"], expected)
 
 
+def test_ids_outside_the_vocabulary_are_refused_when_a_dataset_is_built(tmp_path, monkeypatch):
+    task = TASKS["copying"]
+
+    def generate(params, n, seed):
+        columns = task.generate(params, n, seed)
+        columns["inputs"][3, 5] = params.n_tokens  # one past the vocabulary
+        return columns
+
+    monkeypatch.setitem(TASKS, "copying", dataclasses.replace(task, generate=generate))
+    with pytest.raises(ValueError, match=r"copying train split: inputs hold 1 ids outside \[0, 10\) \(e\.g\. 10\)"):
+        load_task("copying", {**TINY["copying"], "n_tokens": 10}, sizes=SIZES, cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing cached
+
+
 def test_print_example_rows(tmp_path):
     """Shows the formats a reader can expect (run with -s)."""
     for name in sorted(TINY):

@@ -337,6 +337,27 @@ def test_mclip_matches_svd_clip_on_a_wide_spectrum(rng, shape):
         assert errs["interval"] < 1e-3
 
 
+@pytest.mark.parametrize("scale", [1e18, 1e-20])
+def test_msign_of_huge_or_tiny_entries_in_float32_is_still_the_polar_factor(rng, scale):
+    """‖M‖_F of entries 1e18 overflows float32 and of 1e-20 underflows: msign used to
+    return zeros there; it divides by the largest entry first (msign(cM) = msign(M))."""
+    s = np.geomspace(1.0, 1e-2, 16)
+    M, _, _ = _matrix(rng, 16, 24, s, ())
+    U, _, Vh = np.linalg.svd(M, full_matrices=False)  # the polar factor in float64
+    want = U @ Vh
+    X = msign(jnp.asarray(M * scale, jnp.float32))
+    assert np.isfinite(np.asarray(X)).all() and _rel(X, want) < 1e-5
+
+
+@pytest.mark.parametrize("form", ["interval", "cancelling"])
+def test_mclip_with_hi_inf_clips_only_from_below(x64, rng, form):
+    s = np.geomspace(4.0, 0.05, 12)
+    M, _, _ = _matrix(rng, 12, 20, s, ())
+    for lo in (0.0, 0.3, 1.0):
+        out = mclip(jnp.asarray(M), lo, float("inf"), steps=30, form=form)
+        assert _rel(out, _svd_clip64(M, lo, np.inf)) < 1e-8, lo
+
+
 def test_mclip_cancelling_needs_more_steps_on_a_wide_spectrum(rng):
     """Why ``interval`` is the default: ``cancelling`` works on G = M M^T (σ² spans 8
     decades here), so in float32 it resolves σ near lo = 0.1 only after ~18 steps and
@@ -426,6 +447,9 @@ def test_spectral_norm_matches_svd(rng):
     (lambda: linalg.mclip(jnp.ones((2, 3)), 2.0, 1.0), "lo=2.0 > hi=1.0"),
     (lambda: linalg.mclip(jnp.ones((2, 3)), -1.0, 1.0), "lo=-1.0"),
     (lambda: linalg.mclip(jnp.ones((2, 3)), 0.0, 1.0, form="v9"), "form='v9'"),
+    (lambda: linalg.mclip(jnp.ones((2, 3)), float("nan"), 1.0), "lo=nan must be a real number .*not NaN"),
+    (lambda: linalg.mclip(jnp.ones((2, 3)), 0.0, float("nan")), "hi=nan must be a real number .*not NaN"),
+    (lambda: linalg.mclip(jnp.ones((2, 3)), float("inf"), float("inf")), "lo=inf must be finite"),
     (lambda: linalg.svd_clip(jnp.ones((2, 3)), 1.0, 0.5), "lo=1.0 > hi=0.5"),
     (lambda: linalg.low_rank(jnp.ones((2, 3)), 3), "r=3"),
     (lambda: linalg.low_rank(jnp.ones((2, 3)), -1), "r=-1"),

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ssm.data.registry import get_task, make_params
-from ssm.data.task import SPLITS, Columns, Task, TaskInfo
+from ssm.data.task import IGNORE, SPLITS, Columns, Task, TaskInfo
 
 FORMAT_VERSION = 1  # bump when the on-disk layout of every task changes
 META_FILE = "ssm_task.json"
@@ -156,9 +156,27 @@ def _build(task: Task, params, info: TaskInfo, seed: int, sizes: dict[str, int],
         }
     else:
         split_columns = {split: task.generate(params, n, derive_seed(seed, split)) for split, n in sizes.items()}
+    for split, cols in split_columns.items():
+        check_ids(f"{task.name} {split} split", cols, info)
     return datasets.DatasetDict(
         {split: to_dataset(cols, info, f"{task.name}-{digest}-{split}") for split, cols in split_columns.items()}
     )
+
+
+def check_ids(where: str, columns: Columns, info: TaskInfo) -> None:
+    """Token ids in [0, vocab_size) and class targets in [0, d_output) (IGNORE aside),
+    checked once, when a dataset is built: an embedding would give NaN beyond the
+    vocabulary and silently wrap -1 to its last row."""
+    checks = []
+    if info.d_input is None:
+        checks.append(("inputs", np.asarray(columns["inputs"]), info.vocab_size))
+    if info.kind in ("tokens", "classification"):
+        targets = np.asarray(columns["targets"])
+        checks.append(("targets", targets[targets != IGNORE], info.d_output))
+    for name, values, size in checks:
+        bad = values[(values < 0) | (values >= size)]
+        if bad.size:
+            raise ValueError(f"{where}: {name} hold {bad.size:,} ids outside [0, {size}) (e.g. {int(bad[0])})")
 
 
 def _save_atomically(dataset_dict, folder: Path, meta: dict) -> None:

@@ -69,17 +69,18 @@ class Attention(nnx.Module):
         q, k, v = rearrange(self.qkv(x), "b t (three h k) -> three b t h k", three=3, h=self.n_heads)
         return apply_rope(q, positions, base=self.rope_base), apply_rope(k, positions, base=self.rope_base), v
 
-    def _merge(self, y):
-        return self.out(rearrange(y, "b t h k -> b t (h k)"))
+    def _merge(self, y, dtype):
+        """Heads (b, t, h, k) -> the output projection, (b, t, d) in ``dtype``."""
+        return self.out(rearrange(y, "b t h k -> b t (h k)")).astype(dtype)
 
     def _forward(self, x, mask):
-        check_sequence(x, mask, self.d_model)
+        x = check_sequence(x, mask, self.d_model)
         x = x.astype(self.dtype or x.dtype)
         positions = jnp.arange(x.shape[1])
         q, k, v = self._heads(x, positions)
         y = dot_product_attention(q, k, v, q_positions=positions, k_positions=positions, key_valid=mask,
                                   causal=not self.bidirectional)
-        y = self._merge(y)
+        y = self._merge(y, x.dtype)
         if mask is not None:
             y = jnp.where(mask[..., None], y, 0)
         return y, k, v
@@ -123,7 +124,7 @@ class Attention(nnx.Module):
         axis is required, as the cache's (its ``pos`` is shared by the batch): one
         example is a batch of one."""
         self._check_causal()
-        check_token(x_t, self.d_model)
+        x_t = check_token(x_t, self.d_model)
         pos, max_len = state["pos"], state["k"].shape[1]
         if not isinstance(pos, jax.core.Tracer) and int(pos) >= max_len:
             raise ValueError(f"the KV cache is full ({max_len} positions); build it with a larger max_len")
@@ -134,7 +135,7 @@ class Attention(nnx.Module):
         positions = jnp.arange(max_len)
         y = dot_product_attention(q, cache["k"], cache["v"], q_positions=pos[None], k_positions=positions,
                                   key_valid=jnp.broadcast_to(positions <= pos, (x.shape[0], max_len)))
-        return self._merge(y.astype(x.dtype))[:, 0], {**cache, "pos": pos + 1}
+        return self._merge(y, x.dtype)[:, 0], {**cache, "pos": pos + 1}
 
     def prefill(self, x, max_len: int | None = None):
         """A prompt ``x`` (batch, length, d_model) -> ``(y, state)``: the outputs of

@@ -38,6 +38,10 @@ def example_dims(model: SequenceModel) -> tuple:
 class SequenceModel(nnx.Module):
     """Embedding (or linear encoder) -> ``n_layers`` residual blocks -> head.
 
+    Token ids must lie in [0, vocab_size): the embedding is a ``jnp.take``, which
+    gives NaN for an id beyond the vocabulary and wraps -1 to its last row (the
+    trainer checks every dataset's ids once, when it is built).
+
     Inputs are token ids (batch, length) when ``vocab_size`` is set, else
     features (batch, length, d_input). With ``pool=None`` the output is per
     position, (batch, length, d_output) (language modelling, sequence-to-sequence);

@@ -17,6 +17,7 @@ from flax import nnx
 
 from ssm import hippo, kernels
 from ssm.checks import check_positive_int, check_sequence, check_token
+from ssm.groups import ssm_param_dtype
 from ssm.layers.unbatched import accepts_unbatched
 
 
@@ -39,8 +40,8 @@ def lambda_params(Lambda, H: int, param_dtype):
     """``(log_A_real, A_imag)`` parameters, (H, N/2) each, for ``Lambda`` (N/2,)."""
     Lambda = jnp.broadcast_to(jnp.asarray(Lambda), (H, Lambda.shape[-1]))
     log_A_real = jnp.log(jnp.maximum(-Lambda.real, MIN_DECAY))
-    return (nnx.Param(log_A_real.astype(param_dtype), group="ssm"),
-            nnx.Param(Lambda.imag.astype(param_dtype), group="ssm"))
+    dtype = ssm_param_dtype(param_dtype)
+    return (nnx.Param(log_A_real.astype(dtype), group="ssm"), nnx.Param(Lambda.imag.astype(dtype), group="ssm"))
 
 
 def make_dropout(rate: float, rngs: nnx.Rngs) -> nnx.Dropout:
@@ -87,7 +88,8 @@ class ConvSSM(nnx.Module):
         self.dtype = dtype
         self.param_dtype = param_dtype
         self.log_dt = nnx.Param(
-            hippo.log_dt_init(rngs.params(), (d_model,), dt_min, dt_max).astype(param_dtype), group="ssm"
+            hippo.log_dt_init(rngs.params(), (d_model,), dt_min, dt_max).astype(ssm_param_dtype(param_dtype)),
+            group="ssm",
         )
         self.D = nnx.Param(jax.random.normal(rngs.params(), (d_model,), param_dtype), group="adamw")
         self.dropout = make_dropout(dropout, rngs)
@@ -136,7 +138,7 @@ class ConvSSM(nnx.Module):
         zeroed before the convolution, so they never reach real outputs, and padded
         outputs are zero.
         """
-        check_sequence(x, mask, self.d_model)
+        x = check_sequence(x, mask, self.d_model)
         dtype = self.dtype or x.dtype
         if mask is not None:
             x = jnp.where(mask[..., None], x, 0)
@@ -181,7 +183,7 @@ class ConvSSM(nnx.Module):
         of one.
         """
         self._check_causal()
-        check_token(x_t, self.d_model)
+        x_t = check_token(x_t, self.d_model)
         Abar, Bbar, C_out = self.discrete_system()
         u = x_t.astype(self.real_dtype)
         state = self._advance(Abar, Bbar, state, u)
@@ -196,7 +198,7 @@ class ConvSSM(nnx.Module):
         :meth:`step`. The batch axis is required, as in :meth:`step`.
         """
         self._check_causal()
-        check_sequence(x, None, self.d_model)
+        x = check_sequence(x, None, self.d_model)
         y = self(x)
         Abar, Bbar, _ = self.discrete_system()
         state = self.init_state(x.shape[0])

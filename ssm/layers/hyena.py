@@ -17,6 +17,7 @@ import numpy as np
 from flax import nnx
 
 from ssm.checks import check_positive_int
+from ssm.groups import ssm_param_dtype
 from ssm.layers.init import symmetric_uniform
 
 
@@ -59,7 +60,7 @@ def _uniform_linear(d_in: int, d_out: int, *, use_bias: bool, param_dtype, rngs:
     bound = 1 / math.sqrt(d_in)
     return nnx.Linear(d_in, d_out, use_bias=use_bias, kernel_init=symmetric_uniform(bound),
                       bias_init=symmetric_uniform(bound), kernel_metadata={"group": "ssm"},
-                      bias_metadata={"group": "ssm"}, param_dtype=param_dtype, rngs=rngs)
+                      bias_metadata={"group": "ssm"}, param_dtype=ssm_param_dtype(param_dtype), rngs=rngs)
 
 
 class HyenaFilter(nnx.Module):
@@ -97,7 +98,7 @@ class HyenaFilter(nnx.Module):
         self.layers = nnx.List([_uniform_linear(emb_dim, order, use_bias=True, **kw)]
                                + [_uniform_linear(order, order, use_bias=True, **kw) for _ in range(inner_mlps)])
         self.out = _uniform_linear(order, channels, use_bias=False, **kw)
-        self.freq = nnx.Param(jnp.full((order,), freq, param_dtype), group="ssm")
+        self.freq = nnx.Param(jnp.full((order,), freq, ssm_param_dtype(param_dtype)), group="ssm")
 
     def __call__(self, length: int):
         """Taps (channels, length), float32 at least."""
@@ -122,8 +123,8 @@ class ExplicitFilter(nnx.Module):
     def __init__(self, channels: int, *, l_max: int, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.channels = check_positive_int("channels", channels)
         self.l_max = check_positive_int("l_max", l_max)
-        window = jnp.asarray(decay_window(l_max, channels).T, param_dtype)
-        noise = jax.random.normal(rngs.params(), (channels, l_max), param_dtype)
+        window = jnp.asarray(decay_window(l_max, channels).T, ssm_param_dtype(param_dtype))
+        noise = jax.random.normal(rngs.params(), (channels, l_max), ssm_param_dtype(param_dtype))
         self.taps = nnx.Param(noise * window / math.sqrt(l_max), group="ssm")
 
     def __call__(self, length: int):

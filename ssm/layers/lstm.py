@@ -11,6 +11,12 @@ from ssm.checks import check_positive_int, check_sequence, check_token
 from ssm.layers.unbatched import accepts_unbatched
 
 
+def orthogonal_in_float32(key, shape, dtype):
+    """Flax's orthogonal initializer (the LSTM cell's default for its recurrent kernel),
+    drawn in float32 and then cast: its QR has no bfloat16 kernel."""
+    return nnx.initializers.orthogonal()(key, shape, jnp.promote_types(dtype, jnp.float32)).astype(dtype)
+
+
 class LSTM(nnx.Module):
     """LSTM over the sequence: ``x`` (batch, length, d_model) or (length, d_model) -> hidden
     states, same shape.
@@ -46,7 +52,8 @@ class LSTM(nnx.Module):
         self.unroll = check_positive_int("unroll", unroll)
         self.dtype = dtype
         self.real_dtype = jnp.promote_types(param_dtype, jnp.float32)
-        self.cell = nnx.OptimizedLSTMCell(d_model, d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.cell = nnx.OptimizedLSTMCell(d_model, d_model, dtype=dtype, param_dtype=param_dtype,
+                                          recurrent_kernel_init=orthogonal_in_float32, rngs=rngs)
         bias = self.cell.dense_h.bias  # gates in the order i, f, g, o
         bias[...] = bias[...].at[d_model : 2 * d_model].set(forget_bias)
 
@@ -75,7 +82,7 @@ class LSTM(nnx.Module):
         """``x`` (batch, length, d_model) -> (batch, length, d_model), or one example
         (length, d_model) -> (length, d_model); ``mask`` (batch, length) (or (length,))
         marks real tokens (padded positions keep the carry and output zeros)."""
-        check_sequence(x, mask, self.d_model)
+        x = check_sequence(x, mask, self.d_model)
         return self._scan(x, mask, self.init_state(x.shape[0]))[0]
 
     def init_state(self, batch_size: int):
@@ -87,12 +94,12 @@ class LSTM(nnx.Module):
     def step(self, x_t, state):
         """One token: ``x_t`` (batch, d_model) -> ``(h_t, state)``, equal to ``layer(x)[:, t]``.
         The batch axis is required, as the state's: one example is a batch of one."""
-        check_token(x_t, self.d_model)
+        x_t = check_token(x_t, self.d_model)
         state = self._cell(state, x_t)
         return state[1].astype(self.dtype or x_t.dtype), state
 
     def prefill(self, x):
         """A prompt ``x`` (batch, length, d_model) -> ``(y, state)`` for :meth:`step` (the
         batch axis required, as in :meth:`step`)."""
-        check_sequence(x, None, self.d_model)
+        x = check_sequence(x, None, self.d_model)
         return self._scan(x, None, self.init_state(x.shape[0]))

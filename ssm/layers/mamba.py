@@ -11,6 +11,7 @@ from flax import nnx
 
 from ssm import scan
 from ssm.checks import check_positive_int, check_sequence, check_token
+from ssm.groups import ssm_param_dtype
 from ssm.layers.conv1d import CausalConv1d
 from ssm.layers.init import dt_bias_init, symmetric_uniform, torch_linear
 from ssm.layers.unbatched import accepts_unbatched
@@ -70,13 +71,13 @@ class Mamba(nnx.Module):
         self.conv1d = CausalConv1d(d_inner, d_conv, use_bias=conv_bias, **kw)
         self.x_proj = torch_linear(d_inner, R + 2 * d_state, use_bias=False, **kw)
         self.dt_proj = nnx.Linear(  # kernel U(+-dt_rank^-1/2): the reference's "random" dt init
-            R, d_inner, kernel_init=symmetric_uniform(R**-0.5), **kw,
+            R, d_inner, kernel_init=symmetric_uniform(R**-0.5), **{**kw, "param_dtype": ssm_param_dtype(param_dtype)},
             bias_init=lambda key, shape, dtype: dt_bias_init(key, shape, dt_min, dt_max, dt_init_floor, dtype),
             bias_metadata={"group": "ssm"},
         )
         A = jnp.broadcast_to(jnp.arange(1, d_state + 1, dtype=jnp.float32), (d_inner, d_state))
-        self.A_log = nnx.Param(jnp.log(A).astype(param_dtype), group="ssm")
-        self.D = nnx.Param(jnp.ones((d_inner,), param_dtype), group="ssm")
+        self.A_log = nnx.Param(jnp.log(A).astype(ssm_param_dtype(param_dtype)), group="ssm")
+        self.D = nnx.Param(jnp.ones((d_inner,), ssm_param_dtype(param_dtype)), group="ssm")
         self.out_proj = torch_linear(d_inner, d_model, use_bias=bias, scale=out_init_scale, **kw)
 
     # -------------------------------------------------------------------- pieces
@@ -90,7 +91,7 @@ class Mamba(nnx.Module):
         return delta, B, C
 
     def _forward(self, x, mask, return_state: bool):
-        check_sequence(x, mask, self.d_model)
+        x = check_sequence(x, mask, self.d_model)
         dtype = self.dtype or x.dtype
         if mask is not None:
             x = jnp.where(mask[..., None], x, 0)
@@ -104,7 +105,7 @@ class Mamba(nnx.Module):
         out = scan.selective_scan(u, delta, self._A(), B, C, self.D[...], z=z,
                                   return_last_state=return_state, method=self.scan_method)
         y, ssm_state = out if return_state else (out, None)
-        y = self.out_proj(y.astype(dtype))
+        y = self.out_proj(y.astype(dtype)).astype(dtype)
         return y, {"conv": conv_state, "ssm": ssm_state}
 
     # -------------------------------------------------------------------- modes
@@ -125,13 +126,14 @@ class Mamba(nnx.Module):
     def step(self, x_t, state):
         """One token: ``x_t`` (batch, d_model) -> ``(y_t, state)``, equal to ``layer(x)[:, t]``.
         The batch axis is required, as the state's: one example is a batch of one."""
-        check_token(x_t, self.d_model)
+        x_t = check_token(x_t, self.d_model)
         xs, z = jnp.split(self.in_proj(x_t), 2, axis=-1)
         conv_out, conv_state = self.conv1d.step(xs, state["conv"])
         u = jax.nn.silu(conv_out)
         delta, B, C = self._ssm_inputs(u)
         y, ssm_state = scan.selective_state_update(state["ssm"], u, delta, self._A(), B, C, self.D[...], z_t=z)
-        return self.out_proj(y.astype(self.dtype or x_t.dtype)), {"conv": conv_state, "ssm": ssm_state}
+        dtype = self.dtype or x_t.dtype
+        return self.out_proj(y.astype(dtype)).astype(dtype), {"conv": conv_state, "ssm": ssm_state}
 
     def prefill(self, x):
         """A prompt ``x`` (batch, length, d_model) -> ``(y, state)`` for :meth:`step`

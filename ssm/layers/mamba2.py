@@ -12,6 +12,7 @@ from einops import rearrange
 from flax import nnx
 
 from ssm.checks import check_positive_int, check_sequence, check_token
+from ssm.groups import ssm_param_dtype
 from ssm.layers.conv1d import CausalConv1d
 from ssm.layers.init import dt_bias_init, torch_linear
 from ssm.layers.unbatched import accepts_unbatched
@@ -134,11 +135,12 @@ class Mamba2(nnx.Module):
         self.in_proj = torch_linear(d_model, 2 * self.d_inner + 2 * GN + H, **linear)
         self.conv1d = CausalConv1d(self.conv_dim, d_conv, use_bias=conv_bias, dtype=dtype,
                                    param_dtype=param_dtype, rngs=rngs)
-        self.dt_bias = nnx.Param(dt_bias_init(rngs.params(), (H,), dt_min, dt_max, dt_init_floor, param_dtype),
+        dynamics = ssm_param_dtype(param_dtype)
+        self.dt_bias = nnx.Param(dt_bias_init(rngs.params(), (H,), dt_min, dt_max, dt_init_floor, dynamics),
                                  group="ssm")
         A = jax.random.uniform(rngs.params(), (H,), minval=lo, maxval=hi)
-        self.A_log = nnx.Param(jnp.log(A).astype(param_dtype), group="ssm")
-        self.D = nnx.Param(jnp.ones((H,), param_dtype), group="ssm")
+        self.A_log = nnx.Param(jnp.log(A).astype(dynamics), group="ssm")
+        self.D = nnx.Param(jnp.ones((H,), dynamics), group="ssm")
         self.norm = RMSNormGated(self.d_inner, group_size=self.d_inner // ngroups, eps=norm_eps,
                                  param_dtype=param_dtype)
         self.out_proj = torch_linear(self.d_inner, d_model, scale=out_init_scale, **linear)
@@ -174,7 +176,7 @@ class Mamba2(nnx.Module):
         return self.out_proj(self.norm(rearrange(y, "... h p -> ... (h p)"), z))
 
     def _forward(self, x, mask, with_state: bool):
-        check_sequence(x, mask, self.d_model)
+        x = check_sequence(x, mask, self.d_model)
         dtype = self.dtype or x.dtype
         z, xBC, dt = jnp.split(self.in_proj(x), [self.d_inner, self.d_inner + self.conv_dim], axis=-1)
         if mask is not None:  # padded positions never reach the convolution ...
@@ -219,7 +221,7 @@ class Mamba2(nnx.Module):
         Equals ``layer(x)[:, t]`` when fed ``x[:, 0..t]`` from :meth:`init_state`. The
         batch axis is required, as the state's: one example is a batch of one.
         """
-        check_token(x_t, self.d_model)
+        x_t = check_token(x_t, self.d_model)
         dtype = self.dtype or x_t.dtype
         z, xBC, dt = jnp.split(self.in_proj(x_t), [self.d_inner, self.d_inner + self.conv_dim], axis=-1)
         xBC, conv_state = self.conv1d.step(xBC, state["conv"])

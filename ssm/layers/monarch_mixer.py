@@ -9,6 +9,7 @@ from flax import nnx
 
 from ssm import kernels
 from ssm.checks import check_choice, check_positive_int, check_sequence
+from ssm.groups import ssm_param_dtype
 from ssm.layers.conv1d import CausalConv1d
 from ssm.layers.conv_ssm import make_dropout
 from ssm.layers.hyena import FILTERS, ExplicitFilter, HyenaFilter
@@ -90,7 +91,7 @@ class MonarchMixer(nnx.Module):
 
         self.filter = make_filter()
         self.filter_reverse = make_filter() if self.bidirectional else None
-        self.D = nnx.Param(jax.random.normal(rngs.params(), (d_model,), param_dtype), group="ssm")
+        self.D = nnx.Param(jax.random.normal(rngs.params(), (d_model,), ssm_param_dtype(param_dtype)), group="ssm")
         self.dropout = make_dropout(dropout, rngs)
         self.out_proj = make_linear(projection, d_model, d_model, **proj)
 
@@ -126,13 +127,13 @@ class MonarchMixer(nnx.Module):
         gated values are zeroed at padded positions, so padding on either side
         leaves real outputs unchanged.
         """
-        check_sequence(x, mask, self.d_model)
+        x = check_sequence(x, mask, self.d_model)
         dtype = self.dtype or x.dtype
         keep = (lambda h: h) if mask is None else (lambda h: jnp.where(mask[..., None], h, 0))
         u = self.conv(keep(self.in_proj(x.astype(dtype))))
         x1, x2, v = jnp.split(u, 3, axis=-1)
         y = self.long_conv(keep(v * x1)).astype(dtype) * x2
-        return self.out_proj(self.dropout(y))
+        return self.out_proj(self.dropout(y)).astype(dtype)
 
     def _no_recurrence(self, *_):
         raise ValueError(f"{type(self).__name__} has no recurrent mode: its long convolution has no finite "

@@ -7,6 +7,7 @@ from flax import nnx
 
 from ssm import hippo, kernels
 from ssm.checks import check_positive_int
+from ssm.groups import ssm_param_dtype
 from ssm.layers.conv_ssm import ConvSSM, lambda_params, pair_from_complex
 
 DPLR_MEASURES: tuple[str, ...] = ("legs", "legt", "lagt", "fout")
@@ -71,8 +72,9 @@ class S4(ConvSSM):
         Lambda, P, B, _ = hippo.dplr(measure, d_state, rank=rank, b_clip=b_clip)
         H = d_model
         self.log_A_real, self.A_imag = lambda_params(Lambda, H, param_dtype)
-        self.P = nnx.Param(pair_from_complex(jnp.broadcast_to(P, (H, *P.shape)), param_dtype), group="ssm")
-        self.B = nnx.Param(pair_from_complex(jnp.broadcast_to(B, (H, B.shape[-1])), param_dtype), group="ssm")
+        dynamics = ssm_param_dtype(param_dtype)
+        self.P = nnx.Param(pair_from_complex(jnp.broadcast_to(P, (H, *P.shape)), dynamics), group="ssm")
+        self.B = nnx.Param(pair_from_complex(jnp.broadcast_to(B, (H, B.shape[-1])), dynamics), group="ssm")
         Lambda, P, B, dt = self._system()
         truncate = lambda C: pair_from_complex(  # noqa: E731
             kernels.truncate_output(Lambda, P, B, C, dt, self.l_max), param_dtype)

@@ -7,6 +7,7 @@ from flax import nnx
 
 from ssm import hippo, kernels
 from ssm.checks import check_choice
+from ssm.groups import ssm_param_dtype
 from ssm.layers.conv_ssm import ConvSSM, lambda_params, pair_from_complex
 
 class S4D(ConvSSM):
@@ -61,7 +62,7 @@ class S4D(ConvSSM):
         self.state_size = d_state // 2
         Lambda, B = hippo.s4d_init(init, d_state, b_clip=b_clip)
         self.log_A_real, self.A_imag = lambda_params(Lambda, d_model, param_dtype)
-        self.B = nnx.Param(pair_from_complex(jnp.broadcast_to(B, (d_model, d_state // 2)), param_dtype),
+        self.B = nnx.Param(pair_from_complex(jnp.broadcast_to(B, (d_model, d_state // 2)), ssm_param_dtype(param_dtype)),
                            group="ssm")
         self.C = nnx.Param(pair_from_complex(self.init_C(rngs), param_dtype), group="adamw")
         if bidirectional:

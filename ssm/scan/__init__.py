@@ -42,10 +42,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssm.checks import check_choice
+from ssm.checks import as_arrays, check_choice
 from ssm.scan.associative import scan_associative
 from ssm.scan.chunked import CHUNK, scan_in_chunks
-from ssm.scan.inputs import as_arrays, check_scan_inputs, check_step_inputs, compute_dtype
+from ssm.scan.inputs import check_scan_inputs, check_stable, check_step_inputs, compute_dtype, output_dtype
 from ssm.scan.recurrence import SOFTPLUS_THRESHOLD, decay, drive, readout, skip_and_gate, time_step
 from ssm.scan.recurrence import exp_float32 as _exp_float32  # noqa: F401  (its tests reach it here)
 from ssm.scan.sequential import scan_sequential
@@ -105,7 +105,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         chunks are made equal, so the length is padded by less than one per chunk.
 
     Returns:
-      ``y`` (b, l, d) in u's dtype; with ``return_last_state``, ``(y, last_state)``
+      ``y`` (b, l, d) in u's dtype (float32 for integer u); with ``return_last_state``, ``(y, last_state)``
       with last_state (b, d, n) float32 (float64 for float64 inputs).
     """
     method = resolve_method(method)
@@ -113,6 +113,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         u, delta, A, B, C, D, z, delta_bias, initial_state, reset)
     b, l, d, n, g = check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, reset,
                                       chunk_size)
+    check_stable(A, delta, delta_bias, delta_softplus)
 
     # The methods' layout (ssm.scan.recurrence): batch-major, in scan order (flipped if
     # reverse), channels and B/C grouped as (g, k) and (g, n) when g > 1.
@@ -145,7 +146,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         y, h = scan_in_chunks(*inputs, chunk_size=chunk_size)
     if reverse:
         y = jnp.flip(y, 1)
-    y = skip_and_gate(y.reshape(b, l, d), u, D, z, dtype).astype(u.dtype)
+    y = skip_and_gate(y.reshape(b, l, d), u, D, z, dtype).astype(output_dtype(u, dtype))
     return (y, h.reshape(b, d, n)) if return_last_state else y
 
 
@@ -166,12 +167,13 @@ def selective_state_update(state, u_t, delta_t, A, B_t, C_t, D=None, z_t=None, d
       delta_softplus: as in :func:`selective_scan`.
 
     Returns:
-      ``(y_t, new_state)``: y_t (b, d) in u_t's dtype, new_state (b, d, n) float32
+      ``(y_t, new_state)``: y_t (b, d) in u_t's dtype (float32 for integer u_t), new_state (b, d, n) float32
       (float64 for float64 inputs).
     """
     state, u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias = as_arrays(
         state, u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias)
     b, d, n, g = check_step_inputs(state, u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias)
+    check_stable(A, delta_t, delta_bias, delta_softplus, "delta_t")
     dtype = compute_dtype(state, u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias)
     k = d // g
     dt = time_step(delta_t, delta_bias, delta_softplus, dtype)
@@ -180,4 +182,4 @@ def selective_state_update(state, u_t, delta_t, A, B_t, C_t, D=None, z_t=None, d
          * state.astype(dtype).reshape(b, g, k, n)
          + drive(grouped(dt * u_t.astype(dtype)), B_t.astype(dtype).reshape(b, g, n)))
     y = readout(h, C_t.astype(dtype).reshape(b, g, n)).reshape(b, d)
-    return skip_and_gate(y, u_t, D, z_t, dtype).astype(u_t.dtype), h.reshape(b, d, n)
+    return skip_and_gate(y, u_t, D, z_t, dtype).astype(output_dtype(u_t, dtype)), h.reshape(b, d, n)

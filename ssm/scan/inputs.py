@@ -9,12 +9,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ssm.checks import check_positive_int
-
-
-def as_arrays(*xs):
-    """Each argument as a JAX array (NumPy arrays and lists too); None stays None."""
-    return tuple(None if x is None else jnp.asarray(x) for x in xs)
+from ssm.checks import check_positive_int, concrete
 
 
 def shape_error(name, x, expected):
@@ -24,6 +19,13 @@ def shape_error(name, x, expected):
 def compute_dtype(*xs):
     """float32, or float64 if an input is float64 (so x64 tests check the algebra)."""
     return jnp.result_type(jnp.float32, *(jnp.asarray(x).dtype for x in xs if x is not None))
+
+
+def output_dtype(u, dtype):
+    """The dtype of the scan's output: ``u``'s when floating, else the computation's
+    (an integer output would truncate it)."""
+    u_dtype = jnp.asarray(u).dtype
+    return u_dtype if jnp.issubdtype(u_dtype, jnp.floating) else dtype
 
 
 def check_A_D(A, D, delta_bias, d: int) -> int:
@@ -37,6 +39,22 @@ def check_A_D(A, D, delta_bias, d: int) -> int:
         if v is not None and jnp.shape(v) != (d,):
             raise shape_error(name, v, f"(dim,) = ({d},)")
     return jnp.shape(A)[1]
+
+
+def check_stable(A, delta, delta_bias, delta_softplus: bool, delta_name: str = "delta") -> None:
+    """A <= 0 and step sizes >= 0, where the values are concrete (an eager call; under
+    ``jit`` a violation gives inf or NaN instead): ``exp(delta A)`` > 1 grows the state
+    without bound. With ``delta_softplus`` every step size is positive already."""
+    values = concrete(A)
+    if values is not None and (values > 0).any():
+        raise ValueError(f"A has {int((values > 0).sum())} entries > 0 (e.g. {values[values > 0][0]!r}): the state "
+                         "would grow without bound; expected A <= 0 (Mamba's A = -exp(A_log))")
+    steps = None if delta_softplus else concrete(delta)
+    if steps is not None:
+        steps = steps + (0 if delta_bias is None else concrete(delta_bias))
+        if (steps < 0).any():
+            raise ValueError(f"{delta_name} (+ delta_bias) has {int((steps < 0).sum())} entries < 0 without "
+                             f"delta_softplus: step sizes must be >= 0 (or pass delta_softplus=True)")
 
 
 def check_B_C(B, C, lead: tuple, lead_names: str, d: int, n: int, suffix: str = "") -> int:
@@ -64,6 +82,10 @@ def check_scan_inputs(u, delta, A, B, C, D, z, delta_bias, initial_state, reset,
     if jnp.ndim(u) != 3:
         raise shape_error("u", u, "(batch, length, dim)")
     b, l, d = jnp.shape(u)
+    if jnp.iscomplexobj(u):
+        raise ValueError(f"u has dtype {jnp.asarray(u).dtype}; expected a real array (the selective scan is real)")
+    if l == 0:
+        raise shape_error("u", u, "(batch, length, dim) with length >= 1")
     for name, v in (("delta", delta), ("z", z)):
         if v is not None and jnp.shape(v) != (b, l, d):
             raise shape_error(name, v, f"(batch, length, dim) = {(b, l, d)} like u")
