@@ -228,3 +228,24 @@ def test_what_cannot_fit_in_memory_is_refused_with_the_estimate(tmp_path, overri
     with pytest.raises(ConfigError, match=message):
         train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_load_model_reads_a_given_checkpoint_and_changes_nothing_in_the_folder(tmp_path):
+    import jax
+    from flax import nnx
+
+    from ssm.train import load_model
+
+    workdir = tmp_path / "run"
+    train(tmp_path, workdir, "trainer.steps=10", "checkpoint.every=5")
+    leftover = workdir / "checkpoints" / "15.orbax-checkpoint-tmp-99"  # as a live training's save in progress
+    leftover.mkdir()
+    latest, config = load_model(workdir)
+    ten, _ = load_model(workdir, step=10)
+    five, _ = load_model(workdir, step=5)
+    leaves = [jax.tree.leaves(nnx.state(m, nnx.Param)) for m in (latest, ten, five)]
+    assert all(np.array_equal(a, b) for a, b in zip(leaves[0], leaves[1]))
+    assert not all(np.array_equal(a, b) for a, b in zip(leaves[0], leaves[2]))
+    assert leftover.is_dir() and config.trainer.steps == 10
+    with pytest.raises(DamagedCheckpoints, match=r"no checkpoint 7 .*there are: \[5, 10\]"):
+        load_model(workdir, step=7)

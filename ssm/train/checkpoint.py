@@ -44,16 +44,22 @@ def checksum(state) -> str:
 
 
 class Checkpoints:
-    """Keep-last-k verified checkpoints under ``directory``, saved every ``every`` steps."""
+    """Keep-last-k verified checkpoints under ``directory``, saved every ``every`` steps.
 
-    def __init__(self, directory: pathlib.Path, *, every: int, keep: int):
+    ``writer``: this process trains in the folder (and holds its lock): it cleans up at
+    start and moves damaged checkpoints aside. A reader (evaluation, ``load_model``)
+    changes nothing in the folder: it skips damaged checkpoints with the same warning."""
+
+    def __init__(self, directory: pathlib.Path, *, every: int, keep: int, writer: bool = True):
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
         self.every = every
         self.directory = pathlib.Path(directory).absolute()
         self.keep = keep
-        self._clean()
+        self.writer = writer
+        if writer:
+            self._clean()
         self.manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
         )
@@ -80,21 +86,28 @@ class Checkpoints:
         self.manager.save(step, args=args.Composite(state=args.StandardSave(state), meta=args.JsonSave(meta)),
                           force=True)
 
-    def restore(self, like) -> tuple[object, dict]:
-        """The newest intact checkpoint as ``(state, meta)``; ``like`` gives structure and
-        shardings. The damaged ones newer than it are moved aside with a warning; with
-        none intact, nothing is moved and :class:`DamagedCheckpoints` says what was wrong."""
+    def restore(self, like, step: int | None = None) -> tuple[object, dict]:
+        """The newest intact checkpoint (or checkpoint ``step``) as ``(state, meta)``;
+        ``like`` gives structure and shardings. The damaged ones newer than it are moved
+        aside (by a writer) with a warning; with none intact, nothing is moved and
+        :class:`DamagedCheckpoints` says what was wrong."""
         self.manager.wait_until_finished()
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        if step is not None:
+            if step not in steps:
+                raise DamagedCheckpoints(f"no checkpoint {step} in {self.directory} (there are: {sorted(steps)})")
+            steps = [step]
         problems = []
-        for step in sorted(self.manager.all_steps(), reverse=True):
+        for step in steps:
             try:
                 state, meta = self._read(step, like)
             except Exception as e:  # noqa: BLE001 (any failure to read a checkpoint back is damage)
                 problems.append((step, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]))
                 continue
             for bad, reason in problems:
-                print(f"warning: checkpoint {bad} in {self.directory} is damaged ({reason}); moved to "
-                      f"{self._set_aside(bad)}; resuming from checkpoint {step} instead")
+                where = f"moved to {self._set_aside(bad)}" if self.writer else "skipped"
+                print(f"warning: checkpoint {bad} in {self.directory} is damaged ({reason}); {where}; "
+                      f"resuming from checkpoint {step} instead")
             return state, meta
         raise DamagedCheckpoints(
             f"no intact checkpoint in {self.directory} ({'; '.join(f'step {s}: {r}' for s, r in problems)}). "

@@ -33,28 +33,31 @@ def run_config(workdir) -> Config:
     return from_dict(Config, yaml.safe_load(path.read_text()))
 
 
-def _restore(config: Config, workdir: pathlib.Path, mesh):
-    """``(model, state, step)``: the run's model rebuilt for its training task and its
-    latest checkpoint's state, placed on ``mesh``."""
+def _restore(config: Config, workdir: pathlib.Path, mesh, step: int | None = None):
+    """``(model, info, state, step)``: the run's model rebuilt for its training task and
+    the state of its latest intact checkpoint (or of ``step``), placed on ``mesh``. Reads
+    only: the folder stays as it is (a training may be running in it)."""
     task = config.task
     info = data.get_task(task.name).info(data.make_params(data.get_task(task.name), task.params))
     model, _, _, state = build_state(config, info)
-    checkpoints = Checkpoints(workdir / "checkpoints", every=config.checkpoint.every, keep=config.checkpoint.keep)
+    checkpoints = Checkpoints(workdir / "checkpoints", every=config.checkpoint.every, keep=config.checkpoint.keep,
+                              writer=False)
     try:
         if checkpoints.latest_step() is None:
             raise ConfigError(f"run folder {str(workdir)!r} has no checkpoint yet")
-        state, meta = checkpoints.restore(devices.replicate(state, mesh))
+        state, meta = checkpoints.restore(devices.replicate(state, mesh), step)
     finally:
         checkpoints.close()
     return model, info, state, int(meta["step"])
 
 
-def load_model(workdir) -> tuple[nnx.Module, Config]:
+def load_model(workdir, step: int | None = None) -> tuple[nnx.Module, Config]:
     """``(model, config)``: the run's :class:`~ssm.layers.SequenceModel` with the
-    parameters of its latest checkpoint, in evaluation mode (no dropout), on one device."""
+    parameters of its latest checkpoint (or of checkpoint ``step``), without the
+    optimizer state, in evaluation mode (no dropout), on one device."""
     workdir = pathlib.Path(workdir)
     config = run_config(workdir)
-    model, _, state, _ = _restore(config, workdir, devices.data_mesh(1, {}))
+    model, _, state, _ = _restore(config, workdir, devices.data_mesh(1, {}), step)
     graph = nnx.split(model, nnx.Param, ...)[0]
     model = nnx.merge(graph, state["params"], state["rest"])
     model.eval()

@@ -271,7 +271,8 @@ def _train(config: Config, workdir: pathlib.Path, splits: dict, info: "data.Task
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     state = devices.replicate(state, mesh)
 
-    checkpoints = Checkpoints(workdir / "checkpoints", every=config.checkpoint.every, keep=config.checkpoint.keep)
+    checkpoints = Checkpoints(workdir / "checkpoints", every=config.checkpoint.every, keep=config.checkpoint.keep,
+                              writer=primary)
     log = MetricsLog(workdir / "metrics.jsonl", tensorboard=config.logging.tensorboard, enabled=primary)
     summary_path = workdir / "summary.json"
     start = 0
