@@ -81,7 +81,8 @@ def test_the_wheel_ships_configs_and_the_command_and_trains_outside_the_repo(tmp
         assert name in names, name
     assert not [n for n in names if n.startswith(("tests/", "runs/"))]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "ssm-train = ssm.train.cli:console" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "ssm-train = ssm.train.cli:console" in scripts and "ssm-generate = ssm.generate.cli:console" in scripts
     site = tmp_path / "site"
     installed = run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "-q", "--target", str(site),
                      str(wheel)], tmp_path)

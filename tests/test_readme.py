@@ -46,6 +46,9 @@ def kind(argv: list[str]) -> str | None:
     if argv[0] == "ssm-train" or argv[0].endswith("python") and (argv[1:2] == ["train.py"]
                                                                  or argv[1:3] == ["-m", "ssm.train"]):
         return "help" if "--help" in argv else "evaluate" if "--evaluate" in argv else "train"
+    if argv[0] == "ssm-generate" or argv[0].endswith("python") and (argv[1:2] == ["generate.py"]
+                                                                    or argv[1:3] == ["-m", "ssm.generate"]):
+        return "generate"
     if argv[0].endswith("python") and argv[1:3] == ["-m", "ssm.bench.memory"]:
         return "bench"
     if argv[0].endswith("python") and argv[1:3] == ["-m", "venv"] or argv[0].endswith("pip"):
@@ -115,17 +118,24 @@ def test_help_commands_print_the_help():
         assert result.returncode == 0 and "Shipped configs" in result.stdout, (argv, result.stderr[-2000:])
 
 
-def test_the_evaluation_example_trains_then_scores_the_longer_length(tmp_path):
-    """The README's train-then-evaluate pair, the training cut to a few steps on a few
-    examples (the README's own numbers are measured, not asserted here); the evaluation
-    command runs exactly as written but for the folder."""
-    (train,) = [a for a in of_kind("train") if "--workdir" in a]
-    (evaluate,) = of_kind("evaluate")
-    workdir = tmp_path / "ih"
+def trained_for(argv: list[str], tmp_path: pathlib.Path) -> pathlib.Path:
+    """Run the README's training command that writes the folder ``argv`` reads, cut to a
+    few steps on a few examples (the README's own numbers are measured, not asserted
+    here); the folder it made, under ``tmp_path``."""
+    folder = argv[argv.index("--workdir" if "--workdir" in argv else "--model") + 1]
+    (train,) = [a for a in of_kind("train") if "--workdir" in a and a[a.index("--workdir") + 1] == folder]
+    workdir = tmp_path / pathlib.Path(folder).name
     small = ["--set", "trainer.steps=4", "trainer.eval_every=4", "schedule.warmup_steps=0",
              "task.sizes.train=64", "task.sizes.validation=16", "task.sizes.test=16"]
     result = run(with_workdir(train, workdir) + small)
     assert result.returncode == 0, result.stderr[-2000:]
+    return workdir
+
+
+def test_the_evaluation_example_trains_then_scores_the_longer_length(tmp_path):
+    """The README's train-then-evaluate pair; the evaluation runs exactly as written but for the folder."""
+    (evaluate,) = of_kind("evaluate")
+    workdir = trained_for(evaluate, tmp_path)
     result = run(with_workdir(evaluate, workdir))
     assert result.returncode == 0, result.stderr[-2000:]
     record = json.loads(result.stdout.strip().splitlines()[-1])
@@ -133,6 +143,17 @@ def test_the_evaluation_example_trains_then_scores_the_longer_length(tmp_path):
     assert record["task_params"] == {"input_seq_len": length}
     assert record["examples"] == int(evaluate[evaluate.index("--examples") + 1])
     assert 0.0 <= record["accuracy"] <= 1.0
+
+
+def test_the_generation_example_trains_then_writes_text(tmp_path):
+    (generate,) = of_kind("generate")
+    workdir = trained_for(generate, tmp_path)
+    argv = list(generate)
+    argv[argv.index("--model") + 1] = str(workdir)
+    result = run(argv)
+    assert result.returncode == 0, result.stderr[-2000:]
+    prompt = argv[argv.index("--prompt") + 1]
+    assert result.stdout.startswith(prompt) and "tokens/s" in result.stderr
 
 
 def test_benchmark_commands_name_a_preset_and_a_subset_that_exist():

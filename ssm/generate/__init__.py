@@ -1,0 +1,133 @@
+"""Text generation with recurrent inference: one compiled prefill of the prompt, then
+every new token from the model's ``step`` inside ``lax.scan`` (no Python loop per
+token), for any causal :class:`~ssm.layers.SequenceModel` (S4, S4D, Mamba, Mamba-2,
+attention with its KV cache, LSTM).
+
+    tokens = generate(model, prompt, 64)                                   # greedy
+    tokens = generate(model, prompt, 64, key=jax.random.key(0), temperature=0.8, top_p=0.9)
+
+Sampling: logits / ``temperature``, then only the ``top_k`` largest and the smallest
+set whose probability reaches ``top_p`` (nucleus) keep their mass; greedy (argmax)
+when ``key`` is None. After ``eos_id`` a row keeps emitting ``eos_id``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from ssm.checks import check_positive_int
+
+
+def filter_logits(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None):
+    """``logits`` (batch, vocab) scaled by 1/``temperature``, with every token outside
+    the ``top_k`` largest and outside the nucleus of mass ``top_p`` set to -inf (the
+    most likely token always stays)."""
+    logits = logits.astype(jnp.float32) / temperature
+    if top_k is not None:
+        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    if top_p is not None and top_p < 1.0:  # 1.0: the whole distribution
+        order = jnp.argsort(-logits, axis=-1)
+        sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        before = jnp.cumsum(probs, axis=-1) - probs  # mass of the more likely tokens
+        keep_sorted = before < top_p  # the first token always (before = 0)
+        keep = jnp.zeros_like(keep_sorted).at[jnp.arange(logits.shape[0])[:, None], order].set(keep_sorted)
+        logits = jnp.where(keep, logits, -jnp.inf)
+    return logits
+
+
+def next_token(logits, key, temperature: float, top_k: int | None, top_p: float | None):
+    """(batch, vocab) logits -> (batch,) int32 ids: argmax when ``key`` is None, else a draw."""
+    if key is None:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return jax.random.categorical(key, filter_logits(logits, temperature, top_k, top_p)).astype(jnp.int32)
+
+
+def _check(prompt, max_new_tokens, temperature, top_k, top_p):
+    prompt = jnp.asarray(prompt)
+    if prompt.ndim != 2 or not jnp.issubdtype(prompt.dtype, jnp.integer) or prompt.shape[1] == 0:
+        raise ValueError(f"prompt has shape {prompt.shape} and dtype {prompt.dtype}; expected token ids "
+                         f"(batch, length >= 1) (prompts of equal length; one prompt is a batch of one)")
+    check_positive_int("max_new_tokens", max_new_tokens)
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature!r}; expected > 0 (greedy: pass no key)")
+    if top_k is not None:
+        check_positive_int("top_k", top_k)
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p={top_p!r}; expected 0 < top_p <= 1")
+    return prompt.astype(jnp.int32)
+
+
+def generate(model, prompt, max_new_tokens: int, *, key=None, temperature: float = 1.0, top_k: int | None = None,
+             top_p: float | None = None, eos_id: int | None = None):
+    """Continue ``prompt`` (batch, length) int ids by ``max_new_tokens`` tokens.
+
+    Args:
+      model: a :class:`~ssm.layers.SequenceModel` with token inputs and ``pool=None``
+        (its layers causal); run in evaluation mode (no dropout).
+      prompt: (batch, length) ids, every row of the same length.
+      max_new_tokens: tokens to add.
+      key: a ``jax.random`` key to sample with; None: greedy.
+      temperature, top_k, top_p: as :func:`filter_logits` (sampling only).
+      eos_id: once a row emits it, the row continues with ``eos_id`` only.
+
+    Returns:
+      (batch, length + max_new_tokens) int32: the prompt, then the new tokens.
+    """
+    run = decoder(model, prompt, max_new_tokens, sample=key is not None, temperature=temperature, top_k=top_k,
+                  top_p=top_p, eos_id=eos_id)
+    return run(prompt, key)
+
+
+def decoder(model, prompt, max_new_tokens: int, *, sample: bool = False, temperature: float = 1.0,
+            top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None):
+    """:func:`generate` compiled ahead of time for prompts of ``prompt``'s shape:
+    ``run(prompt, key) -> tokens`` (``key`` None unless ``sample``). For timing the
+    decode apart from its compilation (``ssm-generate`` prints both)."""
+    prompt = _check(prompt, max_new_tokens, temperature, top_k, top_p)
+    if getattr(model, "pool", None) is not None or getattr(model, "encoder", None) is None:
+        raise ValueError("model must be a SequenceModel with token inputs and pool=None")
+    graphdef, state = nnx.split(model)
+    static = dict(max_new_tokens=max_new_tokens, top_k=top_k, top_p=None if top_p is None or top_p == 1.0 else float(top_p),
+                  eos_id=eos_id)
+    keys = jax.random.split(jax.random.key(0), max_new_tokens) if sample else None
+    compiled = _decode.lower(graphdef, state, prompt, keys, temperature=float(temperature), **static).compile()
+
+    def run(prompt, key=None):
+        if sample != (key is not None):
+            raise ValueError("this decoder was compiled " + ("to sample: pass a key" if sample else "greedy: pass no key"))
+        prompt = _check(prompt, max_new_tokens, temperature, top_k, top_p)
+        keys = None if key is None else jax.random.split(key, max_new_tokens)
+        return jnp.concatenate([prompt, compiled(graphdef, state, prompt, keys, temperature=float(temperature))], axis=1)
+
+    return run
+
+
+@functools.partial(jax.jit, static_argnames=("max_new_tokens", "top_k", "top_p", "eos_id"))
+def _decode(graphdef, state, prompt, keys, max_new_tokens, temperature, top_k, top_p, eos_id):
+    model = nnx.merge(graphdef, state)
+    model.eval()  # a copy inside this trace: the caller's model keeps its mode
+    logits, cache = model.prefill(prompt, max_len=prompt.shape[1] + max_new_tokens)
+
+    def pick(logits, i):
+        return next_token(logits, None if keys is None else keys[i], temperature, top_k, top_p)
+
+    first = pick(logits[:, -1], 0)
+    done = jnp.zeros(first.shape, bool) if eos_id is None else first == eos_id
+
+    def body(carry, i):
+        token, cache, done = carry
+        logits, cache = model.step(token, cache)
+        token = pick(logits, i)
+        if eos_id is not None:
+            token = jnp.where(done, eos_id, token)
+            done = done | (token == eos_id)
+        return (token, cache, done), token
+
+    _, rest = jax.lax.scan(body, (first, cache, done), jnp.arange(1, max_new_tokens))
+    return jnp.concatenate([first[:, None], rest.T], axis=1)
