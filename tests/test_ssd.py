@@ -378,6 +378,7 @@ def test_mamba2_under_jit_matches_eager_and_has_finite_gradients(rng):
         (dict(A_init_range=(0, 16)), r"A_init_range=\(0, 16\) must satisfy 0 < lo <= hi"),
         (dict(dt_limit=(0.1, 0.01)), r"dt_limit=\(0.1, 0.01\) must satisfy 0 <= lo <= hi"),
         (dict(norm_eps=0.0), "norm_eps=0.0 must be > 0"),
+        (dict(activation="swish"), r"activation='swish'; expected one of \("),
     ],
 )
 def test_mamba2_bad_construction_arguments_raise_clear_errors(kw, match):

@@ -64,6 +64,11 @@ class SequenceModel(nnx.Module):
       pool: ``None``, ``"mean"`` or ``"last"``.
       tie_embeddings: the head is the transposed embedding (token inputs and
         ``d_output == vocab_size`` only), as in the Mamba LM.
+      head_bias: an untied head has a bias (Hugging Face's untied ``lm_head`` has none).
+      norm_eps: epsilon of every block's norms and of the final norm (Flax's default
+        1e-6; Hugging Face's Mamba configs and mamba_ssm use 1e-5).
+      residual_in_fp32: of each :class:`ResidualBlock`: the residual stream stays in
+        float32 when activations are bf16 (mamba_ssm's and Hugging Face's option).
 
     Parameter groups: the embedding and the head are ``adamw`` (never Muon).
     """
@@ -87,6 +92,9 @@ class SequenceModel(nnx.Module):
         mlp_expand: int = 4,
         pool: str | None = None,
         tie_embeddings: bool = False,
+        head_bias: bool = True,
+        norm_eps: float = 1e-6,
+        residual_in_fp32: bool = False,
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -120,12 +128,12 @@ class SequenceModel(nnx.Module):
         self.blocks = nnx.List([
             ResidualBlock(d_model, LAYERS[layer](d_model, **layer_kwargs, **kw), norm=norm,
                           prenorm=prenorm, activation=activation, post=post, dropout=dropout,
-                          mlp=make_mlp(), **kw)
+                          mlp=make_mlp(), norm_eps=norm_eps, residual_in_fp32=residual_in_fp32, **kw)
             for _ in range(n_layers)
         ])
-        self.final_norm = make_norm(norm, d_model, **kw) if prenorm else None
+        self.final_norm = make_norm(norm, d_model, eps=norm_eps, **kw) if prenorm else None
         self.head = (None if tie_embeddings else
-                     nnx.Linear(d_model, d_output, kernel_metadata={"group": "adamw"}, **kw))
+                     nnx.Linear(d_model, d_output, use_bias=head_bias, kernel_metadata={"group": "adamw"}, **kw))
         self.pool = pool
 
     def _logits(self, h):

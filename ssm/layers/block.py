@@ -13,7 +13,8 @@ from ssm.checks import check_choice
 from ssm.layers.conv_ssm import make_dropout
 
 ACTIVATIONS: dict[str, Callable] = {
-    "gelu": jax.nn.gelu,
+    "gelu": jax.nn.gelu,  # the tanh approximation (Flax's default)
+    "gelu_exact": lambda x: jax.nn.gelu(x, approximate=False),  # the erf form (PyTorch's default)
     "silu": jax.nn.silu,
     "relu": jax.nn.relu,
     "tanh": jnp.tanh,
@@ -23,11 +24,14 @@ NORMS: tuple[str, ...] = ("layer", "rms")
 POSTS: tuple[str | None, ...] = ("glu", "linear", None)
 
 
-def make_norm(kind: str, d_model: int, *, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Module:
-    """``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm) over the last axis."""
+def make_norm(kind: str, d_model: int, *, eps: float = 1e-6, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Module:
+    """``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm) over the last axis, with
+    ``eps`` added to the variance (Flax's default 1e-6; Mamba's references use 1e-5)."""
     check_choice("norm", kind, NORMS)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
+        raise ValueError(f"norm_eps={eps!r}; expected a number > 0")
     cls = nnx.LayerNorm if kind == "layer" else nnx.RMSNorm
-    return cls(d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    return cls(d_model, epsilon=float(eps), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
 class ResidualBlock(nnx.Module):
@@ -47,6 +51,11 @@ class ResidualBlock(nnx.Module):
       activation: one of :data:`ACTIVATIONS`. dropout: rate after the activation
         and after the projection.
       mlp: a position-wise module (d -> d), e.g. :class:`~ssm.layers.GatedMLP`, or None.
+      norm_eps: epsilon of the norms (Flax's 1e-6; Mamba's references 1e-5).
+      residual_in_fp32: the stream ``x`` this block adds to is float32 at least, and
+        so is its output, whatever the activations' dtype (mamba_ssm's ``Block``,
+        Hugging Face's ``residual_in_fp32``); the norm still hands the mixer
+        ``dtype`` activations.
     """
 
     def __init__(
@@ -60,6 +69,8 @@ class ResidualBlock(nnx.Module):
         post: str | None = "glu",
         dropout: float = 0.0,
         mlp: nnx.Module | None = None,
+        norm_eps: float = 1e-6,
+        residual_in_fp32: bool = False,
         dtype=None,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs,
@@ -67,8 +78,9 @@ class ResidualBlock(nnx.Module):
         check_choice("activation", activation, tuple(ACTIVATIONS))
         check_choice("post", post, POSTS)
         self.mixer = mixer
-        self.norm = make_norm(norm, d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.norm = make_norm(norm, d_model, eps=norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.prenorm = prenorm
+        self.residual_in_fp32 = bool(residual_in_fp32)
         self.activation = activation
         self.post = post
         width = 2 * d_model if post == "glu" else d_model
@@ -76,7 +88,7 @@ class ResidualBlock(nnx.Module):
                     if post is not None else None)
         self.dropout = make_dropout(dropout, rngs)
         self.mlp = mlp
-        self.norm2 = (make_norm(norm, d_model, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+        self.norm2 = (make_norm(norm, d_model, eps=norm_eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
                       if mlp is not None else None)
 
     def _post(self, h):
@@ -90,6 +102,8 @@ class ResidualBlock(nnx.Module):
 
     def _residual(self, x, h, norm):
         """Add a sublayer's output ``h`` to the stream (post-norm: then normalize)."""
+        if self.residual_in_fp32:
+            x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
         x = x + h
         return x if self.prenorm else norm(x)
 

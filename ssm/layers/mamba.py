@@ -10,8 +10,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssm import scan
-from ssm.checks import check_positive_int, check_sequence, check_token
+from ssm.checks import check_choice, check_positive_int, check_sequence, check_token
 from ssm.groups import ssm_param_dtype
+from ssm.layers.block import ACTIVATIONS
 from ssm.layers.conv1d import CausalConv1d
 from ssm.layers.init import dt_bias_init, symmetric_uniform, torch_linear
 from ssm.layers.unbatched import accepts_unbatched
@@ -30,6 +31,9 @@ class Mamba(nnx.Module):
       dt_rank: rank of the dt projection; ``None`` is ceil(d / 16).
       dt_min, dt_max, dt_init_floor: step-size initialization (softplus of dt_proj's bias).
       conv_bias, bias: biases of the convolution and of in/out projections.
+      activation: after the convolution, a name in :data:`ssm.layers.block.ACTIVATIONS`
+        (``"silu"``, the reference's; Hugging Face's ``hidden_act``). The gate is
+        ``silu(z)`` whatever it is, as in both references.
       out_init_scale: multiplies out_proj's initial kernel (the backbone passes
         1/sqrt(n_layers), the reference LM's prenorm-residual rescaling).
       scan_method: :func:`ssm.scan.selective_scan` method ("auto": fastest here).
@@ -51,6 +55,7 @@ class Mamba(nnx.Module):
         dt_init_floor: float = 1e-4,
         conv_bias: bool = True,
         bias: bool = False,
+        activation: str = "silu",
         out_init_scale: float = 1.0,
         scan_method: str = "auto",
         dtype=None,
@@ -62,6 +67,7 @@ class Mamba(nnx.Module):
         self.d_inner = check_positive_int("expand", expand) * d_model
         self.dt_rank = math.ceil(d_model / 16) if dt_rank is None else check_positive_int("dt_rank", dt_rank)
         scan.resolve_method(scan_method)  # validates the name
+        self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
         self.scan_method = scan_method
         self.dtype = dtype
         self.real_dtype = jnp.promote_types(param_dtype, jnp.float32)  # the scan's: float32 at least
@@ -81,6 +87,9 @@ class Mamba(nnx.Module):
         self.out_proj = torch_linear(d_inner, d_model, use_bias=bias, scale=out_init_scale, **kw)
 
     # -------------------------------------------------------------------- pieces
+    def _act(self, x):
+        return ACTIVATIONS[self.activation](x)
+
     def _A(self):
         return -jnp.exp(self.A_log[...].astype(self.real_dtype))
 
@@ -96,9 +105,11 @@ class Mamba(nnx.Module):
         if mask is not None:
             x = jnp.where(mask[..., None], x, 0)
         xs, z = jnp.split(self.in_proj(x), 2, axis=-1)
+        if mask is not None:  # in_proj's bias must not enter the convolution window
+            xs = jnp.where(mask[..., None], xs, 0)
         conv_out, conv_state = (self.conv1d.prefill(xs, self.real_dtype) if return_state
                                 else (self.conv1d(xs), None))
-        u = jax.nn.silu(conv_out)
+        u = self._act(conv_out)
         delta, B, C = self._ssm_inputs(u)
         if mask is not None:  # a zero step leaves the state untouched: padding is invisible
             delta = jnp.where(mask[..., None], delta, 0)
@@ -129,7 +140,7 @@ class Mamba(nnx.Module):
         x_t = check_token(x_t, self.d_model)
         xs, z = jnp.split(self.in_proj(x_t), 2, axis=-1)
         conv_out, conv_state = self.conv1d.step(xs, state["conv"])
-        u = jax.nn.silu(conv_out)
+        u = self._act(conv_out)
         delta, B, C = self._ssm_inputs(u)
         y, ssm_state = scan.selective_state_update(state["ssm"], u, delta, self._A(), B, C, self.D[...], z_t=z)
         dtype = self.dtype or x_t.dtype

@@ -11,8 +11,9 @@ import jax.numpy as jnp
 from einops import rearrange
 from flax import nnx
 
-from ssm.checks import check_positive_int, check_sequence, check_token
+from ssm.checks import check_choice, check_positive_int, check_sequence, check_token
 from ssm.groups import ssm_param_dtype
+from ssm.layers.block import ACTIVATIONS
 from ssm.layers.conv1d import CausalConv1d
 from ssm.layers.init import dt_bias_init, torch_linear
 from ssm.layers.unbatched import accepts_unbatched
@@ -59,6 +60,9 @@ class Mamba2(nnx.Module):
       A_init_range: ``-A`` starts uniform in this range (0 < lo <= hi).
       dt_limit: ``(lo, hi)``, clip of the step sizes; the default (0, inf) is off.
       conv_bias: bias in the convolution. bias: biases in the two projections.
+      activation: after the convolution, a name in :data:`ssm.layers.block.ACTIVATIONS`
+        (``"silu"``, the reference's; Hugging Face's ``hidden_act``); the gate of
+        the norm is ``silu(z)`` whatever it is, as in both references.
       norm_eps: epsilon of the gated RMSNorm.
       out_init_scale: multiplies out_proj's initial kernel (the backbone passes
         1/sqrt(n_layers), the reference LM's prenorm-residual rescaling).
@@ -90,6 +94,7 @@ class Mamba2(nnx.Module):
         dt_limit: tuple[float, float] = (0.0, float("inf")),
         conv_bias: bool = True,
         bias: bool = False,
+        activation: str = "silu",
         norm_eps: float = 1e-5,
         out_init_scale: float = 1.0,
         dtype=None,
@@ -124,6 +129,7 @@ class Mamba2(nnx.Module):
         self.dt_limit = (float(dt_limit[0]), float(dt_limit[1]))
         if not 0 <= self.dt_limit[0] <= self.dt_limit[1]:
             raise ValueError(f"dt_limit={dt_limit!r} must satisfy 0 <= lo <= hi")
+        self.activation = check_choice("activation", activation, tuple(ACTIVATIONS))
         if not norm_eps > 0:
             raise ValueError(f"norm_eps={norm_eps!r} must be > 0")
         self.dtype = dtype
@@ -185,7 +191,7 @@ class Mamba2(nnx.Module):
             xBC, conv_state = self.conv1d.prefill(xBC, self.real_dtype)
         else:
             xBC, conv_state = self.conv1d(xBC), None
-        xs, B, C = self._split_heads(jax.nn.silu(xBC))
+        xs, B, C = self._split_heads(ACTIVATIONS[self.activation](xBC))
         dt = self._step_sizes(dt)
         if mask is not None:  # ... and leave the SSM state as it was (dt = 0: no decay, no input)
             dt = jnp.where(mask[..., None], dt, 0)
@@ -225,7 +231,7 @@ class Mamba2(nnx.Module):
         dtype = self.dtype or x_t.dtype
         z, xBC, dt = jnp.split(self.in_proj(x_t), [self.d_inner, self.d_inner + self.conv_dim], axis=-1)
         xBC, conv_state = self.conv1d.step(xBC, state["conv"])
-        xs, B, C = self._split_heads(jax.nn.silu(xBC))
+        xs, B, C = self._split_heads(ACTIVATIONS[self.activation](xBC))
         y, ssm_state = ssd_step(state["ssm"], xs, self._step_sizes(dt), self._A(), B, C)
         return self._readout(y, xs, z).astype(dtype), {"conv": conv_state, "ssm": ssm_state}
 
