@@ -182,7 +182,8 @@ def write_readme() -> None:
         lines.append(f"| `{name}` | `{cls}` | {what[name]} |")
     lines += ["", "`python tools/make_pretrained_fixtures.py --check DIR ...` loads folders written by",
               "`ssm.pretrained.save` (named as a fixture) with transformers and compares their logits",
-              "with the fixture's.", ""]
+              "with the fixture's. Checked once with the versions above: what `ssm.pretrained.save` writes",
+              "from each fixture loads in transformers and gives the fixture's logits exactly.", ""]
     (OUT / "README.md").write_text("\n".join(lines))
 
 
