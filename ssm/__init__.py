@@ -17,6 +17,7 @@ Submodules load on first use, so ``import ssm`` stays light:
                    GatedMLP, and the baselines Attention and LSTM; ResidualBlock, SequenceModel
 - ``ssm.linen``    the same layers for Linen
 - ``ssm.groups``   parameter groups for optimizers
+- ``ssm.pretrained`` Hugging Face Mamba / Mamba-2 checkpoints: load and save (safetensors, no torch)
 - ``ssm.generate`` text generation: one compiled prefill, then the decode loop in ``lax.scan``
 - ``ssm.data``     generated tasks as Hugging Face datasets, and their batches
 - ``ssm.train``    configs, trainer, checkpoints, metrics
@@ -29,7 +30,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("attention", "bench", "checks", "data", "extras", "generate", "groups", "hippo", "hippo_online",
-               "kernels", "layers", "linalg", "linen", "monarch", "optim", "scan", "solve", "ssd", "train")
+               "kernels", "layers", "linalg", "linen", "monarch", "optim", "pretrained", "scan", "solve", "ssd", "train")
 
 
 def __getattr__(name):
