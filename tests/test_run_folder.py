@@ -5,6 +5,7 @@ newest intact one (the resumed run still ends bitwise as an uninterrupted one)."
 
 import json
 import os
+import pathlib
 import shutil
 import socket
 import subprocess
@@ -36,7 +37,7 @@ def test_a_second_training_in_the_same_folder_is_refused_while_the_first_runs(tm
     first = run_train(["--set", *tiny(tmp_path, "trainer.steps=100000", "checkpoint.every=100000")], workdir)
     try:
         deadline = time.time() + 120
-        while not (workdir / ".lock").exists():
+        while not (workdir / ".lock").exists() or not (workdir / ".lock").read_text():
             assert first.poll() is None and time.time() < deadline, first.communicate()
             time.sleep(0.05)
         with pytest.raises(ConfigError, match=rf"in use by process {first.pid} on {socket.gethostname()}"):
@@ -44,21 +45,42 @@ def test_a_second_training_in_the_same_folder_is_refused_while_the_first_runs(tm
     finally:
         first.kill()
         first.wait()
-    assert (workdir / ".lock").exists()  # SIGKILL: the lock stays behind, and is taken over next
+    assert (workdir / ".lock").exists()  # the file stays; the kernel released its lock with the process
     summary = train(tmp_path, workdir, "trainer.steps=10")  # no checkpoint yet: the folder is taken over
-    assert summary["steps"] == 10 and not (workdir / ".lock").exists()
+    assert summary["steps"] == 10
 
 
-def test_a_stale_lock_of_this_host_is_taken_over_and_another_hosts_lock_is_respected(tmp_path, capsys):
+HOLD = """
+import sys, time
+from ssm.train.files import RunLock
+from ssm.train.config import ConfigError
+start, folder = float(sys.argv[1]), sys.argv[2]
+while time.time() < start:
+    pass
+try:
+    with RunLock(folder):
+        print("held", flush=True)
+        time.sleep(float(sys.argv[3]))
+except ConfigError as e:
+    print("refused", e, flush=True)
+"""
+
+
+def test_a_dead_holders_lock_never_blocks_and_two_racing_processes_never_both_hold_it(tmp_path):
     workdir = tmp_path / "run"
     workdir.mkdir()
-    (workdir / ".lock").write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname()}))
-    with RunLock(workdir):
-        assert json.loads((workdir / ".lock").read_text())["pid"] == os.getpid()
-    assert "taking over the lock of process" in capsys.readouterr().out and not (workdir / ".lock").exists()
-    (workdir / ".lock").write_text(json.dumps({"pid": 1, "host": "elsewhere", "since": "yesterday"}))
-    with pytest.raises(ConfigError, match="in use by process 1 on elsewhere .since yesterday.*delete"):
-        RunLock(workdir).__enter__()
+    for leftover in ("", json.dumps({"pid": dead_pid(), "host": socket.gethostname()}), "{torn"):
+        (workdir / ".lock").write_text(leftover)  # what a killed holder or a full disk may leave
+        with RunLock(workdir):
+            pass
+    for trial in range(4):  # both start at the same instant, over a lock file a dead process left
+        (workdir / ".lock").write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname()}))
+        start = time.time() + 3.0
+        procs = [subprocess.Popen([sys.executable, "-c", HOLD, str(start), str(workdir), "1.5"],
+                                  stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = [p.communicate(timeout=60)[0] for p in procs]
+        assert sorted(o.split()[0] for o in outs) == ["held", "refused"], (trial, outs)
+        assert "in use by process" in next(o for o in outs if o.startswith("refused"))
 
 
 def test_taking_over_a_folder_without_checkpoint_keeps_nothing_of_the_earlier_run(tmp_path):
@@ -83,7 +105,7 @@ def test_rewrites_are_atomic_a_failed_one_leaves_the_old_file(tmp_path, monkeypa
     monkeypatch.setattr("ssm.train.files.os.replace", killed)
     with pytest.raises(KeyboardInterrupt):
         MetricsLog(path).truncate_after(3)
-    assert read_jsonl(path) == rows
+    assert read_jsonl(path) == rows and [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
     monkeypatch.undo()
     MetricsLog(path).truncate_after(3)
     assert read_jsonl(path) == rows[:3]
@@ -145,8 +167,17 @@ def truncate_largest_file(folder, step):
         f.truncate(files[-1].stat().st_size // 2)
 
 
+def flip_the_checksum_key_and_change_values(folder, step):
+    """Two faults: other values in the arrays, and one bit of the record that would
+    have switched its verification off ("checksum" -> "checksul")."""
+    overwrite_with_other_values(folder, step)
+    record = folder / str(step) / "meta" / "metadata"
+    record.write_text(record.read_text().replace('"checksum"', '"checksul"'))
+
+
 DAMAGE = {
     "other values": overwrite_with_other_values,
+    "other values, checksum key flipped": flip_the_checksum_key_and_change_values,
     "truncated file": truncate_largest_file,
     "no _METADATA": lambda folder, step: (folder / str(step) / "state" / "_METADATA").unlink(),
     "no meta item": lambda folder, step: shutil.rmtree(folder / str(step) / "meta"),
@@ -249,3 +280,70 @@ def test_load_model_reads_a_given_checkpoint_and_changes_nothing_in_the_folder(t
     assert leftover.is_dir() and config.trainer.steps == 10
     with pytest.raises(DamagedCheckpoints, match=r"no checkpoint 7 .*there are: \[5, 10\]"):
         load_model(workdir, step=7)
+
+
+
+def test_a_run_killed_after_its_plot_or_its_summary_gets_both_on_the_rerun(tmp_path):
+    workdir = tmp_path / "run"
+    train(tmp_path, workdir, "trainer.steps=10", "logging.plot=true")
+    (workdir / "summary.json").unlink()
+    (workdir / "metrics.png").write_bytes(b"")  # what an interrupted plot used to leave
+    (workdir / ".metrics.jsonl.tmp-12345").write_text("half")  # and an interrupted rewrite
+    summary = train(tmp_path, workdir, "trainer.steps=10", "logging.plot=true")
+    assert (workdir / "metrics.png").read_bytes().startswith(b"\x89PNG") and summary["status"] == "completed"
+    assert not list(workdir.glob(".*.tmp-*"))
+    assert summary["peak_memory_mib"] and set(summary["eval_batch_sizes"]) == {"validation", "test"}
+
+
+def test_a_run_folder_without_its_config_or_inside_another_is_refused(tmp_path):
+    workdir = tmp_path / "run"
+    train(tmp_path, workdir, "trainer.steps=5", "checkpoint.every=5")
+    with pytest.raises(ConfigError, match=r"is inside the run folder"):
+        train(tmp_path, workdir / "checkpoints" / "70", "trainer.steps=5")
+    saved = (workdir / "config.yaml").read_text()
+    for broken, message in (("model: [unclosed", "is not valid YAML"), ("", "holds no config")):
+        (workdir / "config.yaml").write_text(broken)
+        with pytest.raises(ConfigError, match=message):
+            train(tmp_path, workdir, "trainer.steps=10", "checkpoint.every=5")
+    (workdir / "config.yaml").unlink()
+    with pytest.raises(ConfigError, match="has checkpoints but no config.yaml"):
+        train(tmp_path, workdir, "trainer.steps=10", "checkpoint.every=5", "optim.lr=0.01")
+    (workdir / "config.yaml").write_text(saved)
+    assert train(tmp_path, workdir, "trainer.steps=10", "checkpoint.every=5")["steps"] == 10
+
+
+def test_sigterm_during_the_final_evaluation_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import signal
+
+    from ssm.train import Interrupted, trainer
+
+    evaluate_split = trainer.evaluate_split
+
+    def preempted_at_the_test(eval_step, state, dataset, *args):
+        if len(dataset) == 48:  # the test split (validation has 32)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate_split(eval_step, state, dataset, *args)
+
+    monkeypatch.setattr(trainer, "evaluate_split", preempted_at_the_test)
+    workdir = tmp_path / "run"
+    args = ("trainer.steps=10", "checkpoint.every=5", "task.sizes={train: 256, validation: 32, test: 48}")
+    with pytest.raises(Interrupted, match="during the final evaluation; checkpoint 10 is saved"):
+        train(tmp_path, workdir, *args)
+    assert (workdir / "checkpoints" / "10").is_dir() and not (workdir / "summary.json").exists()
+    monkeypatch.undo()
+    summary = train(tmp_path, workdir, *args)
+    assert summary["steps"] == 10 and [r["split"] for r in records(workdir)].count("test") == 1
+
+
+def test_a_full_disk_is_a_clear_stop_and_the_same_command_resumes(tmp_path):
+    """``ulimit -f``: writes past 64 KiB fail (EFBIG, as a full disk's ENOSPC would)."""
+    workdir = tmp_path / "run"
+    args = ["--set", *tiny(tmp_path, "trainer.steps=40", "checkpoint.every=10")]
+    proc = subprocess.run(["bash", "-c", 'ulimit -f 64 && exec "$@"', "bash", sys.executable, "train.py", *args,
+                           "--workdir", str(workdir)], cwd=pathlib.Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 1 and "stopped: no room to write" in proc.stderr, proc.stderr[-2000:]
+    assert "run the same command to resume" in proc.stderr
+    code, out, err = finish(run_train(args, workdir))
+    assert code == 0, err
+    assert json.loads((workdir / "summary.json").read_text())["steps"] == 40

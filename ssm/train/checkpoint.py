@@ -13,6 +13,7 @@ checkpoints beyond ``keep`` are cleaned up when the run starts.
 from __future__ import annotations
 
 import hashlib
+import json
 import pathlib
 import shutil
 import time
@@ -41,6 +42,12 @@ def checksum(state) -> str:
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+def record_checksum(meta: dict) -> str:
+    """A digest of a checkpoint's JSON record without its own ``record_checksum``."""
+    body = json.dumps({k: v for k, v in meta.items() if k != "record_checksum"}, sort_keys=True)
+    return hashlib.blake2b(body.encode(), digest_size=16).hexdigest()
 
 
 class Checkpoints:
@@ -83,6 +90,7 @@ class Checkpoints:
     def save(self, step: int, state, meta: dict) -> None:
         args = self._ocp.args
         meta = {**meta, "checksum": checksum(state)}
+        meta["record_checksum"] = record_checksum(meta)  # so that damage to the record itself shows
         self.manager.save(step, args=args.Composite(state=args.StandardSave(state), meta=args.JsonSave(meta)),
                           force=True)
 
@@ -120,10 +128,13 @@ class Checkpoints:
         out = self.manager.restore(step, args=args.Composite(state=args.StandardRestore(abstract),
                                                              meta=args.JsonRestore()))
         meta = dict(out.meta)
+        if "record_checksum" in meta or "checksum" in meta:  # (older checkpoints carry neither)
+            if record_checksum(meta) != meta.get("record_checksum"):
+                raise ValueError("its record (meta item) does not match the checksum saved with it")
+            if checksum(out.state) != meta.get("checksum"):
+                raise ValueError("its arrays do not match the checksum saved with them")
         if meta.get("step") != step:
             raise ValueError(f"its record names step {meta.get('step')!r}")
-        if "checksum" in meta and checksum(out.state) != meta["checksum"]:
-            raise ValueError("its arrays do not match the checksum saved with them")
         return out.state, meta
 
     def _set_aside(self, step: int) -> pathlib.Path:

@@ -22,6 +22,7 @@ the run folder's evaluations.jsonl.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import os
 import pathlib
@@ -149,6 +150,13 @@ def main(argv=None, prog: str | None = None) -> int:
     except Interrupted as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            raise
+        print(f"{prog}: stopped: no room to write {e.filename or 'a file'} ({e.strerror}). What was written "
+              f"before stays, and the last good checkpoint with it; free some space and run the same command "
+              f"to resume.", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -16,16 +16,20 @@ from ssm.train.config import ConfigError
 LOCK = ".lock"
 
 
-def write_atomic(path: pathlib.Path, text: str) -> None:
-    """Replace ``path`` with ``text`` all at once: a temporary file beside it, fsynced,
-    renamed over it (a kill leaves the old file or the new one, never a part)."""
+def write_atomic(path: pathlib.Path, text: str | bytes) -> None:
+    """Replace ``path`` with ``text`` (or bytes) all at once: a temporary file beside it,
+    fsynced, renamed over it (a kill leaves the old file or the new one, never a part;
+    a failed write removes its temporary file)."""
     path = pathlib.Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb" if isinstance(text, bytes) else "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only there if the rename did not happen
     _fsync_folder(path.parent)
 
 
@@ -65,55 +69,67 @@ def read_jsonl(path: pathlib.Path) -> list[dict]:
 
 
 class RunLock:
-    """An exclusive claim on a run folder: ``<folder>/.lock`` holding the owner's pid,
-    host and start time, made with O_EXCL. A second process is refused with a clear
-    error; a lock left by a process of this host that no longer runs is taken over with
-    a note. Used as a context manager; the lock goes when the run ends, however it ends."""
+    """An exclusive claim on a run folder: an advisory lock (``flock``) on
+    ``<folder>/.lock``, which also names its holder (pid, host, start time) for the
+    message a second process gets. The kernel releases the lock when its holder exits,
+    however it exits (a SIGKILL, a full disk), so a dead run never blocks the folder and
+    no two processes can take it over at once; the file itself stays. (On a platform
+    without ``fcntl``, an O_EXCL lock file, removed on exit, is the fallback.)"""
 
     def __init__(self, folder: pathlib.Path):
         self.path = pathlib.Path(folder) / LOCK
         self.owner = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self.fd = None
 
     def __enter__(self) -> RunLock:
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._take_over_or_refuse()
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.owner, f)
-            return self
-        raise ConfigError(f"run folder {str(self.path.parent)!r}: could not take its lock {str(self.path)!r}")
-
-    def _take_over_or_refuse(self) -> None:
         try:
-            holder = json.loads(self.path.read_text())
+            import fcntl
+        except ImportError:  # pragma: no cover (Windows)
+            return self._enter_exclusive_file()
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            self._refuse()
+        self.fd = fd
+        try:  # who holds it, for a second process's message; the lock does not depend on it
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(self.owner).encode(), 0)
+        except OSError:  # a full disk: the lock is held all the same
+            pass
+        return self
+
+    def _enter_exclusive_file(self) -> RunLock:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            self._refuse()
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.owner, f)
+        return self
+
+    def _refuse(self):
+        try:
+            holder = json.loads(self.path.read_text() or "{}")
         except (OSError, json.JSONDecodeError):
             holder = {}
-        pid, host = holder.get("pid"), holder.get("host")
-        if host == self.owner["host"] and isinstance(pid, int) and not _running(pid):
-            print(f"note: {self.path.parent}: taking over the lock of process {pid}, which no longer runs")
-            self.path.unlink(missing_ok=True)
-            return
         raise ConfigError(
-            f"run folder {str(self.path.parent)!r} is in use by process {pid} on {host} (since "
-            f"{holder.get('since', '?')}): two trainings in one folder would mix their records and checkpoints. "
-            f"Wait for it to finish, use another --workdir, or delete {str(self.path)!r} if that process is gone.")
+            f"run folder {str(self.path.parent)!r} is in use by process {holder.get('pid', '?')} on "
+            f"{holder.get('host', '?')} (since {holder.get('since', '?')}): two trainings in one folder would mix "
+            f"their records and checkpoints. Wait for it to finish, or use another --workdir.")
 
     def __exit__(self, *exc) -> None:
-        try:
-            if json.loads(self.path.read_text()).get("pid") == self.owner["pid"]:
-                self.path.unlink()
-        except (OSError, json.JSONDecodeError):
-            pass
+        if self.fd is not None:
+            os.close(self.fd)  # releases the flock
+            self.fd = None
+        else:  # the O_EXCL fallback
+            self.path.unlink(missing_ok=True)
 
 
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
+def remove_leftover_temporaries(folder: pathlib.Path) -> None:
+    """Delete what an interrupted :func:`write_atomic` left in ``folder`` (called by
+    the process holding the folder's lock, so no write of another is in flight)."""
+    for leftover in pathlib.Path(folder).glob(".*.tmp-*"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)

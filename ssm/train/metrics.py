@@ -82,11 +82,15 @@ class Progress:
 
 def plot(records: list[dict], path: pathlib.Path, title: str | None = None, schedules: dict | None = None) -> None:
     """:func:`figure` of ``records``, saved as a PNG at ``path``."""
+    import io
+
     import matplotlib.pyplot as plt
 
     fig = figure(records, title, schedules)
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    write_atomic(path, png.getvalue())  # a kill or a full disk leaves the old plot, never an empty one
 
 
 def figure(records: list[dict], title: str | None = None, schedules: dict | None = None):

@@ -38,7 +38,7 @@ from ssm.train import devices
 from ssm.train.checkpoint import Checkpoints
 from ssm.train.config import Config, ConfigError, dump, to_dict
 from ssm.train.eval_batch import eval_batch_size
-from ssm.train.files import RunLock, write_atomic
+from ssm.train.files import RunLock, remove_leftover_temporaries, write_atomic
 from ssm.train.metrics import MetricsLog, Progress, plot
 from ssm.train.objectives import objective, summarize
 from ssm.train.optimizer import build_optimizer
@@ -199,12 +199,25 @@ def check_run_folder(config: Config, workdir: pathlib.Path, write: bool) -> int 
     differs, else None."""
     saved = workdir / "config.yaml"
     started = any(p.name.isdigit() for p in (workdir / "checkpoints").glob("*"))
-    if not (saved.exists() and started):
+    for parent in workdir.absolute().parents:
+        if (parent / "config.yaml").is_file() and (parent / "checkpoints").is_dir():
+            raise ConfigError(f"--workdir {str(workdir)!r} is inside the run folder {str(parent)!r}; "
+                              f"give a folder of its own")
+    if started and not saved.exists():
+        raise ConfigError(f"run folder {str(workdir)!r} has checkpoints but no config.yaml, so it cannot be checked "
+                          f"against this config: put its config.yaml back, or use another --workdir")
+    if not started:
         if write:
             workdir.mkdir(parents=True, exist_ok=True)
             write_atomic(saved, dump(config))
         return None
-    old, new = yaml.safe_load(saved.read_text()), to_dict(config)
+    try:
+        old = yaml.safe_load(saved.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{saved} is not valid YAML ({e}); it is this run's config: repair it") from None
+    if not isinstance(old, dict):
+        raise ConfigError(f"{saved} holds no config (it reads as {old!r}); it is this run's config: repair it")
+    new = to_dict(config)
     for free in ("logging", "distributed"):  # how a run is watched or launched, not what it computes
         old.pop(free, None), new.pop(free, None)
     old_steps = old.get("trainer", {}).pop("steps", None)
@@ -271,6 +284,8 @@ def _train(config: Config, workdir: pathlib.Path, splits: dict, info: "data.Task
     n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
     state = devices.replicate(state, mesh)
 
+    if primary:
+        remove_leftover_temporaries(workdir)
     checkpoints = Checkpoints(workdir / "checkpoints", every=config.checkpoint.every, keep=config.checkpoint.keep,
                               writer=primary)
     log = MetricsLog(workdir / "metrics.jsonl", tensorboard=config.logging.tensorboard, enabled=primary)
@@ -299,6 +314,10 @@ def _train(config: Config, workdir: pathlib.Path, splits: dict, info: "data.Task
     compiled, memory = None, (None, "not compiled: no step ran")
 
     eval_batch_sizes: dict[str, int] = {}  # per split, chosen at its first evaluation
+
+    def batch_at(step: int) -> dict:
+        return devices.shard_batch({k: v[rows] for k, v in data.get_batch(
+            splits["train"], step, t.batch_size, seed=t.seed).items()}, mesh)
 
     def evaluate(split: str) -> dict:
         if split not in eval_batch_sizes:
@@ -347,8 +366,7 @@ def _train(config: Config, workdir: pathlib.Path, splits: dict, info: "data.Task
     interval_steps = 0  # steps this process ran since the last log (for throughput)
     with StopRequest() as stop:
         while step < t.steps:
-            batch = devices.shard_batch({k: v[rows] for k, v in data.get_batch(
-                splits["train"], step, t.batch_size, seed=t.seed).items()}, mesh)
+            batch = batch_at(step)
             step_index = jnp.asarray(step, jnp.int32)
             if compiled is None:  # compiled ahead of time once, to read its memory analysis
                 compiled = train_step.lower(state, batch, step_index).compile()
@@ -359,6 +377,7 @@ def _train(config: Config, workdir: pathlib.Path, splits: dict, info: "data.Task
             interval_steps += 1
             record = None
             if step % t.log_every == 0 or step == t.steps:
+                checkpoints.manager.check_for_errors()  # a failed background save (a full disk) stops the run now
                 acc = jax.device_get(state["acc"])
                 check_finite(step, acc)
                 elapsed = time.perf_counter() - interval_start
@@ -395,24 +414,33 @@ def _train(config: Config, workdir: pathlib.Path, splits: dict, info: "data.Task
                 raise Interrupted(stop.signum, step, (
                     f"stopped by {stop.signum.name} at step {step} of {t.steps}; checkpoint {step} is saved "
                     f"in {workdir / 'checkpoints'}. Resume with the same command."))
-    progress.close()
-
-    test = {"step": step, "split": "test", **evaluate("test"), "wall_time_s": time.perf_counter() - run_start, "process": process}
+        progress.close()
+        test = {"step": step, "split": "test", **evaluate("test"), "wall_time_s": time.perf_counter() - run_start,
+                "process": process}
+        if stop.signum is not None:  # during the test pass: the last checkpoint is kept, the test is redone
+            checkpoints.close()
+            raise Interrupted(stop.signum, step, (
+                f"stopped by {stop.signum.name} during the final evaluation; checkpoint {step} is saved in "
+                f"{workdir / 'checkpoints'}. Resume with the same command."))
     log.write(test)
     checkpoints.close()
+    if memory[0] is None:  # no step ran in this process (it resumed at the end): the same figure as one that did
+        memory = devices.peak_memory_mib(train_step.lower(state, batch_at(0), jnp.asarray(0, jnp.int32)).compile())
+    for split in ("validation", "test"):
+        eval_batch_sizes.setdefault(split, t.eval_batch_size or automatic_eval_batch_size(split))
     # Only the primary process reads the log back; the others summarize what they hold.
     records = log.read() if primary else [test]
     earlier = sum(seg[-1]["wall_time_s"] for seg in segments(records)[:-1])  # processes before this one
     summary = _summary(config, records, test, n_params=n_params, devices=mesh.devices.size,
                        wall_time_s=earlier + time.perf_counter() - run_start, peak_memory_mib=memory[0],
                        peak_memory_source=memory[1], eval_batch_sizes=eval_batch_sizes)
-    if primary:
-        write_atomic(summary_path, json.dumps(summary, indent=2))
+    if primary:  # the plot first: summary.json marks the run finished, and a rerun redoes what comes before it
         if config.logging.plot:
             every = max(1, t.steps // 500)
             curves = {k: [(s, float(f(s))) for s in range(0, t.steps + 1, every)] for k, f in schedules.items()}
             plot(records, workdir / "metrics.png", title=f"{config.name}: test {_fmt(test)} ({step} steps)",
                  schedules=curves)
+        write_atomic(summary_path, json.dumps(summary, indent=2))
         print(f"{config.name}: test {_fmt(test)} ({summary['wall_time_s']:.0f} s); run folder {workdir}")
     return summary
 
