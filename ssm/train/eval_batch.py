@@ -4,9 +4,9 @@ On an accelerator: the largest batch whose evaluation program fits in the memory
 training step already holds (an evaluation keeps no activations for a backward pass
 and no gradients, so it is usually several times the training batch), capped by the
 split's size. On CPU: the training batch. Measured on a 2-core CPU (BENCHMARKS.md,
-"Evaluation batch size"), a larger batch costs *more* per example there (MQAR, Mamba,
-width 64: 451 us/example at 32, 666 at 256, 1236 at 1024), as its activations leave
-the caches; accelerators gain from the parallelism instead.
+"Evaluation batch size"), a larger batch buys little or costs there: MQAR's Mamba
+(width 64) spends 308 us per example at 32, 431 at 1024; its S4D 218 at 32, 153 at 256,
+209 at 1024. Accelerators gain from the parallelism instead.
 """
 
 from __future__ import annotations
