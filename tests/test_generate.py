@@ -151,3 +151,33 @@ def test_generate_py_writes_text_from_a_byte_level_run_as_users_run_it(tmp_path)
                                           f"task.cache_dir={tmp_path / 'cache'}"]), other)
     refused = subprocess.run([*script, "--model", str(other), "--prompt", "x"], capture_output=True, text=True, timeout=240)
     assert refused.returncode == 2 and "trained on the 'copying' task" in refused.stderr
+
+
+def test_generate_py_continues_a_pretrained_folder_with_its_tokenizer(tmp_path):
+    import json
+    import pathlib
+    import shutil
+    import subprocess
+    import sys
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    import ssm.pretrained
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    folder = tmp_path / "mamba"
+    shutil.copytree(root / "tests" / "fixtures" / "pretrained" / "mamba", folder)
+    vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
+    tokenizer = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t0"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer.save(str(folder / "tokenizer.json"))
+    out = subprocess.run([sys.executable, str(root / "generate.py"), "--model", str(folder), "--prompt", "t5 t9 t17",
+                          "--max-new-tokens", "6"], capture_output=True, text=True, timeout=240)
+    assert out.returncode == 0, out.stderr
+    model, config = ssm.pretrained.load(folder)
+    ids = generate(model, np.asarray([[5, 9, 17]], np.int32), 6, eos_id=config.get("eos_token_id"))
+    assert out.stdout.strip() == tokenizer.decode([int(t) for t in np.asarray(ids[0])])
+    (folder / "tokenizer.json").unlink()
+    missing = subprocess.run([sys.executable, str(root / "generate.py"), "--model", str(folder), "--prompt", "t1"],
+                             capture_output=True, text=True, timeout=240)
+    assert missing.returncode == 2 and "has no tokenizer.json" in missing.stderr

@@ -5,8 +5,10 @@ ssm.generate`` or, in a clone, ``python generate.py`` (the same command).
     ssm-generate --model runs/text-mamba --prompt "import " --temperature 0.8 --top-p 0.95 --seed 1
 
 ``--model`` is a run folder trained on the ``text`` task (its bytes are the tokens:
-the prompt is encoded as UTF-8, the output decoded with invalid bytes replaced);
-``--step`` picks one of its checkpoints (default: the latest). Greedy unless a
+the prompt is encoded as UTF-8, the output decoded with invalid bytes replaced;
+``--step`` picks one of its checkpoints, default the latest), or a Hugging Face Mamba
+or Mamba-2 folder (:mod:`ssm.pretrained`) with its ``tokenizer.json`` (read with
+``tokenizers``; generation stops at the config's ``eos_token_id``). Greedy unless a
 ``--seed`` or a sampling option is given. Prints the text, then the time of the
 compilation and of the decode (tokens per second) on standard error.
 """
@@ -40,24 +42,20 @@ def main(argv=None, prog: str | None = None) -> int:
     import numpy as np
 
     from ssm.generate import decoder
-    from ssm.train import ConfigError, load_model
+    from ssm.train import ConfigError
     from ssm.train.checkpoint import DamagedCheckpoints
 
     try:
-        model, config = load_model(args.model, step=args.step)
-    except (ConfigError, DamagedCheckpoints) as e:
+        model, encode, decode, eos_id = _load(args)
+    except (ConfigError, DamagedCheckpoints, ImportError, OSError, ValueError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
-    if config.task.name != "text":
-        print(f"{prog}: {args.model} was trained on the {config.task.name!r} task; only text (byte-level) runs "
-              f"turn a prompt into tokens here", file=sys.stderr)
-        return 2
-    prompt = np.frombuffer(args.prompt.encode("utf-8"), np.uint8).astype(np.int32)[None]
+    prompt = np.asarray(encode(args.prompt), np.int32)[None]
     sample = args.seed is not None or any(v is not None for v in (args.temperature, args.top_k, args.top_p))
     try:
         start = time.perf_counter()
         run = decoder(model, prompt, args.max_new_tokens, sample=sample, temperature=args.temperature or 1.0,
-                      top_k=args.top_k, top_p=args.top_p)
+                      top_k=args.top_k, top_p=args.top_p, eos_id=eos_id)
         compiled = time.perf_counter() - start
         start = time.perf_counter()
         tokens = jax.block_until_ready(run(prompt, jax.random.key(args.seed or 0) if sample else None))
@@ -65,10 +63,40 @@ def main(argv=None, prog: str | None = None) -> int:
     except ValueError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
-    print(bytes(np.asarray(tokens[0], np.uint8).tolist()).decode("utf-8", errors="replace"))
+    print(decode([int(t) for t in np.asarray(tokens[0])]))
     print(f"{args.max_new_tokens} new tokens in {decoded:.2f} s ({args.max_new_tokens / decoded:,.0f} tokens/s, "
           f"prompt of {prompt.shape[1]} included); compiled in {compiled:.1f} s", file=sys.stderr)
     return 0
+
+
+def _load(args):
+    """``(model, encode, decode, eos_id)`` for ``--model``: a byte-level run folder or a
+    pretrained folder with its tokenizer."""
+    import pathlib
+
+    from ssm.train import ConfigError, load_model
+
+    folder = pathlib.Path(args.model)
+    if (folder / "config.json").is_file() and not (folder / "config.yaml").is_file():
+        from ssm import pretrained
+        from ssm.extras import require
+
+        if not (folder / "tokenizer.json").is_file():
+            raise ConfigError(f"{folder} has no tokenizer.json: the prompt cannot be turned into its token ids")
+        require("pretrained", "tokenizers", what="ssm-generate on a pretrained folder")
+        from tokenizers import Tokenizer
+
+        model, hf_config = pretrained.load(folder)
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        eos = hf_config.get("eos_token_id")
+        return (model, lambda text: tokenizer.encode(text).ids, tokenizer.decode,
+                eos if isinstance(eos, int) else None)
+    model, config = load_model(folder, step=args.step)
+    if config.task.name != "text":
+        raise ConfigError(f"{folder} was trained on the {config.task.name!r} task; only text (byte-level) runs "
+                          f"turn a prompt into tokens here")
+    return (model, lambda text: list(text.encode("utf-8")),
+            lambda ids: bytes(ids).decode("utf-8", errors="replace"), None)
 
 
 def console() -> None:
