@@ -65,6 +65,42 @@ def _whole(name: str, value: float) -> int:
     return int(value)
 
 
+def from_mamba_ssm(config: dict) -> dict:
+    """A ``mamba_ssm`` ``config.json`` (``d_model``, ``n_layer``, ``vocab_size``,
+    ``ssm_cfg``, ``rms_norm``, ``residual_in_fp32``, ``pad_vocab_size_multiple``,
+    ``tie_embeddings``; ``MambaLMHeadModel``'s) -> the Hugging Face config of the same
+    model, with mamba_ssm's defaults (Mamba: d_state 16; Mamba-2: d_state 128, head
+    width 64, chunk 256; norms' epsilon 1e-5). Models with MLP or attention layers
+    (``d_intermediate``, ``attn_layer_idx``) or LayerNorm have no such config: refused."""
+    ssm_cfg = dict(config.get("ssm_cfg") or {})
+    kind = {"Mamba1": "mamba", "Mamba2": "mamba2"}.get(ssm_cfg.pop("layer", "Mamba1"))
+    problems = [why for why, bad in [
+        ("ssm_cfg.layer must be 'Mamba1' or 'Mamba2'", kind is None),
+        ("d_intermediate must be 0 (no MLP layers)", config.get("d_intermediate", 0)),
+        ("attn_layer_idx must be empty", config.get("attn_layer_idx")),
+        ("rms_norm must be true", not config.get("rms_norm", True))] if bad]
+    if problems:
+        raise ValueError(f"mamba_ssm config.json describes a model ssm.pretrained cannot build: {'; '.join(problems)}")
+    d, multiple = _get(config, "d_model"), config.get("pad_vocab_size_multiple", 8)
+    vocab = _get(config, "vocab_size")
+    hf = dict(model_type=kind, hidden_size=d, num_hidden_layers=_get(config, "n_layer"),
+              vocab_size=vocab + (-vocab % multiple), conv_kernel=ssm_cfg.get("d_conv", 4),
+              expand=ssm_cfg.get("expand", 2), use_bias=ssm_cfg.get("bias", False),
+              use_conv_bias=ssm_cfg.get("conv_bias", True), hidden_act="silu", layer_norm_epsilon=1e-5,
+              residual_in_fp32=config.get("residual_in_fp32", True),
+              tie_word_embeddings=config.get("tie_embeddings", True))
+    if kind == "mamba":
+        hf.update(state_size=ssm_cfg.get("d_state", 16), time_step_rank=ssm_cfg.get("dt_rank", "auto"),
+                  intermediate_size=int(hf["expand"] * d))
+    else:
+        headdim = ssm_cfg.get("headdim", 64)
+        hf.update(state_size=ssm_cfg.get("d_state", 128), head_dim=headdim,
+                  num_heads=int(hf["expand"] * d) // headdim, n_groups=ssm_cfg.get("ngroups", 1),
+                  chunk_size=ssm_cfg.get("chunk_size", 256),
+                  time_step_limit=list(ssm_cfg.get("dt_limit", (0.0, math.inf))))
+    return hf
+
+
 def model_kwargs(config: dict) -> dict:
     """A Hugging Face ``config.json`` (dict) -> :class:`SequenceModel` arguments (without
     ``vocab_size``/``d_output``, which the embedding's shape gives, and ``rngs``)."""
@@ -213,7 +249,8 @@ def read_tensors(folder: Path) -> dict[str, np.ndarray]:
 
 # Public API ----------------------------------------------------------------------
 def load(path, *, dtype=None) -> tuple[SequenceModel, dict]:
-    """Read a Hugging Face ``MambaForCausalLM`` / ``Mamba2ForCausalLM`` checkpoint.
+    """Read a Hugging Face ``MambaForCausalLM`` / ``Mamba2ForCausalLM`` checkpoint, or a
+    ``mamba_ssm`` one whose weights are safetensors (:func:`from_mamba_ssm`).
 
     Args:
       path: a folder with ``config.json`` and ``model.safetensors`` (or shards and
@@ -225,13 +262,16 @@ def load(path, *, dtype=None) -> tuple[SequenceModel, dict]:
     Returns:
       ``(model, config)``: a :class:`SequenceModel` with ``ids`` (batch, length) ->
       logits (batch, length, vocab) equal to the checkpoint's (vocab: the embedding's
-      rows, padding included), and ``config.json`` as a dict.
+      rows, padding included), and ``config.json`` as a dict (a mamba_ssm config:
+      its Hugging Face equivalent).
     """
     _require("ssm.pretrained.load", "safetensors")
     folder = _folder(path)
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"{folder} has no config.json")
     config = json.loads((folder / "config.json").read_text())
+    if "model_type" not in config and "d_model" in config:  # mamba_ssm's layout
+        config = from_mamba_ssm(config)
     kwargs = model_kwargs(config)
     tensors = read_tensors(folder)
     if "backbone.embeddings.weight" not in tensors:

@@ -14,11 +14,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-pytest.importorskip("safetensors")
-from safetensors.numpy import load_file, save_file  # noqa: E402
+from safetensors.numpy import load_file, save_file  # the test extra brings it
 
-from ssm import pretrained  # noqa: E402
-from ssm.generate import generate  # noqa: E402
+from ssm import pretrained
+from ssm.generate import generate
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pretrained"
 NAMES = ["mamba", "mamba-untied-gelu", "mamba2", "mamba2-untied-dt-limit"]
@@ -179,3 +178,43 @@ def test_missing_packages_name_the_extra(monkeypatch):
     with pytest.raises(ModuleNotFoundError, match=r"ssm.pretrained.load needs safetensors, which is not installed: "
                                                   r"pip install 'ssm-jax\[pretrained\]'"):
         pretrained.load(FIXTURES / "mamba")
+
+
+def as_mamba_ssm(folder: Path, target: Path, pad_multiple: int) -> None:
+    """The same checkpoint in mamba_ssm's layout: its config.json (MambaConfig's fields)
+    and its tensor names (``backbone.embedding``), vocabulary padded its way."""
+    hf = json.loads((folder / "config.json").read_text())
+    ssm_cfg = {"layer": "Mamba2" if hf["model_type"] == "mamba2" else "Mamba1", "d_state": hf["state_size"],
+               "d_conv": hf["conv_kernel"], "expand": hf["expand"], "bias": hf["use_bias"],
+               "conv_bias": hf["use_conv_bias"]}
+    if hf["model_type"] == "mamba2":
+        ssm_cfg.update(headdim=hf["head_dim"], ngroups=hf["n_groups"], chunk_size=hf["chunk_size"])
+    else:
+        ssm_cfg.update(dt_rank=hf["time_step_rank"])
+    target.mkdir()
+    vocab = hf["vocab_size"] - pad_multiple // 2  # a vocabulary the padding brings back to the embedding's rows
+    (target / "config.json").write_text(json.dumps(dict(
+        d_model=hf["hidden_size"], n_layer=hf["num_hidden_layers"], vocab_size=vocab, ssm_cfg=ssm_cfg,
+        rms_norm=True, residual_in_fp32=True, pad_vocab_size_multiple=pad_multiple,
+        tie_embeddings=hf["tie_word_embeddings"], d_intermediate=0)))
+    tensors = load_file(folder / "model.safetensors")
+    tensors["backbone.embedding.weight"] = tensors.pop("backbone.embeddings.weight")
+    save_file(tensors, target / "model.safetensors")
+
+
+@pytest.mark.parametrize("name", ["mamba", "mamba2"])
+def test_a_mamba_ssm_checkpoint_of_the_same_weights_gives_the_same_logits(name, tmp_path):
+    as_mamba_ssm(FIXTURES / name, tmp_path / name, pad_multiple=16)
+    model, config = pretrained.load(tmp_path / name)
+    ref = reference(name)
+    assert config["model_type"] == name and config["vocab_size"] == 64
+    np.testing.assert_array_equal(np.asarray(model(jnp.asarray(ref["input_ids"]))),
+                                  np.asarray(pretrained.load(FIXTURES / name)[0](jnp.asarray(ref["input_ids"]))))
+
+
+def test_a_mamba_ssm_model_with_mlp_or_attention_layers_is_refused(tmp_path):
+    as_mamba_ssm(FIXTURES / "mamba", tmp_path / "m", pad_multiple=16)
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "d_intermediate": 64, "attn_layer_idx": [1]}))
+    with pytest.raises(ValueError, match="d_intermediate must be 0 .*attn_layer_idx must be empty"):
+        pretrained.load(tmp_path / "m")
