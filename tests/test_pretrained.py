@@ -218,3 +218,19 @@ def test_a_mamba_ssm_model_with_mlp_or_attention_layers_is_refused(tmp_path):
     (tmp_path / "m" / "config.json").write_text(json.dumps({**config, "d_intermediate": 64, "attn_layer_idx": [1]}))
     with pytest.raises(ValueError, match="d_intermediate must be 0 .*attn_layer_idx must be empty"):
         pretrained.load(tmp_path / "m")
+
+
+def test_a_checkpoint_stored_in_bfloat16_loads_in_bfloat16(tmp_path):
+    import ml_dtypes
+
+    folder = tmp_path / "bf16"
+    shutil.copytree(FIXTURES / "mamba2", folder)
+    tensors = load_file(folder / "model.safetensors")
+    save_file({k: v.astype(ml_dtypes.bfloat16) for k, v in tensors.items()}, folder / "model.safetensors")
+    model, _ = pretrained.load(folder)
+    ref = reference("mamba2")
+    assert model.encoder.embedding[...].dtype == jnp.bfloat16
+    logits = np.asarray(model(jnp.asarray(ref["input_ids"])), np.float32)
+    err = np.abs(logits - ref["logits"]).max() / np.abs(ref["logits"]).max()
+    print(f"bf16 weights: logits within {err:.1e} of the largest float32 logit")
+    assert err < 5e-2  # bf16 keeps 8 bits of mantissa; the SSM dynamics stay float32
