@@ -230,3 +230,19 @@ def test_non_finite_numbers_are_refused(override):
 def test_steps_must_fit_the_step_counter():
     with pytest.raises(ConfigError, match=r"trainer\.steps: 100000000000000000000 must be below 2\*\*31"):
         load_config(None, ["trainer.steps=100000000000000000000"])
+
+
+def test_the_pretrained_model_options_reach_the_model(tmp_path):
+    from flax import nnx
+
+    from ssm import data
+    from ssm.train.trainer import build_model
+
+    config = load_config(None, ["model.layer=mamba", "model.norm=rms", "model.post=null",
+                                "model.norm_eps=1e-5", "model.residual_in_fp32=true", "model.head_bias=false"])
+    task = data.get_task(config.task.name)
+    model = build_model(config, task.info(data.make_params(task, config.task.params)), nnx.Rngs(0))
+    assert model.final_norm.epsilon == 1e-5 and model.blocks[0].norm.epsilon == 1e-5
+    assert model.blocks[0].residual_in_fp32 and model.head.bias is None
+    with pytest.raises(ConfigError, match=r"model\.norm_eps: 0\.0 must be > 0"):
+        load_config(None, ["model.norm_eps=0.0"])
