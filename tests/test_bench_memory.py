@@ -187,7 +187,7 @@ def test_select_ands_keys_ors_a_repeated_key_and_reads_lr_as_a_number():
     assert ids("task=selective_copying,model=mamba") == ["selective_copying-default-mamba-lr0.001-s0",
                                                          "selective_copying-default-mamba-lr0.003-s0"]
     assert ids("lr=1e-3") == ids("lr=0.001") == ids("lr=0.0010") == [c.id for c in cells if c.lr == 1e-3]
-    assert len(ids("task=mqar,setting=L16-kv2")) == 4 and len(ids("task=mqar,task=copying")) == 10
+    assert len(ids("task=mqar,setting=L16-kv2")) == 2 and len(ids("task=mqar,task=copying")) == 6
     assert ids("seed=0") == [c.id for c in cells]
     with pytest.raises(ConfigError, match="matches no cell"):
         grid.select(cells, "task=copying,model=mamba2")
@@ -450,7 +450,7 @@ def test_only_one_task_and_model_trains_exactly_that_cell_and_no_section(tmp_pat
     (cell,) = grid.select(grid.expand(grid.load_preset(CI)), "task=copying,model=lstm")
     proc = bench("--preset", "ci", "--out", str(tmp_path), "--only", "task=copying,model=lstm")
     assert proc.returncode == 0, proc.stderr[-5000:]
-    assert "1 of 21 cells" in proc.stdout and list(cell_lines(proc.stdout)) == [cell.id]
+    assert f"1 of {n_cells(yaml.safe_load(CI.read_text()))} cells" in proc.stdout and list(cell_lines(proc.stdout)) == [cell.id]
     assert [p.name for p in (tmp_path / "cells").iterdir()] == [cell.id]
     workdir = tmp_path / "cells" / cell.id
     assert json.loads((workdir / "summary.json").read_text())["status"] == "completed"
@@ -463,7 +463,7 @@ def test_only_one_task_and_model_trains_exactly_that_cell_and_no_section(tmp_pat
 def test_only_task_hippo_runs_only_the_hippo_section(tmp_path):
     proc = bench("--preset", "ci", "--out", str(tmp_path), "--only", "task=hippo")
     assert proc.returncode == 0, proc.stderr[-5000:]
-    assert "0 of 21 cells" in proc.stdout and cell_lines(proc.stdout) == {}
+    assert f"0 of {n_cells(yaml.safe_load(CI.read_text()))} cells" in proc.stdout and cell_lines(proc.stdout) == {}
     assert list((tmp_path / "cells").iterdir()) == []
     assert (tmp_path / "hippo.json").is_file() and not (tmp_path / "generation.json").exists()
     _, rows = read_csv(tmp_path / "results.csv")
