@@ -181,3 +181,16 @@ def test_generate_py_continues_a_pretrained_folder_with_its_tokenizer(tmp_path):
     missing = subprocess.run([sys.executable, str(root / "generate.py"), "--model", str(folder), "--prompt", "t1"],
                              capture_output=True, text=True, timeout=240)
     assert missing.returncode == 2 and "has no tokenizer.json" in missing.stderr
+
+
+def test_repeated_generation_compiles_once(rng):
+    from ssm.generate import _decode
+
+    model = lm("s4d")  # 5 new tokens: a shape no other test here compiles
+    prompt = prompt_ids(rng)
+    before = _decode._cache_size()
+    generate(model, prompt, 5)
+    compiled = _decode._cache_size()
+    assert compiled == before + 1  # through jit's cache (an ahead-of-time compile per call bypassed it)
+    again = [generate(model, prompt_ids(rng), 5) for _ in range(2)]  # same shapes, other prompts
+    assert _decode._cache_size() == compiled and not np.array_equal(np.asarray(again[0]), np.asarray(again[1]))

@@ -79,9 +79,10 @@ def generate(model, prompt, max_new_tokens: int, *, key=None, temperature: float
     Returns:
       (batch, length + max_new_tokens) int32: the prompt, then the new tokens.
     """
-    run = decoder(model, prompt, max_new_tokens, sample=key is not None, temperature=temperature, top_k=top_k,
-                  top_p=top_p, eos_id=eos_id)
-    return run(prompt, key)
+    prompt, graphdef, state, static = _arguments(model, prompt, max_new_tokens, temperature, top_k, top_p, eos_id)
+    keys = None if key is None else jax.random.split(key, max_new_tokens)
+    new = _decode(graphdef, state, prompt, keys, temperature=float(temperature), **static)  # jit's cache: compiled once
+    return jnp.concatenate([prompt, new], axis=1)
 
 
 def decoder(model, prompt, max_new_tokens: int, *, sample: bool = False, temperature: float = 1.0,
@@ -89,12 +90,7 @@ def decoder(model, prompt, max_new_tokens: int, *, sample: bool = False, tempera
     """:func:`generate` compiled ahead of time for prompts of ``prompt``'s shape:
     ``run(prompt, key) -> tokens`` (``key`` None unless ``sample``). For timing the
     decode apart from its compilation (``ssm-generate`` prints both)."""
-    prompt = _check(prompt, max_new_tokens, temperature, top_k, top_p)
-    if getattr(model, "pool", None) is not None or getattr(model, "encoder", None) is None:
-        raise ValueError("model must be a SequenceModel with token inputs and pool=None")
-    graphdef, state = nnx.split(model)
-    static = dict(max_new_tokens=max_new_tokens, top_k=top_k, top_p=None if top_p is None or top_p == 1.0 else float(top_p),
-                  eos_id=eos_id)
+    prompt, graphdef, state, static = _arguments(model, prompt, max_new_tokens, temperature, top_k, top_p, eos_id)
     keys = jax.random.split(jax.random.key(0), max_new_tokens) if sample else None
     compiled = _decode.lower(graphdef, state, prompt, keys, temperature=float(temperature), **static).compile()
 
@@ -106,6 +102,18 @@ def decoder(model, prompt, max_new_tokens: int, *, sample: bool = False, tempera
         return jnp.concatenate([prompt, compiled(graphdef, state, prompt, keys, temperature=float(temperature))], axis=1)
 
     return run
+
+
+def _arguments(model, prompt, max_new_tokens, temperature, top_k, top_p, eos_id):
+    """What :func:`generate` and :func:`decoder` pass :func:`_decode`: the checked prompt,
+    the model split into graph and state, and the static arguments."""
+    prompt = _check(prompt, max_new_tokens, temperature, top_k, top_p)
+    if getattr(model, "pool", None) is not None or getattr(model, "encoder", None) is None:
+        raise ValueError("model must be a SequenceModel with token inputs and pool=None")
+    graphdef, state = nnx.split(model)
+    static = dict(max_new_tokens=max_new_tokens, top_k=top_k, top_p=None if top_p is None or top_p == 1.0 else float(top_p),
+                  eos_id=eos_id)
+    return prompt, graphdef, state, static
 
 
 @functools.partial(jax.jit, static_argnames=("max_new_tokens", "top_k", "top_p", "eos_id"))
