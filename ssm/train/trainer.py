@@ -81,10 +81,8 @@ def check_before_work(config: Config):
         abstract = nnx.eval_shape(lambda: build_model(config, info, nnx.Rngs(0)))
     except (ValueError, TypeError) as e:
         raise ConfigError(_model_key(str(e), config)) from None
-    try:
+    with _as_config_error(task_cfg.name):
         sizes, files = data.split_sizes(task, params, task_cfg.sizes, task_cfg.data_dir)
-    except (FileNotFoundError, ValueError) as e:
-        raise ConfigError(f"task {task_cfg.name!r}: {e}") from None
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
     need = 4 * n_params * jnp.dtype(config.model.param_dtype).itemsize  # parameters, gradients, Adam's two moments
     have = devices.device_memory_bytes()
@@ -105,6 +103,15 @@ def check_before_work(config: Config):
     mesh = devices.data_mesh(t.devices, {"trainer.batch_size": t.batch_size,
                                          **({"trainer.eval_batch_size": t.eval_batch_size} if t.eval_batch_size else {})})
     return info, mesh
+
+
+@contextlib.contextmanager
+def _as_config_error(task: str):
+    """A missing data file or a task's refusal, as a config error naming the task."""
+    try:
+        yield
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"task {task!r}: {e}") from None
 
 
 def _model_key(message: str, config: Config) -> str:
@@ -256,11 +263,9 @@ def train_and_evaluate(config: Config, workdir) -> dict:
     import datasets
 
     datasets.disable_progress_bars()  # building a cache is quick; its bars only clutter the log
-    try:  # the data before the folder: a missing file leaves no half-made run folder behind
+    with _as_config_error(task.name):  # the data before the folder: a missing file leaves no half-made folder
         splits, info = data.load_task(task.name, task.params, seed=task.seed, sizes=task.sizes or None,
                                       cache_dir=task.cache_dir, data_dir=task.data_dir)
-    except (FileNotFoundError, ValueError) as e:
-        raise ConfigError(f"task {task.name!r}: {e}") from None
     try:
         workdir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -320,10 +325,13 @@ def _train(config: Config, workdir: pathlib.Path, splits: dict, info: "data.Task
         return devices.shard_batch({k: v[rows] for k, v in data.get_batch(
             splits["train"], step, t.batch_size, seed=t.seed).items()}, mesh)
 
-    def evaluate(split: str) -> dict:
+    def eval_batch_size_of(split: str) -> int:
         if split not in eval_batch_sizes:
             eval_batch_sizes[split] = t.eval_batch_size or automatic_eval_batch_size(split)
-        return evaluate_split(eval_step, state, splits[split], eval_batch_sizes[split], mesh, info.kind)
+        return eval_batch_sizes[split]
+
+    def evaluate(split: str) -> dict:
+        return evaluate_split(eval_step, state, splits[split], eval_batch_size_of(split), mesh, info.kind)
 
     def automatic_eval_batch_size(split: str) -> int:
         def lower(size: int):
@@ -427,8 +435,8 @@ def _train(config: Config, workdir: pathlib.Path, splits: dict, info: "data.Task
     checkpoints.close()
     if memory[0] is None:  # no step ran in this process (it resumed at the end): the same figure as one that did
         memory = devices.peak_memory_mib(train_step.lower(state, batch_at(0), jnp.asarray(0, jnp.int32)).compile())
-    for split in ("validation", "test"):
-        eval_batch_sizes.setdefault(split, t.eval_batch_size or automatic_eval_batch_size(split))
+    for split in ("validation", "test"):  # (validation too when this process ran none)
+        eval_batch_size_of(split)
     # Only the primary process reads the log back; the others summarize what they hold.
     records = log.read() if primary else [test]
     earlier = sum(seg[-1]["wall_time_s"] for seg in segments(records)[:-1])  # processes before this one
