@@ -8,7 +8,8 @@ take (steps x step time + evaluations), as published and with ``--preset cpu``.
 
 No dataset is built: one batch of examples is generated (random bytes for the text
 task), which costs the same per step as any other. Each step is compiled, run once to
-warm up, then timed (median of ``--repeats``, fewer where a step is slow). ``--write``
+warm up, then timed (:func:`ssm.bench.common.measure`: median of ``--repeats``, fewer
+where a step is slow). ``--write``
 puts one ``# Cost on ...`` comment line under each file's first comment block.
 """
 
@@ -20,18 +21,16 @@ import math
 import os
 import pathlib
 import re
-import statistics
 import time
 
 import jax
 import numpy as np
 from flax import nnx
 
-from ssm.bench.common import cpu_name, emit, markdown_table, parser
+from ssm.bench.common import cpu_name, emit, markdown_table, measure, parser
 from ssm.train.devices import host_memory_bytes
 
 COST_LINE = "# Cost on "
-STEP_BUDGET_S = 20.0  # timed seconds per measurement before the run count is cut
 
 
 def example_batch(task, params, info, batch_size: int) -> dict:
@@ -54,21 +53,7 @@ def example_batch(task, params, info, batch_size: int) -> dict:
     return batch
 
 
-def timed(fn, *args, repeats: int) -> tuple[float, float]:
-    """(compile + first run seconds, median seconds of the runs after it)."""
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - start
-    times = []
-    while len(times) < repeats and sum(times) < STEP_BUDGET_S:
-        start = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-        args = (out, *args[1:]) if isinstance(out, dict) and "params" in out else args
-    return first, statistics.median(times)
-
-
-def measure(config, repeats: int) -> dict:
+def config_cost(config, repeats: int) -> dict:
     """Step and evaluation-batch seconds of ``config`` and its whole run's estimate."""
     from ssm import data
     from ssm.train.trainer import build_state, make_eval_step, make_train_step
@@ -87,8 +72,9 @@ def measure(config, repeats: int) -> dict:
     train_step = jax.jit(make_train_step(train_graph, tx, info.kind))
     eval_step = jax.jit(make_eval_step(eval_graph, info.kind))
     step = np.int32(0)
-    compile_s, step_s = timed(lambda s, b: train_step(s, b, step), state, train_batch, repeats=repeats)
-    _, eval_s = timed(lambda p, r, b: eval_step(p, r, b), state["params"], state["rest"], eval_batch, repeats=repeats)
+    train = measure(lambda s, b: train_step(s, b, step), state, train_batch, repeats=repeats)
+    compile_s, step_s = train.compile_s, train.seconds
+    eval_s = measure(eval_step, state["params"], state["rest"], eval_batch, repeats=repeats).seconds
     sizes, _ = data.split_sizes(task, params, task_cfg.sizes, task_cfg.data_dir)
     validation = min(sizes.get("validation", 0), t.eval_examples or math.inf)
     evals = t.steps // t.eval_every + (t.steps % t.eval_every != 0)
@@ -100,9 +86,9 @@ def measure(config, repeats: int) -> dict:
 
 
 def measure_or_oom(config, repeats: int) -> dict:
-    """:func:`measure`, or ``{"oom": bytes}`` where a step does not fit in memory here."""
+    """:func:`config_cost`, or ``{"oom": bytes}`` where a step does not fit in memory here."""
     try:
-        return measure(config, repeats)
+        return config_cost(config, repeats)
     except jax.errors.JaxRuntimeError as e:
         asked = re.search(r"allocating (\d+) bytes", str(e))
         if "RESOURCE_EXHAUSTED" not in str(e):
@@ -176,7 +162,7 @@ def main(argv=None) -> None:
         if args.write:
             write_cost_line(path, cost_line(results["published"], results["cpu"], where))
     table = markdown_table(["config", "variant", "params", "batch × length", "s / step", "s / eval batch", "steps",
-                            "compile + first step s", "whole run (estimate)"], rows)
+                            "compile s", "whole run (estimate)"], rows)
     header = (f"{cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__}, backend {jax.default_backend()}; "
               f"{date}; load average {load_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
               f"wall time {time.perf_counter() - start:.0f} s.")
