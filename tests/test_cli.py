@@ -10,15 +10,13 @@ import zipfile
 
 import yaml
 
+from test_train import tiny
+
 from ssm.train.cli import run_folder
 from ssm.train.reference import reference, schema_rows
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BIN = pathlib.Path(sys.executable).parent
-# A few-second version of the default experiment (see test_train.TINY).
-TINY = ["model.d_model=16", "model.n_layers=1", "model.layer_kwargs={d_state: 8}", "task.params.l_noise=8",
-        "task.params.l_memorize=4", "task.sizes={train: 64, validation: 16, test: 16}", "trainer.batch_size=8",
-        "trainer.devices=1", "trainer.eval_every=3", "schedule.warmup_steps=1", "logging.plot=false"]
 
 
 def run(argv, cwd, env=None, timeout=240):
@@ -92,8 +90,7 @@ def test_the_wheel_ships_configs_and_the_command_and_trains_outside_the_repo(tmp
     env = {**os.environ, "PYTHONPATH": str(site)}
     where = run([sys.executable, "-c", "import ssm; print(ssm.__file__)"], work, env)
     assert where.stdout.strip().startswith(str(site)), where
-    trained = run([sys.executable, "-m", "ssm.train", "--set", *TINY, "trainer.steps=3",
-                   f"task.cache_dir={tmp_path / 'cache'}"], work, env)
+    trained = run([sys.executable, "-m", "ssm.train", "--set", *tiny(tmp_path, "trainer.steps=3")], work, env)
     assert trained.returncode == 0, trained.stderr[-3000:]
     (folder,) = (work / "runs").iterdir()
     assert folder.name.startswith("default,model.d_model=16")
