@@ -4,12 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup train test bench bench-memory clean
+.PHONY: setup train test docs bench bench-memory clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[train,test]'
+	$(PY) -m pip install --quiet -e '.[train,test,docs]'
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -20,6 +20,10 @@ train: $(STAMP)
 # -n 2: one worker per core; --durations shows where the time goes.
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --durations=15 $(ARGS)
+
+# The documentation site, offline, warnings as errors: docs/_build/html/index.html.
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
 
 # Speed benchmarks (a few minutes each); their tables go into BENCHMARKS.md.
 bench: $(STAMP)
