@@ -10,15 +10,33 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-# Scores of disallowed (query, key) pairs. Finite, so that a query with no allowed key
-# (a padded position) gets finite garbage instead of NaN; its output is then zeroed.
+__all__ = ["MASKED", "BLOCK", "SCORES_PER_BLOCK", "rope_frequencies", "apply_rope", "block_sizes",
+           "dot_product_attention"]
+
+#: Scores of disallowed (query, key) pairs. Finite, so that a query with no allowed key
+#: (a padded position) gets finite garbage instead of NaN; its output is then zeroed.
 MASKED = -1e30
-BLOCK = 256  # query positions per block; key blocks hold at least this many
-SCORES_PER_BLOCK = 2**16  # query x key scores per (batch, head) held at once
+BLOCK = 256  #: Query positions per block; key blocks hold at least this many.
+SCORES_PER_BLOCK = 2**16  #: Query x key scores per (batch, head) held at once.
 
 
 def rope_frequencies(head_dim: int, base: float = 10000.0, dtype=jnp.float32):
-    """``base^(-2i / head_dim)`` for i < head_dim / 2: (head_dim // 2,)."""
+    """RoPE's angular frequencies ``base^(-2i / head_dim)`` for i < head_dim / 2 (Su et
+    al., 2021, RoFormer: its ``theta_i``).
+
+    Args:
+      head_dim: k, even.
+      base: the base wavelength.
+      dtype: of the result.
+
+    Returns:
+      (head_dim // 2,) in ``dtype``.
+
+    Example:
+      >>> from ssm.attention import rope_frequencies
+      >>> rope_frequencies(8)
+      Array([1.   , 0.1  , 0.01 , 0.001], dtype=float32)
+    """
     if head_dim % 2:
         raise ValueError(f"head_dim={head_dim} must be even: RoPE rotates pairs of features")
     return base ** (-jnp.arange(0, head_dim, 2, dtype=dtype) / head_dim)
@@ -33,8 +51,20 @@ def apply_rope(x, positions, *, base: float = 10000.0):
     Args:
       x: (b, t, h, k) with k even.
       positions: (t,) or (b, t) integer positions.
+      base: the base wavelength of :func:`rope_frequencies`.
+
     Returns:
       (b, t, h, k), in ``x``'s dtype (the rotation is computed in float32 at least).
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm.attention import apply_rope
+      >>> rng = np.random.default_rng(0)
+      >>> q, k = (jnp.asarray(rng.normal(size=(1, 1, 1, 4)), jnp.float32) for _ in range(2))
+      >>> def score(p_q, p_k):
+      ...     return jnp.vdot(apply_rope(q, jnp.array([p_q])), apply_rope(k, jnp.array([p_k])))
+      >>> bool(jnp.allclose(score(5, 3), score(12, 10), atol=1e-5))  # only the distance matters
+      True
     """
     k = x.shape[-1]
     real = jnp.promote_types(x.dtype, jnp.float32)
@@ -56,8 +86,22 @@ def _pad_to(x, size: int, axis: int, value=0):
 
 
 def block_sizes(t: int, s: int) -> tuple[int, int]:
-    """(query block, key block): whole sequences while t * s scores fit in
-    ``SCORES_PER_BLOCK``, else ``BLOCK`` queries against at least ``BLOCK`` keys."""
+    """The block sizes of :func:`dot_product_attention`: whole sequences while t * s
+    scores fit in :data:`SCORES_PER_BLOCK`, else :data:`BLOCK` queries against at least
+    :data:`BLOCK` keys.
+
+    Args:
+      t: query positions.
+      s: key positions.
+
+    Returns:
+      ``(query block, key block)``, two ints.
+
+    Example:
+      >>> from ssm.attention import block_sizes
+      >>> block_sizes(16, 16), block_sizes(1024, 4096)
+      ((16, 16), (256, 256))
+    """
     q_block = min(t, BLOCK)
     k_block = min(s, max(BLOCK, SCORES_PER_BLOCK // q_block))
     return q_block, k_block
@@ -78,8 +122,22 @@ def dot_product_attention(q, k, v, *, q_positions, k_positions, key_valid=None, 
       q_positions: (t,) or (b, t) int; k_positions: (s,) or (b, s) int.
       key_valid: (b, s) bool, or None (all keys valid).
       causal: mask keys after the query.
+
     Returns:
       (b, t, h, k) in the promoted dtype of q and v (scores and sums in float32 at least).
+
+    Example:
+      >>> import numpy as np, jax, jax.numpy as jnp
+      >>> from ssm.attention import dot_product_attention
+      >>> rng = np.random.default_rng(0)
+      >>> q, k, v = (jnp.asarray(rng.normal(size=(2, 16, 2, 4)), jnp.float32) for _ in range(3))
+      >>> pos = jnp.arange(16)
+      >>> out = dot_product_attention(q, k, v, q_positions=pos, k_positions=pos)
+      >>> scores = jnp.einsum("bthk,bshk->bhts", q, k) / 2  # 1/sqrt(4)
+      >>> scores = jnp.where(pos[:, None] >= pos[None, :], scores, -jnp.inf)  # causal
+      >>> naive = jnp.einsum("bhts,bshk->bthk", jax.nn.softmax(scores, -1), v)
+      >>> out.shape, bool(jnp.allclose(out, naive, atol=1e-5))
+      ((2, 16, 2, 4), True)
     """
     b, t, h, dk = q.shape
     s = k.shape[1]

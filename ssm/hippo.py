@@ -2,7 +2,7 @@
 (diagonal plus low rank) form used by S4, and the S4D diagonal initializations.
 
 Everything here runs on the host in NumPy float64: the eigendecompositions are
-ill-conditioned in float32 and `eig` has no TPU kernel. The results are constants
+ill-conditioned in float32 and ``eig`` has no TPU kernel. The results are constants
 that layers copy into their parameters at construction.
 
 Conventions are those of the S4 reference implementation (state-spaces/s4,
@@ -10,13 +10,21 @@ Conventions are those of the S4 reference implementation (state-spaces/s4,
 (already negated, so stable measures have eigenvalues with negative real part),
 indices are 0-based, and ``N`` is the full (real) state size.
 
-| measure | paper                         | A + P P^T                  |
-|---------|-------------------------------|----------------------------|
-| legs    | HiPPO-LegS (scaled Legendre)  | -I/2 + skew (rank 1)       |
-| legt    | HiPPO-LegT (translated), halved as in S4 | skew (rank 2)   |
-| lmu     | Legendre Memory Unit          | (similar to un-halved legt) |
-| lagt    | translated Laguerre           | skew (rank 1)              |
-| fout    | translated Fourier            | skew (rank 1, P = B)       |
+=========  ==========================================  ============================
+measure    paper                                       ``A + P P^T``
+=========  ==========================================  ============================
+legs       HiPPO-LegS (scaled Legendre)                ``-I/2`` + skew (rank 1)
+legt       HiPPO-LegT (translated), halved as in S4    skew (rank 2)
+lmu        Legendre Memory Unit                        (similar to un-halved legt)
+lagt       translated Laguerre                         skew (rank 1)
+fout       translated Fourier                          skew (rank 1, ``P = B``)
+=========  ==========================================  ============================
+
+HiPPO: Gu, Dao, Ermon, Rudra & Re (2020), "HiPPO: Recurrent Memory with Optimal
+Polynomial Projections"; the DPLR form: Gu, Goel & Re (2022), "Efficiently Modeling Long
+Sequences with Structured State Spaces" (S4); the diagonal initializations: Gu, Gupta,
+Goel & Re (2022), "On the Parameterization and Initialization of Diagonal State Space
+Models" (S4D).
 """
 
 from __future__ import annotations
@@ -28,8 +36,12 @@ import numpy as np
 
 from ssm.checks import check_choice, check_positive_int
 
+__all__ = ["MEASURES", "S4D_INITS", "transition", "rank_correction", "dplr", "s4d_init", "log_dt_init"]
+
 Measure = Literal["legs", "legt", "lmu", "lagt", "fout"]
+#: The measures :func:`transition` knows (the table above).
 MEASURES: tuple[str, ...] = ("legs", "legt", "lmu", "lagt", "fout")
+#: The ``kind`` options of :func:`s4d_init`.
 S4D_INITS: tuple[str, ...] = ("lin", "inv", "legs", "real")
 
 # Smallest correction rank for which A + sum_r P_r P_r^T is normal.
@@ -49,17 +61,28 @@ def _check_size(N: int, *, even: bool = False, name: str = "N") -> None:
 def transition(measure: Measure, N: int) -> tuple[np.ndarray, np.ndarray]:
     """HiPPO state matrices for ``x'(t) = A x(t) + B u(t)``.
 
+    The continuous-time systems of Gu et al. (2020), "HiPPO: Recurrent Memory with
+    Optimal Polynomial Projections" (LegS: ``A[n, k] = -sqrt(2n+1) sqrt(2k+1)``
+    below the diagonal, ``-(n+1)`` on it, ``B[n] = sqrt(2n+1)``), in the conventions of S4's
+    ``transition``. ``legt`` is halved as in S4 (its eigenvalues then match the time
+    scale of the other measures); multiply both by 2 for the HiPPO paper's LegT.
+    ``lmu`` is the Legendre Memory Unit of Voelker et al. (2019), a similarity transform
+    of the un-halved LegT by ``T = diag((-1)^n sqrt(2n+1))``.
+
     Args:
       measure: one of ``"legs"``, ``"legt"``, ``"lmu"``, ``"lagt"``, ``"fout"``.
       N: state size (even for ``"fout"``).
 
     Returns:
-      ``(A, B)``: float64 arrays of shape (N, N) and (N,).
+      ``(A, B)``: float64 NumPy arrays of shape (N, N) and (N,).
 
-    ``legt`` is halved as in S4 (its eigenvalues then match the time scale of the
-    other measures); multiply both by 2 for the HiPPO paper's LegT. ``lmu`` is the
-    Legendre Memory Unit of Voelker et al. (2019), a similarity transform of the
-    un-halved LegT by ``T = diag((-1)^n sqrt(2n+1))``.
+    Example:
+      >>> from ssm import hippo
+      >>> A, B = hippo.transition("legs", 4)
+      >>> A.shape, B.shape, A.dtype
+      ((4, 4), (4,), dtype('float64'))
+      >>> A[:, 0].round(3), B.round(3)
+      (array([-1.   , -1.732, -2.236, -2.646]), array([1.   , 1.732, 2.236, 2.646]))
     """
     _check_measure(measure)
     _check_size(N, even=(measure == "fout"))
@@ -91,10 +114,31 @@ def transition(measure: Measure, N: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rank_correction(measure: Measure, N: int, rank: int | None = None) -> np.ndarray:
-    """Low-rank term ``P`` (rank, N) with ``A + sum_r P_r P_r^T`` normal.
+    """Low-rank term ``P`` (rank, N) with ``A + sum_r P_r P_r^T`` normal (S4's
+    ``rank_correction``; Gu, Goel & Re, 2022, Theorem 1: every HiPPO matrix is normal
+    plus low rank).
 
-    ``rank=None`` takes the smallest rank that works for the measure; a larger rank
-    pads with zero rows (extra trainable capacity in S4). ``lmu`` has no correction.
+    Args:
+      measure: ``"legs"``, ``"legt"``, ``"lagt"`` or ``"fout"`` (``"lmu"`` has no
+        correction).
+      N: state size (even for ``"fout"``).
+      rank: ``None`` takes the smallest rank that works for the measure (2 for
+        ``"legt"``, else 1); a larger rank pads with zero rows (extra trainable capacity
+        in S4).
+
+    Returns:
+      ``P``: float64 (rank, N).
+
+    Example:
+      >>> import numpy as np
+      >>> from ssm import hippo
+      >>> A, _ = hippo.transition("legs", 6)
+      >>> P = hippo.rank_correction("legs", 6)
+      >>> P.shape
+      (1, 6)
+      >>> S = A + P.T @ P + np.eye(6) / 2  # skew-symmetric: A + P^T P = -I/2 + S
+      >>> bool(np.allclose(S, -S.T))
+      True
     """
     _check_measure(measure, tuple(_MIN_RANK))
     _check_size(N, even=(measure == "fout"))
@@ -118,7 +162,9 @@ def rank_correction(measure: Measure, N: int, rank: int | None = None) -> np.nda
 def dplr(
     measure: Measure, N: int, rank: int | None = None, b_clip: float | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Diagonal-plus-low-rank form of a HiPPO matrix (S4's ``nplr``).
+    """Diagonal-plus-low-rank form of a HiPPO matrix (S4's ``nplr``; Gu, Goel & Re,
+    2022, "Efficiently Modeling Long Sequences with Structured State Spaces", Theorem 1
+    and Section 3.3).
 
     Over the conjugate-completed basis ``W = [V, conj V]`` (unitary, N x N),
     ``A = W (diag(Lambda, conj Lambda) - p p^*) W^*`` with ``p = [P^T; conj P^T]``,
@@ -133,8 +179,22 @@ def dplr(
         N=64, so here it is off unless asked for.
 
     Returns:
-      ``Lambda`` (N/2,) complex, ``P`` (rank, N/2) complex, ``B`` (N/2,) complex,
-      ``V`` (N, N/2) complex with orthonormal columns.
+      ``(Lambda, P, B, V)``, complex128 NumPy arrays: ``Lambda`` (N/2,), ``P``
+      (rank, N/2), ``B`` (N/2,), ``V`` (N, N/2) with orthonormal columns.
+
+    Example:
+      >>> import numpy as np
+      >>> from ssm import hippo
+      >>> Lambda, P, B, V = hippo.dplr("legs", 8)
+      >>> Lambda.shape, P.shape, B.shape, V.shape
+      ((4,), (1, 4), (4,), (8, 4))
+      >>> Lambda.real  # LegS: every eigenvalue of A + P^T P has real part -1/2
+      array([-0.5, -0.5, -0.5, -0.5])
+      >>> W = np.concatenate([V, V.conj()], 1)
+      >>> p = np.concatenate([P, P.conj()], 1).T  # (N, rank)
+      >>> A = W @ (np.diag(np.concatenate([Lambda, Lambda.conj()])) - p @ p.conj().T) @ W.conj().T
+      >>> bool(np.allclose(A, hippo.transition("legs", 8)[0]))
+      True
     """
     _check_size(N, even=True)
     A, B = transition(measure, N)
@@ -177,9 +237,22 @@ def s4d_init(kind: str, N: int, b_clip: float | None = None) -> tuple[np.ndarray
       - ``"legs"``: the diagonal part of DPLR LegS, with its B (S4D-LegS).
       - ``"real"``: real 1+n, imag 0.
 
+    Args:
+      kind: one of :data:`S4D_INITS`: ``"lin"``, ``"inv"``, ``"legs"``, ``"real"``.
+      N: full (even) state size; N/2 complex modes are returned.
+      b_clip: for ``"legs"``, clip ``Im B`` as :func:`dplr` does; None: off.
+
     Returns:
-      ``Lambda`` (N/2,) complex with ``Re < 0`` and ``Im <= 0``, ``B`` (N/2,) complex
-      (ones, except for ``"legs"``).
+      ``(Lambda, B)``: complex128 NumPy arrays (N/2,), ``Lambda`` with ``Re < 0`` and
+      ``Im <= 0``, ``B`` ones (except for ``"legs"``).
+
+    Example:
+      >>> from ssm import hippo
+      >>> Lambda, B = hippo.s4d_init("lin", 8)
+      >>> Lambda.round(3)
+      array([-0.5+0.j   , -0.5-3.142j, -0.5-6.283j, -0.5-9.425j])
+      >>> B
+      array([1.+0.j, 1.+0.j, 1.+0.j, 1.+0.j])
     """
     check_choice("kind", kind, S4D_INITS)
     _check_size(N, even=True)
@@ -200,10 +273,28 @@ def s4d_init(kind: str, N: int, b_clip: float | None = None) -> tuple[np.ndarray
 
 
 def log_dt_init(key, shape, dt_min: float = 1e-3, dt_max: float = 1e-1):
-    """``log(dt)`` drawn log-uniformly in ``[dt_min, dt_max]`` (a JAX array).
+    """``log(dt)`` with ``dt`` drawn log-uniformly in ``[dt_min, dt_max]`` (S4's
+    step-size initialization).
 
     This one runs on device (it draws from a JAX key) so that layer construction
     stays traceable, e.g. under ``nnx.eval_shape``.
+
+    Args:
+      key: a ``jax.random`` key.
+      shape: the output's shape, e.g. ``(H,)``: one step size per channel.
+      dt_min, dt_max: the range, ``0 < dt_min <= dt_max``.
+
+    Returns:
+      A float32 JAX array of ``shape`` with values in ``[log dt_min, log dt_max]``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from ssm import hippo
+      >>> log_dt = hippo.log_dt_init(jax.random.key(0), (3,))
+      >>> log_dt.shape, log_dt.dtype
+      ((3,), dtype('float32'))
+      >>> bool(jnp.all((jnp.exp(log_dt) >= 1e-3) & (jnp.exp(log_dt) <= 1e-1)))
+      True
     """
     import jax
 

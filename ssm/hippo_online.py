@@ -8,12 +8,14 @@ except where noted below. Notation: ``l`` is the signal length in samples, ``N``
 size (``n`` a basis index), ``theta`` a window or time scale in samples, ``d`` a delay in
 samples, ``...`` optional batch axes.
 
-| measure | recurrence per sample | remembers | basis (``r = d / theta``) |
-|---------|-----------------------|-----------|---------------------------|
-| legs | ``c' = (A c + B f) / t`` | the whole history | ``sqrt(2n+1) P_n(2s - 1)``, s in [0, 1], oldest to now |
-| legt | ``c' = (A c + B f) / theta`` | last theta samples | ``sqrt(2n+1) (-1)^n P_n(2r - 1)``, r < 1 |
-| lagt | ``c' = (A c + B f) / theta`` | the whole history | ``L_n(r) exp(-r/2)`` (Laguerre functions) |
-| fout | ``c' = (A c + B f) / theta`` | last theta samples | ``1, 0, sqrt2 cos 2 pi r, sqrt2 sin 2 pi r, ...``, r <= 1 |
+=======  ==============================  =================  ============================================================
+measure  recurrence per sample           remembers          basis (``r = d / theta``)
+=======  ==============================  =================  ============================================================
+legs     ``c' = (A c + B f) / t``        the whole history  ``sqrt(2n+1) P_n(2s - 1)``, s in [0, 1], oldest to now
+legt     ``c' = (A c + B f) / theta``    last theta samples ``sqrt(2n+1) (-1)^n P_n(2r - 1)``, r < 1
+lagt     ``c' = (A c + B f) / theta``    the whole history  ``L_n(r) exp(-r/2)`` (Laguerre functions)
+fout     ``c' = (A c + B f) / theta``    last theta samples ``1, 0, sqrt2 cos 2 pi r, sqrt2 sin 2 pi r, ...``, r <= 1
+=======  ==============================  =================  ============================================================
 
 ``A, B`` are ``ssm.hippo.transition``'s, except that LegT and FouT are **doubled** (S4
 halves them; the visualisations do not), so that ``theta`` is exactly the window length.
@@ -35,9 +37,15 @@ from scipy import linalg
 from ssm.checks import check_choice, check_positive_int
 from ssm.hippo import transition
 
+__all__ = ["ONLINE_MEASURES", "DISCRETIZATIONS", "POSITIONS", "white_signal", "online_transition",
+           "online_coefficients", "reconstruction_basis", "memory_mask", "laguerre_functions"]
+
 OnlineMeasure = Literal["legs", "legt", "lagt", "fout"]
+#: The measures with an online memory here (the table above; ``lmu`` has none).
 ONLINE_MEASURES: tuple[str, ...] = ("legs", "legt", "lagt", "fout")
+#: The ``discretization`` options of :func:`online_coefficients`.
 DISCRETIZATIONS: tuple[str, ...] = ("bilinear", "zoh")
+#: The ``positions`` options of :func:`reconstruction_basis` and :func:`memory_mask`.
 POSITIONS: tuple[str, ...] = ("reference", "midpoint")
 
 
@@ -63,6 +71,12 @@ def white_signal(length: int, dt: float, freq: float, rng, rms: float = 0.5) -> 
 
     Returns:
       (length,) float64, with ``out[0] == 0``.
+
+    Example:
+      >>> from ssm.hippo_online import white_signal
+      >>> f = white_signal(64, dt=0.01, freq=3.0, rng=0)
+      >>> f.shape, f.dtype, float(f[0])
+      ((64,), dtype('float64'), 0.0)
     """
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 2:
         raise ValueError(f"length={length!r} must be an integer >= 2")
@@ -95,8 +109,23 @@ def white_signal(length: int, dt: float, freq: float, rng, rms: float = 0.5) -> 
 
 
 def online_transition(measure: OnlineMeasure, N: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(A, B)`` (N, N), (N,) of the online memory: ``ssm.hippo.transition``'s, with LegT
-    and FouT doubled (the un-halved matrices of ``visualizations.py``, window ``theta``)."""
+    """``(A, B)`` of the online memory: :func:`ssm.hippo.transition`'s, with LegT and
+    FouT doubled (the un-halved matrices of ``visualizations.py``, window ``theta``).
+
+    Args:
+      measure: ``"legs"``, ``"legt"``, ``"lagt"`` or ``"fout"``.
+      N: state size (even for ``"fout"``).
+
+    Returns:
+      ``(A, B)``: float64 (N, N) and (N,).
+
+    Example:
+      >>> import numpy as np
+      >>> from ssm import hippo, hippo_online
+      >>> A, B = hippo_online.online_transition("legt", 4)
+      >>> bool(np.allclose(A, 2 * hippo.transition("legt", 4)[0]))
+      True
+    """
     _check_online_measure(measure)
     A, B = transition(measure, N)
     return (2 * A, 2 * B) if measure in ("legt", "fout") else (A, B)
@@ -106,15 +135,18 @@ def online_coefficients(f, measure: OnlineMeasure, N: int, theta: float | None =
                         discretization: str = "bilinear") -> np.ndarray:
     """The HiPPO state after every sample of ``f``, from a zero state.
 
-    Step ``k`` (0-based) takes the state from time ``k`` to ``k + 1`` (one sample = one
-    time unit) with ``f[k]`` held over the step:
-      - legs: bilinear with ``A / (k+1)``, ``B / (k+1)``, as ``HiPPOScale``; independent
-        of any time scale, so ``theta`` must be None. Taking ``1/t`` at the step's end
-        makes this first order: the state approaches the exact projection as ``1/l``.
-      - legt, lagt, fout: the same ``Abar, Bbar`` every step from ``A / theta``,
-        ``B / theta`` (``HiPPO``, which uses ``scipy.signal.cont2discrete`` with
-        ``dt / T``; here ``1 / theta``). ``"bilinear"`` as the reference, or ``"zoh"``
-        (exact for the held input).
+    The discretized HiPPO recurrences of Gu et al. (2020), "HiPPO: Recurrent Memory
+    with Optimal Polynomial Projections" (LegS: its scaled recurrence ``c' = (A c + B f)
+    / t``). Step ``k`` (0-based) takes the state from time ``k`` to ``k + 1`` (one
+    sample = one time unit) with ``f[k]`` held over the step:
+
+    - legs: bilinear with ``A / (k+1)``, ``B / (k+1)``, as ``HiPPOScale``; independent
+      of any time scale, so ``theta`` must be None. Taking ``1/t`` at the step's end
+      makes this first order: the state approaches the exact projection as ``1/l``.
+    - legt, lagt, fout: the same ``Abar, Bbar`` every step from ``A / theta``,
+      ``B / theta`` (``HiPPO``, which uses ``scipy.signal.cont2discrete`` with
+      ``dt / T``; here ``1 / theta``). ``"bilinear"`` as the reference, or ``"zoh"``
+      (exact for the held input).
 
     Args:
       f: (..., l) samples.
@@ -126,6 +158,15 @@ def online_coefficients(f, measure: OnlineMeasure, N: int, theta: float | None =
 
     Returns:
       (..., l, N) float64: ``c[..., k, :]`` has seen ``f[..., :k+1]``.
+
+    Example:
+      >>> import numpy as np
+      >>> from ssm.hippo_online import online_coefficients
+      >>> f = np.sin(np.linspace(0, 3, 32))
+      >>> online_coefficients(f, "legs", 8).shape
+      (32, 8)
+      >>> online_coefficients(np.stack([f, -f]), "legt", 8, theta=16.0).shape  # a batch of two
+      (2, 32, 8)
     """
     _check_online_measure(measure)
     check_choice("discretization", discretization, DISCRETIZATIONS)
@@ -174,6 +215,17 @@ def reconstruction_basis(measure: OnlineMeasure, N: int, length: int, theta: flo
 
     Returns:
       (l, N) float64.
+
+    Example:
+      >>> import numpy as np
+      >>> from ssm.hippo_online import online_coefficients, reconstruction_basis, white_signal
+      >>> f = white_signal(64, dt=0.01, freq=3.0, rng=0)
+      >>> c = online_coefficients(f, "legs", 16)
+      >>> basis = reconstruction_basis("legs", 16, 64)
+      >>> basis.shape
+      (64, 16)
+      >>> bool(np.abs(basis @ c[-1] - f).max() < 0.01)  # the whole history, read back
+      True
     """
     online_transition(measure, N)  # checks measure and N
     x = _positions(measure, length, theta, positions)
@@ -202,7 +254,18 @@ def memory_mask(measure: OnlineMeasure, length: int, theta: float | None = None,
     measure on the whole past, so its projection minimises the unweighted error there; the
     fading ``exp(-r/2)`` belongs to the basis, not to the error). LegT: delay ``r < 1``, FouT:
     ``r <= 1``, as the reference's ``heaviside`` masks (it also drops ``r = 0`` for LegT;
-    kept here). Arguments as ``reconstruction_basis``.
+    kept here).
+
+    Args:
+      measure, length, theta, positions: as :func:`reconstruction_basis`.
+
+    Returns:
+      (l,) bool, True where the sample is remembered.
+
+    Example:
+      >>> from ssm.hippo_online import memory_mask
+      >>> memory_mask("legt", 8, theta=4.0)  # the last theta samples
+      array([False, False, False, False,  True,  True,  True,  True])
     """
     _check_online_measure(measure)
     x = _positions(measure, length, theta, positions)
@@ -212,9 +275,24 @@ def memory_mask(measure: OnlineMeasure, length: int, theta: float | None = None,
 
 
 def laguerre_functions(N: int, x: np.ndarray) -> np.ndarray:
-    """``L_n(x) exp(-x/2)`` for n < N at points x >= 0: (len(x), N), orthonormal on
-    [0, inf). By the three-term recurrence with the exponential folded in, so large x
-    underflow to 0 instead of overflowing ``L_n``."""
+    """``L_n(x) exp(-x/2)`` for n < N: the Laguerre functions, orthonormal on [0, inf)
+    (the LagT basis of HiPPO). By the three-term recurrence with the exponential
+    folded in, so large x underflow to 0 instead of overflowing ``L_n``.
+
+    Args:
+      N: number of functions.
+      x: points >= 0, any shape ``s``.
+
+    Returns:
+      float64 ``s + (N,)``: ``out[..., n] = L_n(x) exp(-x/2)``.
+
+    Example:
+      >>> import numpy as np
+      >>> from ssm.hippo_online import laguerre_functions
+      >>> laguerre_functions(3, np.array([0.0, 1.0])).round(3)  # L_n(0) = 1
+      array([[ 1.   ,  1.   ,  1.   ],
+             [ 0.607,  0.   , -0.303]])
+    """
     x = np.asarray(x, dtype=np.float64)
     out = np.empty(x.shape + (N,))
     prev, cur = np.zeros_like(x), np.exp(-x / 2)

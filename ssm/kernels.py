@@ -3,7 +3,17 @@ kernels, and the FFT convolution that applies them.
 
 Notation: ``h`` channels (H), ``n`` conjugate-pair index (N/2 of them), ``l``
 position, ``r`` rank of the low-rank correction. All kernels are real, shape
-(H, length), with ``y[t] = sum_{l <= t} K[l] u[t - l]``.
+(H, length), with ``y[t] = sum_{l <= t} K[l] u[t - l]``. Complex inputs are complex64
+(complex128 when an input is float64/complex128 with x64 enabled); kernels come back in
+the matching real dtype.
+
+The examples below share one small diagonal system, H = 2 channels of N/2 = 4 modes::
+
+    >>> import numpy as np, jax.numpy as jnp
+    >>> from ssm import hippo, kernels
+    >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (2, 4)), jnp.complex64)
+    >>> B = jnp.ones((2, 4), jnp.complex64)
+    >>> dt = jnp.array([0.1, 0.01])
 
 Memory: the naive kernels materialize (H, N/2, L) tensors (s4#51, annotated-s4
 PR#59). Here the Cauchy sums run over chunks of frequencies under
@@ -25,9 +35,14 @@ import jax.numpy as jnp
 from ssm.checks import check_choice, check_positive_int, concrete
 from ssm.solve import solve  # not jnp.linalg.solve: see ssm.solve
 
+__all__ = ["DISCRETIZATIONS", "CHUNK", "discretize_zoh", "discretize_bilinear", "discretize",
+           "dplr_conjugate_completed", "discretize_dplr", "truncate_output", "untruncate_output",
+           "vandermonde_kernel", "diagonal_kernel", "cauchy_woodbury", "dplr_kernel", "fft_length", "fft_conv"]
+
 Discretization = Literal["zoh", "bilinear"]
+#: The ``discretization`` options of :func:`discretize` and :func:`diagonal_kernel`.
 DISCRETIZATIONS: tuple[str, ...] = ("zoh", "bilinear")
-CHUNK = 256  # positions (or frequencies) evaluated at once in the kernel sums
+CHUNK = 256  #: Positions (or frequencies) evaluated at once in the kernel sums (``chunk``'s default).
 
 
 # ----------------------------------------------------------------------------- checks
@@ -76,10 +91,28 @@ def _complex_dtype(*xs):
 
 def discretize_zoh(Lambda, B, dt):
     """Zero-order hold for a diagonal system: ``Abar = exp(dt Lambda)``,
-    ``Bbar = B (exp(dt Lambda) - 1) / Lambda``.
+    ``Bbar = B (exp(dt Lambda) - 1) / Lambda`` (S4D's default; Gu, Gupta, Goel & Re,
+    2022, "On the Parameterization and Initialization of Diagonal State Space Models").
 
-    Args: ``Lambda``, ``B`` complex (H, N/2); ``dt`` (H,).
-    Returns: ``(Abar, Bbar)``, both (H, N/2).
+    Args:
+      Lambda: complex (H, N/2), nonzero.
+      B: complex (H, N/2).
+      dt: real (H,), one step size per channel.
+
+    Returns:
+      ``(Abar, Bbar)``: complex (H, N/2) each, in the promoted dtype of the inputs.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import hippo, kernels
+      >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (2, 4)), jnp.complex64)
+      >>> B = jnp.ones((2, 4), jnp.complex64)
+      >>> dt = jnp.array([0.1, 0.01])
+      >>> Abar, Bbar = kernels.discretize_zoh(Lambda, B, dt)
+      >>> Abar.shape, Bbar.dtype
+      ((2, 4), dtype('complex64'))
+      >>> bool(jnp.all(jnp.abs(Abar) < 1))  # Re Lambda < 0: every mode decays
+      True
     """
     dtL = dt[:, None] * Lambda
     Abar = jnp.exp(dtL)
@@ -88,28 +121,81 @@ def discretize_zoh(Lambda, B, dt):
 
 def discretize_bilinear(Lambda, B, dt):
     """Bilinear (Tustin) transform for a diagonal system:
-    ``Abar = (1 + dt Lambda/2) / (1 - dt Lambda/2)``, ``Bbar = dt B / (1 - dt Lambda/2)``.
+    ``Abar = (1 + dt Lambda/2) / (1 - dt Lambda/2)``, ``Bbar = dt B / (1 - dt Lambda/2)``
+    (the discretization of S4; Gu, Goel & Re, 2022, eq. (3)).
 
-    Args: ``Lambda``, ``B`` complex (H, N/2); ``dt`` (H,).
-    Returns: ``(Abar, Bbar)``, both (H, N/2).
+    Args:
+      Lambda: complex (H, N/2).
+      B: complex (H, N/2).
+      dt: real (H,), one step size per channel.
+
+    Returns:
+      ``(Abar, Bbar)``: complex (H, N/2) each, in the promoted dtype of the inputs.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import hippo, kernels
+      >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (2, 4)), jnp.complex64)
+      >>> B = jnp.ones((2, 4), jnp.complex64)
+      >>> dt = jnp.array([0.1, 0.01])
+      >>> Abar, Bbar = kernels.discretize_bilinear(Lambda, B, dt)
+      >>> zoh, _ = kernels.discretize_zoh(Lambda, B, dt)
+      >>> bool(jnp.allclose(Abar, zoh, atol=0.1))  # the two agree to second order in dt Lambda
+      True
     """
     half = dt[:, None] * Lambda / 2
     return (1 + half) / (1 - half), dt[:, None] * B / (1 - half)
 
 
 def discretize(Lambda, B, dt, discretization: Discretization = "zoh"):
-    """:func:`discretize_zoh` or :func:`discretize_bilinear`, by name."""
+    """:func:`discretize_zoh` or :func:`discretize_bilinear`, by name.
+
+    Args:
+      Lambda, B: complex (H, N/2).
+      dt: real (H,).
+      discretization: ``"zoh"`` or ``"bilinear"`` (:data:`DISCRETIZATIONS`).
+
+    Returns:
+      ``(Abar, Bbar)``: complex (H, N/2) each.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import hippo, kernels
+      >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (2, 4)), jnp.complex64)
+      >>> B = jnp.ones((2, 4), jnp.complex64)
+      >>> dt = jnp.array([0.1, 0.01])
+      >>> Abar, _ = kernels.discretize(Lambda, B, dt, "bilinear")
+      >>> bool(jnp.array_equal(Abar, kernels.discretize_bilinear(Lambda, B, dt)[0]))
+      True
+    """
     check_choice("discretization", discretization, DISCRETIZATIONS)
     fn = discretize_zoh if discretization == "zoh" else discretize_bilinear
     return fn(Lambda, B, dt)
 
 
 def dplr_conjugate_completed(Lambda, P, B, C=None):
-    """The full N-dimensional complex system behind a DPLR half.
+    """The full N-dimensional complex system behind a DPLR half (the state matrix of
+    S4, Gu, Goel & Re, 2022, with its conjugate pairs written out).
 
-    Returns ``A`` (H, N, N) ``= diag(Lambda, conj Lambda) - p p^*`` with
-    ``p = [P; conj P]``, ``B`` (H, N) ``= [B, conj B]`` and, if given,
-    ``C`` (H, N) ``= [C, conj C]``.
+    Args:
+      Lambda, B: complex (H, N/2).
+      P: complex (rank, N/2) shared by the channels, or (H, rank, N/2).
+      C: complex (H, N/2), optional.
+
+    Returns:
+      ``(A, B)`` or, with ``C``, ``(A, B, C)``: ``A`` (H, N, N) ``= diag(Lambda, conj
+      Lambda) - p p^*`` with ``p = [P; conj P]``, ``B`` (H, N) ``= [B, conj B]``, ``C``
+      (H, N) ``= [C, conj C]``.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import hippo, kernels
+      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes, rank 1
+      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (2, 4)), jnp.complex64) for x in (Lambda, B))
+      >>> P, dt = jnp.asarray(P, jnp.complex64), jnp.array([0.1, 0.01])
+      >>> A, B_full = kernels.dplr_conjugate_completed(Lambda, P, B)
+      >>> A.shape, B_full.shape
+      ((2, 8, 8), (2, 8))
     """
     P = _broadcast_P(P, Lambda.shape[0])
     lam = jnp.concatenate([Lambda, Lambda.conj()], -1)
@@ -141,8 +227,26 @@ def discretize_dplr(Lambda, P, B, dt):
     ``Abar = (I - dt A/2)^{-1} (I + dt A/2)``, ``Bbar = (I - dt A/2)^{-1} dt B``.
     Used for recurrent inference and for the output-matrix truncation; O(H N^3).
 
-    Args: ``Lambda``, ``B`` complex (H, N/2); ``P`` (rank, N/2) or (H, rank, N/2); ``dt`` (H,).
-    Returns: ``Abar`` (H, N, N), ``Bbar`` (H, N).
+    Args:
+      Lambda, B: complex (H, N/2).
+      P: complex (rank, N/2) or (H, rank, N/2).
+      dt: real (H,).
+
+    Returns:
+      ``(Abar, Bbar)``: complex ``Abar`` (H, N, N) and ``Bbar`` (H, N), over the
+      conjugate-completed state of :func:`dplr_conjugate_completed`.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import hippo, kernels
+      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes, rank 1
+      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (2, 4)), jnp.complex64) for x in (Lambda, B))
+      >>> P, dt = jnp.asarray(P, jnp.complex64), jnp.array([0.1, 0.01])
+      >>> Abar, Bbar = kernels.discretize_dplr(Lambda, P, B, dt)
+      >>> Abar.shape, Bbar.shape
+      ((2, 8, 8), (2, 8))
+      >>> bool(jnp.all(jnp.abs(jnp.linalg.eigvals(Abar)) < 1))  # stable: |eigenvalues| < 1
+      True
     """
     E, Bbar = _dplr_increment(Lambda, P, B, dt)
     return E + jnp.eye(E.shape[-1], dtype=E.dtype), Bbar
@@ -168,7 +272,30 @@ def truncate_output(Lambda, P, B, C, dt, length: int):
     """S4's truncated output matrix ``C~ = C (I - Abar^L)`` (top half, (H, N/2)).
 
     With ``C~`` the generating function of the length-L kernel is exactly
-    ``C~ (I - Abar w)^{-1} Bbar`` at the L-th roots of unity. O(H N^3 log L).
+    ``C~ (I - Abar w)^{-1} Bbar`` at the L-th roots of unity (Gu, Goel & Re, 2022,
+    Lemma C.2). O(H N^3 log L).
+
+    Args:
+      Lambda, B, C: complex (H, N/2); ``C`` the plain output matrix's top half.
+      P: complex (rank, N/2) or (H, rank, N/2).
+      dt: real (H,).
+      length: L, the kernel length the truncation is for (a static int).
+
+    Returns:
+      ``C~``: complex (H, N/2).
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import hippo, kernels
+      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes, rank 1
+      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (2, 4)), jnp.complex64) for x in (Lambda, B))
+      >>> P, dt = jnp.asarray(P, jnp.complex64), jnp.array([0.1, 0.01])
+      >>> C = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4)), jnp.complex64)
+      >>> C_tilde = kernels.truncate_output(Lambda, P, B, C, dt, 16)
+      >>> C_tilde.shape
+      (2, 4)
+      >>> bool(jnp.allclose(kernels.untruncate_output(Lambda, P, B, C_tilde, dt, 16), C, atol=1e-4))
+      True
     """
     E, _ = _dplr_increment(Lambda, P, B, dt)
     Cf = jnp.concatenate([C, C.conj()], -1)
@@ -177,7 +304,28 @@ def truncate_output(Lambda, P, B, C, dt, length: int):
 
 
 def untruncate_output(Lambda, P, B, C_tilde, dt, length: int):
-    """Inverse of :func:`truncate_output`: ``C = C~ (I - Abar^L)^{-1}`` (H, N/2)."""
+    """Inverse of :func:`truncate_output`: ``C = C~ (I - Abar^L)^{-1}``.
+
+    Args:
+      Lambda, B, C_tilde: complex (H, N/2).
+      P: complex (rank, N/2) or (H, rank, N/2).
+      dt: real (H,).
+      length: the L that ``C_tilde`` was truncated at.
+
+    Returns:
+      ``C``: complex (H, N/2), the top half of the plain output matrix.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import hippo, kernels
+      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes, rank 1
+      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (2, 4)), jnp.complex64) for x in (Lambda, B))
+      >>> P, dt = jnp.asarray(P, jnp.complex64), jnp.array([0.1, 0.01])
+      >>> C_tilde = jnp.ones((2, 4), jnp.complex64)
+      >>> C = kernels.untruncate_output(Lambda, P, B, C_tilde, dt, 16)
+      >>> bool(jnp.allclose(kernels.truncate_output(Lambda, P, B, C, dt, 16), C_tilde, atol=1e-4))
+      True
+    """
     E, _ = _dplr_increment(Lambda, P, B, dt)
     M = -_power_minus_identity(E, _check_length(length))  # I - Abar^L
     Cf = jnp.concatenate([C_tilde, C_tilde.conj()], -1)
@@ -221,8 +369,28 @@ def vandermonde_kernel(log_Abar, W, length: int, *, negate=None):
     ``negate`` lets modes near the Nyquist frequency (Abar near -1) keep a small,
     precisely represented logarithm: ``(-e^a)^l = (-1)^l e^{l a}``.
 
-    Args: ``log_Abar``, ``W`` complex (H, N/2); ``negate`` bool (H, N/2) or None.
-    Returns: real (H, length).
+    Args:
+      log_Abar: complex (H, N/2), the logarithms of the discrete modes.
+      W: complex (H, N/2), the weights (``C Bbar`` for an S4D kernel).
+      length: L (a static int).
+      negate: bool (H, N/2) or None: where True, the mode is ``-exp(log_Abar)``.
+
+    Returns:
+      Real (H, length), in the real dtype of ``log_Abar``.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import hippo, kernels
+      >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (2, 4)), jnp.complex64)
+      >>> B = jnp.ones((2, 4), jnp.complex64)
+      >>> dt = jnp.array([0.1, 0.01])
+      >>> rng = np.random.default_rng(0)
+      >>> C = jnp.asarray(rng.normal(size=(2, 4)) + 1j * rng.normal(size=(2, 4)), jnp.complex64)
+      >>> Abar, Bbar = kernels.discretize_zoh(Lambda, B, dt)
+      >>> K = kernels.vandermonde_kernel(dt[:, None] * Lambda, C * Bbar, 16)  # log Abar = dt Lambda
+      >>> naive = 2 * jnp.einsum("hn,hnl->hl", C * Bbar, Abar[..., None] ** jnp.arange(16)).real
+      >>> K.shape, bool(jnp.allclose(K, naive, atol=1e-5))
+      ((2, 16), True)
     """
     length = _check_length(length)
     T = max(1, math.isqrt(length - 1) + 1)  # ceil(sqrt(L))
@@ -259,10 +427,26 @@ def diagonal_kernel(Lambda, B, C, dt, length: int, discretization: Discretizatio
       discretization: ``"zoh"`` (default, as S4D) or ``"bilinear"``.
 
     Returns:
-      Real (H, L).
+      Real (H, L): float32 (float64 for float64/complex128 inputs under x64).
 
     Both conditions are checked where the values are concrete (an eager call); under
     ``jit`` a violation gives inf or NaN instead.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import hippo, kernels
+      >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (2, 4)), jnp.complex64)
+      >>> B = jnp.ones((2, 4), jnp.complex64)
+      >>> dt = jnp.array([0.1, 0.01])
+      >>> rng = np.random.default_rng(0)
+      >>> C = jnp.asarray(rng.normal(size=(2, 4)) + 1j * rng.normal(size=(2, 4)), jnp.complex64)
+      >>> K = kernels.diagonal_kernel(Lambda, B, C, dt, 16)
+      >>> K.shape, K.dtype
+      ((2, 16), dtype('float32'))
+      >>> Abar, Bbar = kernels.discretize_zoh(Lambda, B, dt)
+      >>> naive = 2 * jnp.einsum("hn,hnl->hl", C * Bbar, Abar[..., None] ** jnp.arange(16)).real
+      >>> bool(jnp.allclose(K, naive, atol=1e-5))
+      True
     """
     H = _check_channels(Lambda=Lambda, B=B, C=C)
     _check_dt(dt, H)
@@ -306,7 +490,29 @@ def cauchy_woodbury(Lambda, P, B, C_tilde, dt, length: int, *, chunk: int = CHUN
         G(w) = dt e^{i theta/2} / 2 * [h_CB - (c dt/2) h_Cp (I + (c dt/2) h_pp)^{-1} h_pB],
         h_xy = sum over the conjugate-completed set of x_n y_n / e_n.
 
-    Returns: complex (H, L//2 + 1).
+    Args:
+      Lambda, B, C_tilde: complex (H, N/2); ``C_tilde`` from :func:`truncate_output`.
+      P: complex (rank, N/2) or (H, rank, N/2).
+      dt: real (H,).
+      length: L (a static int).
+      chunk: frequencies evaluated at once (memory O(H N chunk)).
+
+    Returns:
+      Complex (H, L//2 + 1): ``jnp.fft.irfft(_, n=L)`` is the kernel.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import hippo, kernels
+      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes, rank 1
+      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (2, 4)), jnp.complex64) for x in (Lambda, B))
+      >>> P, dt = jnp.asarray(P, jnp.complex64), jnp.array([0.1, 0.01])
+      >>> C_tilde = jnp.ones((2, 4), jnp.complex64)
+      >>> spectrum = kernels.cauchy_woodbury(Lambda, P, B, C_tilde, dt, 16)
+      >>> spectrum.shape
+      (2, 9)
+      >>> K = kernels.dplr_kernel(Lambda, P, B, C_tilde, dt, 16, c_tilde=True)
+      >>> bool(jnp.allclose(jnp.fft.irfft(spectrum, n=16), K, atol=1e-6))
+      True
     """
     H, half = Lambda.shape
     P = _broadcast_P(P, H)
@@ -355,9 +561,32 @@ def dplr_kernel(Lambda, P, B, C, dt, length: int, *, c_tilde: bool = False, chun
       c_tilde: if True, ``C`` is already S4's truncated ``C~ = C (I - Abar^L)``
         (how the S4 layer stores it) and no matrix power is needed; otherwise
         ``C~`` is computed here in O(H N^3 log L).
+      chunk: frequencies evaluated at once in :func:`cauchy_woodbury`.
 
     Returns:
-      Real (H, L).
+      Real (H, L): float32 (float64 for 64-bit inputs under x64).
+
+    Gu, Goel & Re (2022), "Efficiently Modeling Long Sequences with Structured State
+    Spaces", Algorithm 1: truncated generating function at the roots of unity, Cauchy
+    kernel and Woodbury identity (:func:`cauchy_woodbury`), inverse FFT.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import hippo, kernels
+      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes, rank 1
+      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (2, 4)), jnp.complex64) for x in (Lambda, B))
+      >>> P, dt = jnp.asarray(P, jnp.complex64), jnp.array([0.1, 0.01])
+      >>> rng = np.random.default_rng(0)
+      >>> C = jnp.asarray(rng.normal(size=(2, 4)) + 1j * rng.normal(size=(2, 4)), jnp.complex64)
+      >>> K = kernels.dplr_kernel(Lambda, P, B, C, dt, 16)
+      >>> Abar, Bbar = kernels.discretize_dplr(Lambda, P, B, dt)  # dense: K[l] = C Abar^l Bbar
+      >>> C_full = jnp.concatenate([C, C.conj()], -1)
+      >>> x, naive = Bbar, []
+      >>> for l in range(16):
+      ...     naive.append(jnp.einsum("hn,hn->h", C_full, x).real)
+      ...     x = jnp.einsum("hmn,hn->hm", Abar, x)
+      >>> K.shape, bool(jnp.allclose(K, jnp.stack(naive, -1), atol=1e-4))
+      ((2, 16), True)
     """
     H = _check_channels(Lambda=Lambda, B=B, C=C)
     _check_dt(dt, H)
@@ -382,6 +611,17 @@ def fft_length(n: int) -> int:
 
     A prime length is several times slower in the FFT (measured 58 ms at 8191 vs
     3.5-7 ms at 8000/8192 on CPU).
+
+    Args:
+      n: a positive int.
+
+    Returns:
+      An int ``m >= n`` of the form 2^a 3^b 5^c.
+
+    Example:
+      >>> from ssm.kernels import fft_length
+      >>> fft_length(7), fft_length(1000), fft_length(8191)
+      (8, 1000, 8192)
     """
     best = 1 << max(0, (n - 1).bit_length())
     p5 = 1
@@ -410,11 +650,26 @@ def fft_conv(u, K, K_reverse=None, *, reverse_lag0: bool = False):
     length >= 2L; the output has ``u``'s dtype.
 
     Args:
-      u: (batch, length, H).
-      K, K_reverse: (H, length') real, length' >= length (longer kernels are cut).
+      u: (batch, length, H) real.
+      K, K_reverse: (H, length') real, length' >= length (longer kernels are cut);
+        ``K_reverse`` optional.
+      reverse_lag0: the reverse kernel's first tap acts at lag 0 (see above).
 
     Returns:
-      (batch, length, H).
+      (batch, length, H) in ``u``'s dtype.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm.kernels import fft_conv
+      >>> rng = np.random.default_rng(0)
+      >>> u = jnp.asarray(rng.normal(size=(2, 16, 4)), jnp.float32)
+      >>> K = jnp.asarray(rng.normal(size=(4, 16)), jnp.float32)
+      >>> y = fft_conv(u, K)
+      >>> y.shape, y.dtype
+      ((2, 16, 4), dtype('float32'))
+      >>> t = 5  # y[t] = sum_{l <= t} K[l] u[t - l]
+      >>> bool(jnp.allclose(y[:, t], sum(K[:, l] * u[:, t - l] for l in range(t + 1)), atol=1e-5))
+      True
     """
     if u.ndim != 3:
         raise ValueError(f"u has shape {u.shape}; expected (batch, length, H)")

@@ -9,7 +9,8 @@ its (thin) SVD with singular values ``σ_i``; ``k = min(m, n)``.
   each singular value follows ``p(x) = a x + b x^3 + c x^5``. Tall inputs are
   transposed to wide so that ``A`` is (k, k).
 
-All functions are pure ``jax.numpy`` and work under ``jit`` and ``vmap``.
+All functions are pure ``jax.numpy`` and work under ``jit`` and ``vmap``. Results keep
+the input's dtype (float32 for integer inputs where noted).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssm.checks import check_choice
+
+__all__ = ["COEFFS", "NORMALIZATION", "NORMALIZES", "MCLIP_FORMS", "MCLIP_STEPS", "mclip_steps", "schedule",
+           "msign", "polar", "svd_clip", "mclip", "low_rank", "randomized_svd", "energy_ratio", "spectral_norm"]
 
 # --------------------------------------------------------------------- coefficients
 
@@ -39,6 +43,8 @@ _PE_PAPER = np.array([
 # Polar Express paper, Alg. 1 (arXiv 2505.16932): safety scaling of all rows but the last.
 _PE_PAPER[:-1] /= np.array([1.01, 1.01**3, 1.01**5])
 
+#: Newton–Schulz schedules by name: read-only float64 tables (steps, 3) of the rows
+#: ``(a, b, c)`` of ``p(x) = a x + b x^3 + c x^5``.
 COEFFS: dict[str, np.ndarray] = {
     # Newton's cubic iteration; converges for σ in (0, √3).
     "cubic": np.array([(1.5, -0.5, 0.0)]),
@@ -79,7 +85,7 @@ COEFFS: dict[str, np.ndarray] = {
 for _table in COEFFS.values():
     _table.setflags(write=False)
 
-# Normalization each schedule expects: X0 = M / (‖M‖_F · scale + eps).
+#: The ``(scale, eps)`` each schedule expects: ``X0 = M / (‖M‖_F · scale + eps)``.
 NORMALIZATION: dict[str, tuple[float, float]] = {
     "cubic": (1.0, 1e-7),
     "jordan": (1.0, 1e-7),
@@ -92,12 +98,14 @@ NORMALIZATION: dict[str, tuple[float, float]] = {
 _USER_NORMALIZATION = (1.0, 1e-7)
 
 Normalize = Literal["frobenius", "schatten4", "schatten8"]
+#: The ``normalize`` options of :func:`msign`.
 NORMALIZES: tuple[str, ...] = get_args(Normalize)
 MclipForm = Literal["interval", "cancelling"]
+#: The ``form`` options of :func:`mclip`.
 MCLIP_FORMS: tuple[str, ...] = get_args(MclipForm)
-# mclip's default step count: its msign arguments (M − αO, or the Gram matrix shifted by
-# α²) have a wider spread of singular values than M, so they need more steps than the
-# 8 rows of polar_express (the last row then repeats and converges quadratically).
+#: :func:`mclip`'s default step count: its msign arguments (M − αO, or the Gram matrix
+#: shifted by α²) have a wider spread of singular values than M, so they need more steps
+#: than the 8 rows of polar_express (the last row then repeats and converges quadratically).
 MCLIP_STEPS = 12
 
 
@@ -119,7 +127,19 @@ def _check_int(value, name, lo, hi=None):
 
 
 def mclip_steps(steps):
-    """The step count ``mclip`` runs: ``steps``, or :data:`MCLIP_STEPS` when None."""
+    """The step count :func:`mclip` runs: ``steps``, or :data:`MCLIP_STEPS` when None.
+
+    Args:
+      steps: an int or None.
+
+    Returns:
+      An int.
+
+    Example:
+      >>> from ssm.linalg import mclip_steps
+      >>> mclip_steps(None), mclip_steps(5)
+      (12, 5)
+    """
     return MCLIP_STEPS if steps is None else steps
 
 
@@ -139,6 +159,20 @@ def schedule(coeffs="polar_express", steps=None):
     (``p(1) = 1.68``) has no positive fixed point and **diverges**: the output
     would overflow to inf/NaN within a few extra steps, so asking for more steps than
     such a table has rows (``su``: 6) raises an error instead.
+
+    Args:
+      coeffs: a name in :data:`COEFFS` or a (rows, 3) table.
+      steps: an int >= 1, or None for every row.
+
+    Returns:
+      ``(table, scale, eps)``: a float64 NumPy array (steps, 3) and the normalization
+      of :data:`NORMALIZATION` (``(1.0, 1e-7)`` for a user table).
+
+    Example:
+      >>> from ssm.linalg import schedule
+      >>> table, scale, eps = schedule("polar_express", steps=10)  # 8 rows, the last repeated
+      >>> table.shape, scale, eps, bool((table[-1] == table[7]).all())
+      ((10, 3), 1.01, 1e-07, True)
     """
     if isinstance(coeffs, str):
         if coeffs not in COEFFS:
@@ -230,7 +264,22 @@ def msign(M, steps=None, coeffs="polar_express", *, normalize: Normalize = "frob
       compute_dtype: dtype of the iteration (e.g. ``jnp.bfloat16``); the result is
         returned in ``compute_dtype`` if given, else in ``M``'s dtype.
 
-    Returns: (..., m, n), singular values in the band the schedule promises.
+    Returns:
+      (..., m, n), singular values in the band the schedule promises.
+
+    Newton–Schulz for the polar factor (Higham, 2008, "Functions of Matrices", ch. 8);
+    the quintic schedules of Muon (Jordan, 2024) and Polar Express (Amsel et al., 2025,
+    arXiv 2505.16932).
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import linalg
+      >>> M = jnp.asarray(np.random.default_rng(0).normal(size=(8, 4)), jnp.float32)
+      >>> O = linalg.msign(M)  # polar_express: converges to U V^T
+      >>> O.shape, jnp.linalg.svd(O, compute_uv=False).round(3)
+      ((8, 4), Array([1., 1., 1., 1.], dtype=float32))
+      >>> bool(jnp.allclose(O, linalg.polar(M), atol=1e-4))
+      True
     """
     M = _check_matrix(M)
     check_choice("normalize", normalize, NORMALIZES)
@@ -268,7 +317,19 @@ def msign(M, steps=None, coeffs="polar_express", *, normalize: Normalize = "frob
 def polar(M):
     """Exact polar factor ``U V^H`` via the SVD (reference for :func:`msign`).
 
-    Args: M (..., m, n). Returns: (..., m, n).
+    Args:
+      M: (..., m, n).
+
+    Returns:
+      (..., m, n) in ``M``'s dtype.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import linalg
+      >>> M = jnp.asarray(np.random.default_rng(0).normal(size=(8, 4)), jnp.float32)
+      >>> O = linalg.polar(M)
+      >>> bool(jnp.allclose(O.T @ O, jnp.eye(4), atol=1e-5))  # orthonormal columns
+      True
     """
     M = _check_matrix(M)
     U, _, Vh = jnp.linalg.svd(M, full_matrices=False)
@@ -278,7 +339,21 @@ def polar(M):
 def svd_clip(M, lo, hi):
     """``U clip(Σ, lo, hi) V^H`` via the SVD (reference for :func:`mclip`).
 
-    Args: M (..., m, n); 0 <= lo <= hi. Returns: (..., m, n).
+    Args:
+      M: (..., m, n).
+      lo, hi: Python floats, ``0 <= lo <= hi`` (``hi=inf``: no upper clip).
+
+    Returns:
+      (..., m, n) in ``M``'s dtype.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import linalg
+      >>> M = jnp.asarray(np.random.default_rng(0).normal(size=(8, 4)), jnp.float32)
+      >>> [round(float(s), 2) for s in jnp.linalg.svd(M, compute_uv=False)]
+      [3.19, 2.54, 1.91, 0.94]
+      >>> [round(float(s), 2) for s in jnp.linalg.svd(linalg.svd_clip(M, 1.0, 2.0), compute_uv=False)]
+      [2.0, 2.0, 1.91, 1.0]
     """
     M = _check_matrix(M)
     _check_interval(lo, hi)
@@ -332,10 +407,24 @@ def mclip(M, lo, hi, steps=None, coeffs="polar_express", *, form: MclipForm = "i
     ``steps=None`` means :data:`MCLIP_STEPS` (12).
 
     Args:
-      M: (..., m, n). lo, hi: Python floats with 0 <= lo <= hi (``hi=inf``: no upper
-        clip; NaN refused).
+      M: (..., m, n).
+      lo, hi: Python floats with 0 <= lo <= hi (``hi=inf``: no upper clip; NaN refused).
+      steps, coeffs, normalize, compute_dtype: of each :func:`msign` call.
       form: ``"interval"`` or ``"cancelling"``.
-    Returns: (..., m, n) in M's dtype (or ``compute_dtype``).
+
+    Returns:
+      (..., m, n) in M's dtype (or ``compute_dtype``).
+
+    Su (2025), "msign for singular value clipping" (kexue.fm/archives/11059), and the
+    error-cancelling form of its follow-up.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import linalg
+      >>> M = jnp.asarray(np.random.default_rng(0).normal(size=(8, 4)), jnp.float32)
+      >>> clipped = linalg.mclip(M, 1.0, 2.0)
+      >>> bool(jnp.allclose(clipped, linalg.svd_clip(M, 1.0, 2.0), atol=1e-4))
+      True
     """
     M = _check_matrix(M)
     _check_interval(lo, hi)
@@ -378,7 +467,21 @@ def low_rank(M, r):
     the dropped singular values) and the spectral error is ``σ_{r+1}``; no rank-r
     matrix does better in either norm.
 
-    Args: M (..., m, n); r integer in [0, min(m, n)]. Returns: (..., m, n) of rank <= r.
+    Args:
+      M: (..., m, n).
+      r: integer rank in [0, min(m, n)].
+
+    Returns:
+      (..., m, n) of rank <= r, in ``M``'s dtype.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import linalg
+      >>> M = jnp.asarray(np.random.default_rng(0).normal(size=(8, 4)), jnp.float32)
+      >>> M2 = linalg.low_rank(M, 2)
+      >>> s = jnp.linalg.svd(M, compute_uv=False)
+      >>> int(jnp.linalg.matrix_rank(M2)), bool(jnp.allclose(jnp.linalg.norm(M - M2), jnp.sqrt(s[2]**2 + s[3]**2)))
+      (2, True)
     """
     M = _check_matrix(M)
     r = _check_int(r, "r", 0, min(M.shape[-2:]))
@@ -394,9 +497,25 @@ def randomized_svd(M, r, oversample=10, power_iters=2, *, key):
     The expected error approaches ``σ_{r+1}`` as q grows (HMT Cor. 10.10).
 
     Args:
-      M: (..., m, n). r: rank in [1, min(m, n)]. oversample: p >= 0.
-      power_iters: q >= 0. key: a ``jax.random`` key.
-    Returns: ``(U (..., m, r), s (..., r), Vh (..., r, n))``.
+      M: (..., m, n).
+      r: rank in [1, min(m, n)].
+      oversample: p >= 0.
+      power_iters: q >= 0.
+      key: a ``jax.random`` key.
+
+    Returns:
+      ``(U (..., m, r), s (..., r), Vh (..., r, n))``; ``s`` real, descending.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import linalg
+      >>> M = jnp.asarray(np.random.default_rng(0).normal(size=(8, 4)), jnp.float32)
+      >>> import jax
+      >>> U, s, Vh = linalg.randomized_svd(M, 2, key=jax.random.key(0))
+      >>> U.shape, s.shape, Vh.shape
+      ((8, 2), (2,), (2, 4))
+      >>> bool(jnp.allclose(s, jnp.linalg.svd(M, compute_uv=False)[:2], rtol=1e-4))
+      True
     """
     M = _check_matrix(M)
     m, n = M.shape[-2:]
@@ -416,7 +535,18 @@ def randomized_svd(M, r, oversample=10, power_iters=2, *, key):
 def energy_ratio(s, r):
     """Fraction of the energy ``Σ s²`` held by the top r singular values.
 
-    Args: s (..., k) singular values in decreasing order; r in [0, k]. Returns: (...,).
+    Args:
+      s: (..., k) singular values in decreasing order.
+      r: an int in [0, k].
+
+    Returns:
+      (...,), in ``s``'s real dtype.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ssm.linalg import energy_ratio
+      >>> energy_ratio(jnp.array([4.0, 3.0]), 1)  # 16 / 25
+      Array(0.64, dtype=float32)
     """
     s = jnp.asarray(s)
     if s.ndim < 1:
@@ -431,7 +561,22 @@ def spectral_norm(M, iters=20, *, key):
 
     A lower bound that converges like ``(σ_2/σ_1)^{2 iters}``.
 
-    Args: M (..., m, n); iters >= 1; key a ``jax.random`` key. Returns: (...,).
+    Args:
+      M: (..., m, n).
+      iters: power iterations, >= 1.
+      key: a ``jax.random`` key (the start vector).
+
+    Returns:
+      (...,), in ``M``'s real dtype.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import linalg
+      >>> M = jnp.asarray(np.random.default_rng(0).normal(size=(8, 4)), jnp.float32)
+      >>> import jax
+      >>> sigma = linalg.spectral_norm(M, key=jax.random.key(0))
+      >>> bool(jnp.allclose(sigma, jnp.linalg.norm(M, 2), rtol=1e-4))
+      True
     """
     M = _check_matrix(M)
     iters = _check_int(iters, "iters", 1)

@@ -41,6 +41,9 @@ from einops import rearrange
 
 from ssm.checks import check_positive_int
 
+__all__ = ["divisors", "default_nblocks", "factor_shapes", "param_count", "flops", "sizes", "matmul", "to_dense",
+           "project", "projection_error"]
+
 # ---------------------------------------------------------------------- sizes
 
 
@@ -49,7 +52,19 @@ def _check_size(name: str, n) -> int:
 
 
 def divisors(n: int) -> list[int]:
-    """All divisors of ``n``, ascending."""
+    """All divisors of ``n``, ascending: the block counts a size allows.
+
+    Args:
+      n: a positive int.
+
+    Returns:
+      A list of ints.
+
+    Example:
+      >>> from ssm.monarch import divisors
+      >>> divisors(12)
+      [1, 2, 3, 4, 6, 12]
+    """
     n = _check_size("n", n)
     small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
     return sorted(set(small + [n // d for d in small]))
@@ -57,14 +72,27 @@ def divisors(n: int) -> list[int]:
 
 def default_nblocks(n_in: int, n_out: int | None = None) -> int:
     """The number of ``R`` blocks: the common divisor of ``n_in`` and ``n_out``
-    nearest ``sqrt(n_in)`` (the larger on a tie). For a square ``n = m²`` it is ``m``."""
+    nearest ``sqrt(n_in)`` (the larger on a tie). For a square ``n = m²`` it is ``m``.
+
+    Args:
+      n_in: input features.
+      n_out: output features (default ``n_in``).
+
+    Returns:
+      An int ``b`` dividing both sizes.
+
+    Example:
+      >>> from ssm.monarch import default_nblocks
+      >>> default_nblocks(16), default_nblocks(12, 8)
+      (4, 4)
+    """
     n_in = _check_size("n_in", n_in)
     n_out = n_in if n_out is None else _check_size("n_out", n_out)
     target = math.sqrt(n_in)
     return min(divisors(math.gcd(n_in, n_out)), key=lambda d: (abs(d - target), -d))
 
 
-def check_nblocks(n_in: int, n_out: int, nblocks) -> int:
+def _check_nblocks(n_in: int, n_out: int, nblocks) -> int:
     """``nblocks`` (or the default when None), checked to divide both sizes."""
     if nblocks is None:
         return default_nblocks(n_in, n_out)
@@ -76,24 +104,65 @@ def check_nblocks(n_in: int, n_out: int, nblocks) -> int:
 
 
 def factor_shapes(n_in: int, n_out: int, nblocks: int | None = None) -> tuple[tuple, tuple]:
-    """Shapes of ``(R, L)``: ``((b, n_in/b, n_out/b), (n_out/b, b, b))``."""
+    """Shapes of the factors ``(R, L)`` of an ``n_in -> n_out`` Monarch map:
+    ``((b, n_in/b, n_out/b), (n_out/b, b, b))`` (the layout of the module docstring).
+
+    Args:
+      n_in, n_out: sizes.
+      nblocks: b, dividing both (default :func:`default_nblocks`).
+
+    Returns:
+      ``(R shape, L shape)``, two 3-tuples of ints.
+
+    Example:
+      >>> from ssm.monarch import factor_shapes
+      >>> factor_shapes(16, 16), factor_shapes(12, 8)
+      (((4, 4, 4), (4, 4, 4)), ((4, 3, 2), (2, 4, 4)))
+    """
     n_in, n_out = _check_size("n_in", n_in), _check_size("n_out", n_out)
-    b = check_nblocks(n_in, n_out, nblocks)
+    b = _check_nblocks(n_in, n_out, nblocks)
     return (b, n_in // b, n_out // b), (n_out // b, b, b)
 
 
 def param_count(n_in: int, n_out: int, nblocks: int | None = None) -> int:
-    """Parameters of a Monarch map (also its multiply-adds per row of ``x``)."""
+    """Parameters of a Monarch map (also its multiply-adds per row of ``x``):
+    ``b·p·q + q·b·s``, ``2 n^1.5`` for a square ``n`` with ``b = sqrt(n)``.
+
+    Args:
+      n_in, n_out, nblocks: as :func:`factor_shapes`.
+
+    Returns:
+      An int.
+
+    Example:
+      >>> from ssm.monarch import param_count
+      >>> param_count(16, 16), 16 * 16  # against a dense matrix
+      (128, 256)
+    """
     return sum(math.prod(s) for s in factor_shapes(n_in, n_out, nblocks))
 
 
 def flops(rows: int, n_in: int, n_out: int, nblocks: int | None = None) -> int:
-    """FLOPs of ``matmul`` on ``rows`` rows: 2 per multiply-add."""
+    """FLOPs of :func:`matmul` on ``rows`` rows: 2 per multiply-add.
+
+    Args:
+      rows: rows of ``x``.
+      n_in, n_out, nblocks: as :func:`factor_shapes`.
+
+    Returns:
+      An int.
+
+    Example:
+      >>> from ssm.monarch import flops
+      >>> flops(2, 16, 16)
+      512
+    """
     return 2 * _check_size("rows", rows) * param_count(n_in, n_out, nblocks)
 
 
-def check_factors(factors) -> tuple:
-    """``(R, L)`` with matching shapes; returns them as arrays."""
+def _check_factors(factors) -> tuple:
+    """``(R, L)`` with matching shapes; returns them as arrays (else a ValueError naming
+    the shapes)."""
     if not isinstance(factors, (tuple, list)) or len(factors) != 2:
         raise ValueError(f"factors must be a pair (R, L); got {type(factors).__name__}")
     R, L = (jnp.asarray(f) for f in factors)
@@ -107,8 +176,23 @@ def check_factors(factors) -> tuple:
 
 
 def sizes(factors) -> tuple[int, int]:
-    """``(n_in, n_out)`` of a factor pair."""
-    R, L = check_factors(factors)
+    """``(n_in, n_out)`` of a factor pair.
+
+    Args:
+      factors: ``(R (b, p, q), L (q, b, s))``.
+
+    Returns:
+      ``(b·p, q·s)``, two ints.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import monarch
+      >>> rng = np.random.default_rng(0)
+      >>> R, L = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in monarch.factor_shapes(16, 16))
+      >>> monarch.sizes((R, L))
+      (16, 16)
+    """
+    R, L = _check_factors(factors)
     b, p, q = R.shape
     return b * p, q * L.shape[2]
 
@@ -125,8 +209,21 @@ def matmul(x, factors):
 
     Returns:
       (..., n_out) with ``n_out = q·s``, in the promoted dtype of ``x`` and the factors.
+
+    Dao et al. (2022), "Monarch: Expressive Structured Matrices for Efficient and
+    Accurate Training": ``M = P L P^T R``, two batched block products.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import monarch
+      >>> rng = np.random.default_rng(0)
+      >>> R, L = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in monarch.factor_shapes(16, 16))
+      >>> x = jnp.asarray(rng.normal(size=(2, 16)), jnp.float32)
+      >>> y = monarch.matmul(x, (R, L))
+      >>> y.shape, bool(jnp.allclose(y, x @ monarch.to_dense((R, L)), atol=1e-4))
+      ((2, 16), True)
     """
-    R, L = check_factors(factors)
+    R, L = _check_factors(factors)
     b, p, q = R.shape
     x = jnp.asarray(x)
     if x.ndim < 1 or x.shape[-1] != b * p:
@@ -140,8 +237,25 @@ def matmul(x, factors):
 
 
 def to_dense(factors):
-    """The (n_in, n_out) matrix ``W`` with ``matmul(x, factors) == x @ W``."""
-    R, L = check_factors(factors)
+    """The (n_in, n_out) matrix ``W`` with ``matmul(x, factors) == x @ W``:
+    ``W[a·p + c, t·q + j] = R[a, c, j] · L[j, a, t]``.
+
+    Args:
+      factors: ``(R (b, p, q), L (q, b, s))``.
+
+    Returns:
+      (b·p, q·s) in the factors' promoted dtype.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import monarch
+      >>> rng = np.random.default_rng(0)
+      >>> R, L = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in monarch.factor_shapes(16, 16))
+      >>> W = monarch.to_dense((R, L))
+      >>> W.shape, int(jnp.linalg.matrix_rank(W[:4, ::4]))  # each (p x s) block W_{a,j} has rank one
+      ((16, 16), 1)
+    """
+    R, L = _check_factors(factors)
     return rearrange(jnp.einsum("acj,jat->acjt", R, L), "a c j t -> (a c) (t j)")
 
 
@@ -171,7 +285,18 @@ def project(W, nblocks: int | None = None):
         :func:`default_nblocks`).
 
     Returns:
-      ``(R (b, n_in/b, n_out/b), L (n_out/b, b, b))``.
+      ``(R (b, n_in/b, n_out/b), L (n_out/b, b, b))`` in ``W``'s dtype (float32 for an
+      integer ``W``).
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import monarch
+      >>> rng = np.random.default_rng(0)
+      >>> R, L = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in monarch.factor_shapes(16, 16))
+      >>> W = monarch.to_dense((R, L))
+      >>> factors = monarch.project(W)  # a Monarch matrix is its own projection
+      >>> [f.shape for f in factors], bool(jnp.allclose(monarch.to_dense(factors), W, atol=1e-4))
+      ([(4, 4, 4), (4, 4, 4)], True)
     """
     W, blocks = _blocks(W, nblocks)
     U, S, Vh = jnp.linalg.svd(blocks, full_matrices=False)
@@ -183,7 +308,23 @@ def project(W, nblocks: int | None = None):
 
 def projection_error(W, nblocks: int | None = None):
     """``‖W − to_dense(project(W))‖_F``, in closed form: the root sum of squares of
-    every block's singular values after the first."""
+    every block's singular values after the first.
+
+    Args:
+      W: (n_in, n_out).
+      nblocks: as :func:`project`.
+
+    Returns:
+      A scalar array, ``W``'s real dtype (float32 for an integer ``W``).
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import monarch
+      >>> W = jnp.asarray(np.random.default_rng(0).normal(size=(16, 16)), jnp.float32)
+      >>> error = monarch.projection_error(W)
+      >>> bool(jnp.allclose(error, jnp.linalg.norm(W - monarch.to_dense(monarch.project(W))), rtol=1e-4))
+      True
+    """
     _, blocks = _blocks(W, nblocks)
     S = jnp.linalg.svd(blocks, compute_uv=False)
     return jnp.sqrt(jnp.sum(S[..., 1:] ** 2))

@@ -28,11 +28,25 @@ import optax
 from ssm import linalg
 from ssm.checks import check_choice
 
-SHAPE_SCALINGS = ("sqrt_ratio", "rms_match", None)
+__all__ = ["SHAPE_SCALINGS", "ScaleByMsignState", "scale_by_msign", "muon", "clip_spectral"]
+
+SHAPE_SCALINGS = ("sqrt_ratio", "rms_match", None)  #: The ``shape_scaling`` options of :func:`scale_by_msign`.
 
 
 class ScaleByMsignState(NamedTuple):
-    """State of :func:`scale_by_msign`: the step count and the momentum ``m``."""
+    """State of :func:`scale_by_msign`: the step count and the momentum ``m``.
+
+    Attributes:
+      count: () int32, the updates taken so far.
+      mu: the momentum, a tree with the parameters' structure, shapes and dtypes.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ssm.optim import scale_by_msign
+      >>> state = scale_by_msign().init({"w": jnp.zeros((8, 4))})
+      >>> type(state).__name__, int(state.count), state.mu["w"].shape
+      ('ScaleByMsignState', 0, (8, 4))
+    """
 
     count: jax.Array  # (), int32
     mu: optax.Updates
@@ -124,7 +138,20 @@ def scale_by_msign(
         returned in the gradient's dtype.
 
     Returns:
-      An ``optax.GradientTransformation`` with state :class:`ScaleByMsignState`.
+      An ``optax.GradientTransformation`` with state :class:`ScaleByMsignState`; its
+      updates have the gradients' tree structure, shapes and dtypes.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm.optim import scale_by_msign
+      >>> g = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(8, 4)), jnp.float32)}
+      >>> tx = scale_by_msign()
+      >>> updates, state = tx.update(g, tx.init(g))
+      >>> updates["w"].shape, int(state.count)
+      ((8, 4), 1)
+      >>> s = jnp.linalg.svd(updates["w"], compute_uv=False)  # orthogonalized: jordan's band around 1
+      >>> bool(jnp.all((s > 0.6) & (s < 1.3)))
+      True
 
     References:
       Jordan, `Muon: An optimizer for hidden layers in neural networks
@@ -208,19 +235,19 @@ def muon(
     ``optax.adamw(b1=adam_b1, b2=adam_b2, eps=eps, nesterov=nesterov)`` (NAdamW when
     ``nesterov``, as in optax's Muon):
 
-    =============  ==========================  =====================  ===================
-    group          update                      learning rate          weight decay
-    =============  ==========================  =====================  ===================
-    ``matrix``     Muon                        ``learning_rate``      ``weight_decay``
-    ``ssm``        AdamW (never Muon)          ``ssm_learning_rate``  none
-    ``adamw``      AdamW                       ``adam_learning_rate`` ``adam_weight_decay``
-    ``no_decay``   AdamW                       ``adam_learning_rate`` none
-    =============  ==========================  =====================  ===================
+    ============  ==================  ========================  =======================
+    group         update              learning rate             weight decay
+    ============  ==================  ========================  =======================
+    ``matrix``    Muon                ``learning_rate``         ``weight_decay``
+    ``ssm``       AdamW (never Muon)  ``ssm_learning_rate``     none
+    ``adamw``     AdamW               ``adam_learning_rate``    ``adam_weight_decay``
+    ``no_decay``  AdamW               ``adam_learning_rate``    none
+    ============  ==================  ========================  =======================
 
     Args:
       learning_rate: Muon's learning rate (float or schedule, >= 0).
-      steps, coeffs, beta, nesterov, bias_correction, shape_scaling, rms, normalize,
-        compute_dtype: of :func:`scale_by_msign`.
+      steps, coeffs, beta, nesterov, bias_correction, shape_scaling, rms, normalize, compute_dtype: of
+        :func:`scale_by_msign`.
       weight_decay: decoupled weight decay of the matrices (>= 0).
       adam_learning_rate: AdamW's learning rate (default ``learning_rate``).
       adam_b1, adam_b2, eps: AdamW's moment decays and epsilon.
@@ -234,6 +261,18 @@ def muon(
 
     Returns:
       An ``optax.GradientTransformation`` (an ``optax.multi_transform``).
+
+    Example:
+      >>> import numpy as np, jax, jax.numpy as jnp, optax
+      >>> from ssm.optim import muon
+      >>> rng = np.random.default_rng(0)
+      >>> params = {"w": jnp.asarray(rng.normal(size=(8, 4)), jnp.float32), "b": jnp.zeros(4)}
+      >>> grads = {"w": jnp.asarray(rng.normal(size=(8, 4)), jnp.float32), "b": jnp.ones(4)}
+      >>> tx = muon(0.02)  # w (2-D): Muon; b: AdamW
+      >>> updates, state = tx.update(grads, tx.init(params), params)
+      >>> params = optax.apply_updates(params, updates)
+      >>> jax.tree.map(jnp.shape, params)
+      {'b': (4,), 'w': (8, 4)}
 
     References:
       Jordan, `Muon: An optimizer for hidden layers in neural networks
@@ -309,7 +348,18 @@ def clip_spectral(
       steps, coeffs, form, normalize, compute_dtype: of :func:`ssm.linalg.mclip`.
 
     Returns:
-      An ``optax.GradientTransformation``.
+      An ``optax.GradientTransformation`` (stateless); its updates have the parameters'
+      shapes and dtypes.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp, optax
+      >>> from ssm.optim import clip_spectral
+      >>> w = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(8, 4)), jnp.float32)}
+      >>> tx = optax.chain(optax.sgd(1.0), clip_spectral(1.0))
+      >>> updates, _ = tx.update({"w": -w["w"]}, tx.init(w), w)  # a step to 2 w, then clipped
+      >>> new = optax.apply_updates(w, updates)
+      >>> bool(jnp.all(jnp.linalg.svd(new["w"], compute_uv=False) < 1.01))
+      True
 
     References:
       Su, `Higher-order muP: a more concise but more sophisticated model

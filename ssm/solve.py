@@ -15,15 +15,32 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+__all__ = ["solve", "gauss_jordan"]
+
 
 def solve(A, B):
     """``X`` with ``A X = B``, by Gauss-Jordan elimination with partial pivoting.
 
+    A drop-in for ``jnp.linalg.solve`` (batch axes broadcast); its gradient is that of
+    ``X = A^-1 B`` (``jax.lax.custom_linear_solve``), not of the elimination steps.
+
     Args:
       A: (..., n, n), real or complex, nonsingular.
       B: (..., n, k), or (..., n) for one right-hand side.
+
     Returns:
-      X with ``B``'s shape, in the promoted dtype of ``A`` and ``B``.
+      X with ``B``'s shape (batch axes broadcast with ``A``'s), in the promoted dtype of
+      ``A`` and ``B``.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm.solve import solve
+      >>> rng = np.random.default_rng(0)
+      >>> A = jnp.asarray(rng.normal(size=(2, 4, 4)), jnp.float32)
+      >>> b = jnp.asarray(rng.normal(size=(2, 4)), jnp.float32)
+      >>> x = solve(A, b)
+      >>> x.shape, bool(jnp.allclose(jnp.einsum("bij,bj->bi", A, x), b, atol=1e-4))
+      ((2, 4), True)
     """
     A, B = jnp.asarray(A), jnp.asarray(B)
     if A.ndim < 2 or A.shape[-1] != A.shape[-2]:
@@ -45,8 +62,24 @@ def solve(A, B):
 
 
 def gauss_jordan(A, B):
-    """``A^-1 B`` for A (..., n, n) and B (..., n, k) of one dtype and batch shape:
-    Gauss-Jordan elimination with partial pivoting, one pivot per loop step."""
+    """``A^-1 B`` by Gauss-Jordan elimination with partial pivoting, one pivot per step
+    of a ``fori_loop`` (differentiated as a loop; :func:`solve` is the entry point).
+
+    Args:
+      A: (..., n, n), nonsingular.
+      B: (..., n, k), of ``A``'s dtype and batch shape.
+
+    Returns:
+      (..., n, k) in that dtype.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ssm.solve import gauss_jordan
+      >>> A = jnp.array([[0.0, 2.0], [1.0, 1.0]])  # the first pivot needs a row swap
+      >>> gauss_jordan(A, jnp.array([[2.0], [3.0]]))
+      Array([[2.],
+             [1.]], dtype=float32)
+    """
     n = A.shape[-1]
     M = jnp.concatenate([A, B], -1)
     rows = jnp.arange(n)

@@ -30,6 +30,8 @@ from einops import rearrange, repeat
 
 from ssm.checks import as_arrays, check_positive_int
 
+__all__ = ["segsum", "ssd_chunked", "ssd_step", "ssd_sequential"]
+
 
 def _compute_dtype(*arrays):
     return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
@@ -78,6 +80,20 @@ def segsum(a):
     ``L[i, j] = prod_{j < k <= i} exp(a_k)`` of the paper. Each entry is a masked
     cumulative sum of the terms it contains, never a difference of two prefix sums,
     which would cancel catastrophically once the prefix sums grow large.
+
+    Args:
+      a: (..., T) real log-decays.
+
+    Returns:
+      (..., T, T) in ``a``'s dtype.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ssm.ssd import segsum
+      >>> segsum(jnp.array([1.0, 2.0, 3.0]))
+      Array([[ 0., -inf, -inf],
+             [ 2.,   0., -inf],
+             [ 5.,   3.,   0.]], dtype=float32)
     """
     T = a.shape[-1]
     terms = jnp.broadcast_to(a[..., :, None], a.shape + (T,))  # terms[..., k, j] = a[k]
@@ -109,6 +125,20 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, *, initial_state=None, return_l
       3. states entering each chunk, ``h_c = sum_{c'<c} exp(totals between c' and c) S_c'``
          (plus the decayed initial state), by ``segsum`` over the chunk totals;
       4. ``Y_off[t] = exp(s_t) C_t . h_c``.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm.ssd import ssd_chunked, ssd_sequential, ssd_step
+      >>> rng = np.random.default_rng(0)
+      >>> x = jnp.asarray(rng.normal(size=(2, 16, 2, 4)), jnp.float32)  # (b, l, h, p)
+      >>> dt = jnp.asarray(rng.uniform(0.01, 0.1, size=(2, 16, 2)), jnp.float32)  # (b, l, h)
+      >>> A = jnp.array([-1.0, -4.0])  # (h,)
+      >>> B, C = (jnp.asarray(rng.normal(size=(2, 16, 1, 8)), jnp.float32) for _ in range(2))  # (b, l, g, n)
+      >>> y, h = ssd_chunked(x, dt, A, B, C, chunk_size=4, return_last_state=True)
+      >>> y.shape, h.shape, y.dtype
+      ((2, 16, 2, 4), (2, 2, 4, 8), dtype('float32'))
+      >>> bool(jnp.allclose(y, ssd_sequential(x, dt, A, B, C), atol=1e-5))
+      True
     """
     x, dt, A, B, C, initial_state = _as_arrays(x, dt, A, B, C, initial_state)
     b, length, h, p, g, n = _check(x, dt, A, B, C, initial_state)
@@ -165,6 +195,21 @@ def ssd_step(state, x_t, dt_t, A, B_t, C_t):
       ``(y_t, state)``: (batch, heads, headdim) and the new state, with
       ``state = exp(dt_t A) state + (dt_t x_t) (x) B_t`` and ``y_t = state . C_t``;
       float32 (float64 for float64 inputs).
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm.ssd import ssd_chunked, ssd_sequential, ssd_step
+      >>> rng = np.random.default_rng(0)
+      >>> x = jnp.asarray(rng.normal(size=(2, 16, 2, 4)), jnp.float32)  # (b, l, h, p)
+      >>> dt = jnp.asarray(rng.uniform(0.01, 0.1, size=(2, 16, 2)), jnp.float32)  # (b, l, h)
+      >>> A = jnp.array([-1.0, -4.0])  # (h,)
+      >>> B, C = (jnp.asarray(rng.normal(size=(2, 16, 1, 8)), jnp.float32) for _ in range(2))  # (b, l, g, n)
+      >>> y, h = ssd_chunked(x, dt, A, B, C, chunk_size=4, return_last_state=True)
+      >>> state = jnp.zeros((2, 2, 4, 8))
+      >>> for t in range(16):
+      ...     y_t, state = ssd_step(state, x[:, t], dt[:, t], A, B[:, t], C[:, t])
+      >>> bool(jnp.allclose(y_t, y[:, -1], atol=1e-5)), bool(jnp.allclose(state, h, atol=1e-5))
+      (True, True)
     """
     state, x_t, dt_t, A, B_t, C_t = _as_arrays(state, x_t, dt_t, A, B_t, C_t)
     dtype = _compute_dtype(state, x_t, dt_t, A, B_t, C_t)
@@ -180,6 +225,34 @@ def ssd_sequential(x, dt, A, B, C, *, initial_state=None, return_last_state=Fals
     """The SSD recurrence token by token (``lax.scan`` of :func:`ssd_step`).
 
     Same arguments and results as :func:`ssd_chunked` (without ``chunk_size``).
+
+    Args:
+      x: (batch, length, heads, headdim).
+      dt: (batch, length, heads), already positive.
+      A: (heads,).
+      B, C: (batch, length, groups, N).
+      initial_state: optional (batch, heads, headdim, N).
+      return_last_state: also return the state after the last position.
+
+    Returns:
+      ``y`` (batch, length, heads, headdim), and with ``return_last_state`` the final
+      state (batch, heads, headdim, N); float32 (float64 for float64 inputs).
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm.ssd import ssd_chunked, ssd_sequential, ssd_step
+      >>> rng = np.random.default_rng(0)
+      >>> x = jnp.asarray(rng.normal(size=(2, 16, 2, 4)), jnp.float32)  # (b, l, h, p)
+      >>> dt = jnp.asarray(rng.uniform(0.01, 0.1, size=(2, 16, 2)), jnp.float32)  # (b, l, h)
+      >>> A = jnp.array([-1.0, -4.0])  # (h,)
+      >>> B, C = (jnp.asarray(rng.normal(size=(2, 16, 1, 8)), jnp.float32) for _ in range(2))  # (b, l, g, n)
+      >>> y, h = ssd_sequential(x, dt, A, B, C, return_last_state=True)
+      >>> y.shape, h.shape
+      ((2, 16, 2, 4), (2, 2, 4, 8))
+      >>> y1, h1 = ssd_sequential(x[:, :8], dt[:, :8], A, B[:, :8], C[:, :8], return_last_state=True)
+      >>> y2 = ssd_sequential(x[:, 8:], dt[:, 8:], A, B[:, 8:], C[:, 8:], initial_state=h1)
+      >>> bool(jnp.allclose(jnp.concatenate([y1, y2], 1), y, atol=1e-5))  # state carries across a split
+      True
     """
     x, dt, A, B, C, initial_state = _as_arrays(x, dt, A, B, C, initial_state)
     b, length, h, p, _, n = _check(x, dt, A, B, C, initial_state)

@@ -43,16 +43,22 @@ import jax
 import jax.numpy as jnp
 
 from ssm.checks import as_arrays, check_choice
+from ssm.scan import chunked, recurrence
 from ssm.scan.associative import scan_associative
-from ssm.scan.chunked import CHUNK, scan_in_chunks
+from ssm.scan.chunked import scan_in_chunks
 from ssm.scan.inputs import check_scan_inputs, check_stable, check_step_inputs, compute_dtype, output_dtype
-from ssm.scan.recurrence import SOFTPLUS_THRESHOLD, decay, drive, readout, skip_and_gate, time_step
+from ssm.scan.recurrence import decay, drive, readout, skip_and_gate, time_step
 from ssm.scan.recurrence import exp_float32 as _exp_float32  # noqa: F401  (its tests reach it here)
 from ssm.scan.sequential import scan_sequential
 
 __all__ = ["CHUNK", "METHODS", "SOFTPLUS_THRESHOLD", "resolve_method", "selective_scan",
            "selective_state_update"]
 
+#: Positions per chunk of the ``"chunked"`` method when ``chunk_size`` is None.
+CHUNK: int = chunked.CHUNK
+#: ``softplus(x) = x`` above this (as torch's softplus and Mamba's CUDA kernel).
+SOFTPLUS_THRESHOLD: float = recurrence.SOFTPLUS_THRESHOLD
+#: The ``method`` options of :func:`selective_scan`.
 METHODS: tuple[str, ...] = ("auto", "sequential", "chunked", "associative")
 # What "auto" runs per platform: measured on "cpu"; elsewhere the default, "chunked",
 # unmeasured (see resolve_method).
@@ -70,6 +76,18 @@ def resolve_method(method: str = "auto", platform: str | None = None) -> str:
     choice made without a measurement: the chunked scan keeps training memory at
     O(b l d), where the associative scan needs O(b l d n); a per-step loop may be
     launch-bound there, so measure before relying on it.
+
+    Args:
+      method: one of :data:`METHODS`.
+      platform: ``"cpu"``, ``"gpu"``, ``"tpu"``, ...; None: ``jax.default_backend()``.
+
+    Returns:
+      The method's name: ``"sequential"``, ``"chunked"`` or ``"associative"``.
+
+    Example:
+      >>> from ssm.scan import resolve_method
+      >>> resolve_method("auto", "cpu"), resolve_method("associative")
+      ('chunked', 'associative')
     """
     check_choice("method", method, METHODS)
     if method != "auto":
@@ -107,6 +125,20 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     Returns:
       ``y`` (b, l, d) in u's dtype (float32 for integer u); with ``return_last_state``, ``(y, last_state)``
       with last_state (b, d, n) float32 (float64 for float64 inputs).
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm.scan import selective_scan, selective_state_update
+      >>> rng = np.random.default_rng(0)
+      >>> u, delta = (jnp.asarray(rng.normal(size=(2, 16, 4)), jnp.float32) for _ in range(2))  # (b, l, d)
+      >>> A = -jnp.exp(jnp.asarray(rng.normal(size=(4, 8)), jnp.float32))  # (d, n)
+      >>> B, C = (jnp.asarray(rng.normal(size=(2, 16, 8)), jnp.float32) for _ in range(2))  # (b, l, n)
+      >>> y, h = selective_scan(u, delta, A, B, C, delta_softplus=True, return_last_state=True)
+      >>> y.shape, y.dtype, h.shape
+      ((2, 16, 4), dtype('float32'), (2, 4, 8))
+      >>> y_seq = selective_scan(u, delta, A, B, C, delta_softplus=True, method="sequential")
+      >>> bool(jnp.allclose(y, y_seq, atol=1e-5))  # every method computes the same scan
+      True
     """
     method = resolve_method(method)
     u, delta, A, B, C, D, z, delta_bias, initial_state, reset = as_arrays(
@@ -169,6 +201,22 @@ def selective_state_update(state, u_t, delta_t, A, B_t, C_t, D=None, z_t=None, d
     Returns:
       ``(y_t, new_state)``: y_t (b, d) in u_t's dtype (float32 for integer u_t), new_state (b, d, n) float32
       (float64 for float64 inputs).
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm.scan import selective_scan, selective_state_update
+      >>> rng = np.random.default_rng(0)
+      >>> u, delta = (jnp.asarray(rng.normal(size=(2, 16, 4)), jnp.float32) for _ in range(2))  # (b, l, d)
+      >>> A = -jnp.exp(jnp.asarray(rng.normal(size=(4, 8)), jnp.float32))  # (d, n)
+      >>> B, C = (jnp.asarray(rng.normal(size=(2, 16, 8)), jnp.float32) for _ in range(2))  # (b, l, n)
+      >>> y, h = selective_scan(u, delta, A, B, C, delta_softplus=True, return_last_state=True)
+      >>> state, steps = jnp.zeros((2, 4, 8)), []
+      >>> for t in range(16):
+      ...     y_t, state = selective_state_update(state, u[:, t], delta[:, t], A, B[:, t], C[:, t],
+      ...                                         delta_softplus=True)
+      ...     steps.append(y_t)
+      >>> bool(jnp.allclose(jnp.stack(steps, 1), y, atol=1e-5)), bool(jnp.allclose(state, h, atol=1e-5))
+      (True, True)
     """
     state, u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias = as_arrays(
         state, u_t, delta_t, A, B_t, C_t, D, z_t, delta_bias)
