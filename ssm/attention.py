@@ -130,14 +130,14 @@ def dot_product_attention(q, k, v, *, q_positions, k_positions, key_valid=None, 
       >>> import numpy as np, jax, jax.numpy as jnp
       >>> from ssm.attention import dot_product_attention
       >>> rng = np.random.default_rng(0)
-      >>> q, k, v = (jnp.asarray(rng.normal(size=(2, 16, 2, 4)), jnp.float32) for _ in range(3))
+      >>> q, k, v = (jnp.asarray(rng.normal(size=(2, 16, 2, 2)), jnp.float32) for _ in range(3))  # (b, t, h, k)
       >>> pos = jnp.arange(16)
       >>> out = dot_product_attention(q, k, v, q_positions=pos, k_positions=pos)
-      >>> scores = jnp.einsum("bthk,bshk->bhts", q, k) / 2  # 1/sqrt(4)
+      >>> scores = jnp.einsum("bthk,bshk->bhts", q, k) / jnp.sqrt(2.0)  # 1/sqrt(k)
       >>> scores = jnp.where(pos[:, None] >= pos[None, :], scores, -jnp.inf)  # causal
       >>> naive = jnp.einsum("bhts,bshk->bthk", jax.nn.softmax(scores, -1), v)
       >>> out.shape, bool(jnp.allclose(out, naive, atol=1e-5))
-      ((2, 16, 2, 4), True)
+      ((2, 16, 2, 2), True)
     """
     b, t, h, dk = q.shape
     s = k.shape[1]

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import importlib.util
 
-PACKAGE = "ssm-jax"
+__all__ = ["PACKAGE", "missing", "require"]
+
+PACKAGE = "ssm-jax"  #: The distribution name ``pip install`` knows the package by.
 
 
 def missing(extra: str, *modules: str) -> str | None:
     """None when every module is importable; else the sentence naming the missing ones
-    and the ``pip install`` of ``extra`` that brings them (modules are found, not imported)."""
+    and the ``pip install`` of ``extra`` that brings them (modules are found, not imported).
+
+    Args:
+      extra: the package extra that brings the modules, e.g. ``"train"``.
+      *modules: importable names (``"orbax.checkpoint"``: its top package is looked for).
+
+    Returns:
+      None, or a str such as ``"datasets, which is not installed: pip install 'ssm-jax[train]'"``.
+    """
     absent = [m for m in modules if importlib.util.find_spec(m.split(".")[0]) is None]
     if not absent:
         return None
@@ -24,7 +34,14 @@ def missing(extra: str, *modules: str) -> str | None:
 
 
 def require(extra: str, *modules: str, what: str) -> None:
-    """Raise ModuleNotFoundError for ``what`` (a feature) unless ``modules`` are importable."""
+    """Raise ModuleNotFoundError for ``what`` (a feature) unless ``modules`` are
+    importable; its message is ``"<what> needs <missing(extra, *modules)>"``.
+
+    Args:
+      extra: as :func:`missing`.
+      *modules: as :func:`missing`.
+      what: the feature that needs them, e.g. ``"ssm.train"``.
+    """
     message = missing(extra, *modules)
     if message is not None:
         raise ModuleNotFoundError(f"{what} needs {message}")

@@ -158,7 +158,7 @@ def param_labels(model, override: Callable[[tuple, Any], str | None] | None = No
       >>> from ssm.layers import S4D
       >>> layer = S4D(4, d_state=8, rngs=nnx.Rngs(0))
       >>> labels = param_labels(layer)
-      >>> labels(nnx.state(layer, nnx.Param).to_pure_dict())  # e.g. for optax.multi_transform
+      >>> labels(nnx.to_pure_dict(nnx.state(layer, nnx.Param)))  # e.g. for optax.multi_transform
       {'A_imag': 'ssm', 'B': 'ssm', 'C': 'adamw', 'D': 'adamw', 'log_A_real': 'ssm', 'log_dt': 'ssm'}
     """
     table = group_table(model)

@@ -8,14 +8,14 @@ except where noted below. Notation: ``l`` is the signal length in samples, ``N``
 size (``n`` a basis index), ``theta`` a window or time scale in samples, ``d`` a delay in
 samples, ``...`` optional batch axes.
 
-=======  ==============================  =================  ============================================================
-measure  recurrence per sample           remembers          basis (``r = d / theta``)
-=======  ==============================  =================  ============================================================
-legs     ``c' = (A c + B f) / t``        the whole history  ``sqrt(2n+1) P_n(2s - 1)``, s in [0, 1], oldest to now
-legt     ``c' = (A c + B f) / theta``    last theta samples ``sqrt(2n+1) (-1)^n P_n(2r - 1)``, r < 1
-lagt     ``c' = (A c + B f) / theta``    the whole history  ``L_n(r) exp(-r/2)`` (Laguerre functions)
-fout     ``c' = (A c + B f) / theta``    last theta samples ``1, 0, sqrt2 cos 2 pi r, sqrt2 sin 2 pi r, ...``, r <= 1
-=======  ==============================  =================  ============================================================
+=======  ==============================  ==================  ============================================================
+measure  recurrence per sample           remembers           basis (``r = d / theta``)
+=======  ==============================  ==================  ============================================================
+legs     ``c' = (A c + B f) / t``        the whole history   ``sqrt(2n+1) P_n(2s - 1)``, s in [0, 1], oldest to now
+legt     ``c' = (A c + B f) / theta``    last theta samples  ``sqrt(2n+1) (-1)^n P_n(2r - 1)``, r < 1
+lagt     ``c' = (A c + B f) / theta``    the whole history   ``L_n(r) exp(-r/2)`` (Laguerre functions)
+fout     ``c' = (A c + B f) / theta``    last theta samples  ``1, 0, sqrt2 cos 2 pi r, sqrt2 sin 2 pi r, ...``, r <= 1
+=======  ==============================  ==================  ============================================================
 
 ``A, B`` are ``ssm.hippo.transition``'s, except that LegT and FouT are **doubled** (S4
 halves them; the visualisations do not), so that ``theta`` is exactly the window length.

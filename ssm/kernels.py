@@ -7,13 +7,13 @@ position, ``r`` rank of the low-rank correction. All kernels are real, shape
 (complex128 when an input is float64/complex128 with x64 enabled); kernels come back in
 the matching real dtype.
 
-The examples below share one small diagonal system, H = 2 channels of N/2 = 4 modes::
+The examples use one small diagonal system, H = 4 channels of N/2 = 4 modes, made as::
 
     >>> import numpy as np, jax.numpy as jnp
     >>> from ssm import hippo, kernels
-    >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (2, 4)), jnp.complex64)
-    >>> B = jnp.ones((2, 4), jnp.complex64)
-    >>> dt = jnp.array([0.1, 0.01])
+    >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (4, 4)), jnp.complex64)
+    >>> B = jnp.ones((4, 4), jnp.complex64)
+    >>> dt = jnp.array([0.1, 0.05, 0.02, 0.01])
 
 Memory: the naive kernels materialize (H, N/2, L) tensors (s4#51, annotated-s4
 PR#59). Here the Cauchy sums run over chunks of frequencies under
@@ -105,12 +105,12 @@ def discretize_zoh(Lambda, B, dt):
     Example:
       >>> import numpy as np, jax.numpy as jnp
       >>> from ssm import hippo, kernels
-      >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (2, 4)), jnp.complex64)
-      >>> B = jnp.ones((2, 4), jnp.complex64)
-      >>> dt = jnp.array([0.1, 0.01])
+      >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (4, 4)), jnp.complex64)
+      >>> B = jnp.ones((4, 4), jnp.complex64)
+      >>> dt = jnp.array([0.1, 0.05, 0.02, 0.01])
       >>> Abar, Bbar = kernels.discretize_zoh(Lambda, B, dt)
       >>> Abar.shape, Bbar.dtype
-      ((2, 4), dtype('complex64'))
+      ((4, 4), dtype('complex64'))
       >>> bool(jnp.all(jnp.abs(Abar) < 1))  # Re Lambda < 0: every mode decays
       True
     """
@@ -135,9 +135,9 @@ def discretize_bilinear(Lambda, B, dt):
     Example:
       >>> import numpy as np, jax.numpy as jnp
       >>> from ssm import hippo, kernels
-      >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (2, 4)), jnp.complex64)
-      >>> B = jnp.ones((2, 4), jnp.complex64)
-      >>> dt = jnp.array([0.1, 0.01])
+      >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (4, 4)), jnp.complex64)
+      >>> B = jnp.ones((4, 4), jnp.complex64)
+      >>> dt = jnp.array([0.1, 0.05, 0.02, 0.01])
       >>> Abar, Bbar = kernels.discretize_bilinear(Lambda, B, dt)
       >>> zoh, _ = kernels.discretize_zoh(Lambda, B, dt)
       >>> bool(jnp.allclose(Abar, zoh, atol=0.1))  # the two agree to second order in dt Lambda
@@ -161,9 +161,9 @@ def discretize(Lambda, B, dt, discretization: Discretization = "zoh"):
     Example:
       >>> import numpy as np, jax.numpy as jnp
       >>> from ssm import hippo, kernels
-      >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (2, 4)), jnp.complex64)
-      >>> B = jnp.ones((2, 4), jnp.complex64)
-      >>> dt = jnp.array([0.1, 0.01])
+      >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (4, 4)), jnp.complex64)
+      >>> B = jnp.ones((4, 4), jnp.complex64)
+      >>> dt = jnp.array([0.1, 0.05, 0.02, 0.01])
       >>> Abar, _ = kernels.discretize(Lambda, B, dt, "bilinear")
       >>> bool(jnp.array_equal(Abar, kernels.discretize_bilinear(Lambda, B, dt)[0]))
       True
@@ -190,12 +190,12 @@ def dplr_conjugate_completed(Lambda, P, B, C=None):
     Example:
       >>> import numpy as np, jax.numpy as jnp
       >>> from ssm import hippo, kernels
-      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes, rank 1
-      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (2, 4)), jnp.complex64) for x in (Lambda, B))
-      >>> P, dt = jnp.asarray(P, jnp.complex64), jnp.array([0.1, 0.01])
+      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes; P per channel, rank 1
+      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (4, 4)), jnp.complex64) for x in (Lambda, B))
+      >>> P, dt = jnp.asarray(np.broadcast_to(P, (4, 1, 4)), jnp.complex64), jnp.array([0.1, 0.05, 0.02, 0.01])
       >>> A, B_full = kernels.dplr_conjugate_completed(Lambda, P, B)
       >>> A.shape, B_full.shape
-      ((2, 8, 8), (2, 8))
+      ((4, 8, 8), (4, 8))
     """
     P = _broadcast_P(P, Lambda.shape[0])
     lam = jnp.concatenate([Lambda, Lambda.conj()], -1)
@@ -239,12 +239,12 @@ def discretize_dplr(Lambda, P, B, dt):
     Example:
       >>> import numpy as np, jax.numpy as jnp
       >>> from ssm import hippo, kernels
-      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes, rank 1
-      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (2, 4)), jnp.complex64) for x in (Lambda, B))
-      >>> P, dt = jnp.asarray(P, jnp.complex64), jnp.array([0.1, 0.01])
+      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes; P per channel, rank 1
+      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (4, 4)), jnp.complex64) for x in (Lambda, B))
+      >>> P, dt = jnp.asarray(np.broadcast_to(P, (4, 1, 4)), jnp.complex64), jnp.array([0.1, 0.05, 0.02, 0.01])
       >>> Abar, Bbar = kernels.discretize_dplr(Lambda, P, B, dt)
       >>> Abar.shape, Bbar.shape
-      ((2, 8, 8), (2, 8))
+      ((4, 8, 8), (4, 8))
       >>> bool(jnp.all(jnp.abs(jnp.linalg.eigvals(Abar)) < 1))  # stable: |eigenvalues| < 1
       True
     """
@@ -287,13 +287,13 @@ def truncate_output(Lambda, P, B, C, dt, length: int):
     Example:
       >>> import numpy as np, jax.numpy as jnp
       >>> from ssm import hippo, kernels
-      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes, rank 1
-      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (2, 4)), jnp.complex64) for x in (Lambda, B))
-      >>> P, dt = jnp.asarray(P, jnp.complex64), jnp.array([0.1, 0.01])
-      >>> C = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4)), jnp.complex64)
+      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes; P per channel, rank 1
+      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (4, 4)), jnp.complex64) for x in (Lambda, B))
+      >>> P, dt = jnp.asarray(np.broadcast_to(P, (4, 1, 4)), jnp.complex64), jnp.array([0.1, 0.05, 0.02, 0.01])
+      >>> C = jnp.asarray(np.random.default_rng(0).normal(size=(4, 4)), jnp.complex64)
       >>> C_tilde = kernels.truncate_output(Lambda, P, B, C, dt, 16)
       >>> C_tilde.shape
-      (2, 4)
+      (4, 4)
       >>> bool(jnp.allclose(kernels.untruncate_output(Lambda, P, B, C_tilde, dt, 16), C, atol=1e-4))
       True
     """
@@ -318,10 +318,10 @@ def untruncate_output(Lambda, P, B, C_tilde, dt, length: int):
     Example:
       >>> import numpy as np, jax.numpy as jnp
       >>> from ssm import hippo, kernels
-      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes, rank 1
-      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (2, 4)), jnp.complex64) for x in (Lambda, B))
-      >>> P, dt = jnp.asarray(P, jnp.complex64), jnp.array([0.1, 0.01])
-      >>> C_tilde = jnp.ones((2, 4), jnp.complex64)
+      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes; P per channel, rank 1
+      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (4, 4)), jnp.complex64) for x in (Lambda, B))
+      >>> P, dt = jnp.asarray(np.broadcast_to(P, (4, 1, 4)), jnp.complex64), jnp.array([0.1, 0.05, 0.02, 0.01])
+      >>> C_tilde = jnp.ones((4, 4), jnp.complex64)
       >>> C = kernels.untruncate_output(Lambda, P, B, C_tilde, dt, 16)
       >>> bool(jnp.allclose(kernels.truncate_output(Lambda, P, B, C, dt, 16), C_tilde, atol=1e-4))
       True
@@ -381,16 +381,16 @@ def vandermonde_kernel(log_Abar, W, length: int, *, negate=None):
     Example:
       >>> import numpy as np, jax.numpy as jnp
       >>> from ssm import hippo, kernels
-      >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (2, 4)), jnp.complex64)
-      >>> B = jnp.ones((2, 4), jnp.complex64)
-      >>> dt = jnp.array([0.1, 0.01])
+      >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (4, 4)), jnp.complex64)
+      >>> B = jnp.ones((4, 4), jnp.complex64)
+      >>> dt = jnp.array([0.1, 0.05, 0.02, 0.01])
       >>> rng = np.random.default_rng(0)
-      >>> C = jnp.asarray(rng.normal(size=(2, 4)) + 1j * rng.normal(size=(2, 4)), jnp.complex64)
+      >>> C = jnp.asarray(rng.normal(size=(4, 4)) + 1j * rng.normal(size=(4, 4)), jnp.complex64)
       >>> Abar, Bbar = kernels.discretize_zoh(Lambda, B, dt)
       >>> K = kernels.vandermonde_kernel(dt[:, None] * Lambda, C * Bbar, 16)  # log Abar = dt Lambda
       >>> naive = 2 * jnp.einsum("hn,hnl->hl", C * Bbar, Abar[..., None] ** jnp.arange(16)).real
       >>> K.shape, bool(jnp.allclose(K, naive, atol=1e-5))
-      ((2, 16), True)
+      ((4, 16), True)
     """
     length = _check_length(length)
     T = max(1, math.isqrt(length - 1) + 1)  # ceil(sqrt(L))
@@ -435,14 +435,14 @@ def diagonal_kernel(Lambda, B, C, dt, length: int, discretization: Discretizatio
     Example:
       >>> import numpy as np, jax.numpy as jnp
       >>> from ssm import hippo, kernels
-      >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (2, 4)), jnp.complex64)
-      >>> B = jnp.ones((2, 4), jnp.complex64)
-      >>> dt = jnp.array([0.1, 0.01])
+      >>> Lambda = jnp.asarray(np.broadcast_to(hippo.s4d_init("lin", 8)[0], (4, 4)), jnp.complex64)
+      >>> B = jnp.ones((4, 4), jnp.complex64)
+      >>> dt = jnp.array([0.1, 0.05, 0.02, 0.01])
       >>> rng = np.random.default_rng(0)
-      >>> C = jnp.asarray(rng.normal(size=(2, 4)) + 1j * rng.normal(size=(2, 4)), jnp.complex64)
+      >>> C = jnp.asarray(rng.normal(size=(4, 4)) + 1j * rng.normal(size=(4, 4)), jnp.complex64)
       >>> K = kernels.diagonal_kernel(Lambda, B, C, dt, 16)
       >>> K.shape, K.dtype
-      ((2, 16), dtype('float32'))
+      ((4, 16), dtype('float32'))
       >>> Abar, Bbar = kernels.discretize_zoh(Lambda, B, dt)
       >>> naive = 2 * jnp.einsum("hn,hnl->hl", C * Bbar, Abar[..., None] ** jnp.arange(16)).real
       >>> bool(jnp.allclose(K, naive, atol=1e-5))
@@ -503,13 +503,13 @@ def cauchy_woodbury(Lambda, P, B, C_tilde, dt, length: int, *, chunk: int = CHUN
     Example:
       >>> import numpy as np, jax.numpy as jnp
       >>> from ssm import hippo, kernels
-      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes, rank 1
-      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (2, 4)), jnp.complex64) for x in (Lambda, B))
-      >>> P, dt = jnp.asarray(P, jnp.complex64), jnp.array([0.1, 0.01])
-      >>> C_tilde = jnp.ones((2, 4), jnp.complex64)
+      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes; P per channel, rank 1
+      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (4, 4)), jnp.complex64) for x in (Lambda, B))
+      >>> P, dt = jnp.asarray(np.broadcast_to(P, (4, 1, 4)), jnp.complex64), jnp.array([0.1, 0.05, 0.02, 0.01])
+      >>> C_tilde = jnp.ones((4, 4), jnp.complex64)
       >>> spectrum = kernels.cauchy_woodbury(Lambda, P, B, C_tilde, dt, 16)
       >>> spectrum.shape
-      (2, 9)
+      (4, 9)
       >>> K = kernels.dplr_kernel(Lambda, P, B, C_tilde, dt, 16, c_tilde=True)
       >>> bool(jnp.allclose(jnp.fft.irfft(spectrum, n=16), K, atol=1e-6))
       True
@@ -573,11 +573,11 @@ def dplr_kernel(Lambda, P, B, C, dt, length: int, *, c_tilde: bool = False, chun
     Example:
       >>> import numpy as np, jax.numpy as jnp
       >>> from ssm import hippo, kernels
-      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes, rank 1
-      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (2, 4)), jnp.complex64) for x in (Lambda, B))
-      >>> P, dt = jnp.asarray(P, jnp.complex64), jnp.array([0.1, 0.01])
+      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes; P per channel, rank 1
+      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (4, 4)), jnp.complex64) for x in (Lambda, B))
+      >>> P, dt = jnp.asarray(np.broadcast_to(P, (4, 1, 4)), jnp.complex64), jnp.array([0.1, 0.05, 0.02, 0.01])
       >>> rng = np.random.default_rng(0)
-      >>> C = jnp.asarray(rng.normal(size=(2, 4)) + 1j * rng.normal(size=(2, 4)), jnp.complex64)
+      >>> C = jnp.asarray(rng.normal(size=(4, 4)) + 1j * rng.normal(size=(4, 4)), jnp.complex64)
       >>> K = kernels.dplr_kernel(Lambda, P, B, C, dt, 16)
       >>> Abar, Bbar = kernels.discretize_dplr(Lambda, P, B, dt)  # dense: K[l] = C Abar^l Bbar
       >>> C_full = jnp.concatenate([C, C.conj()], -1)
@@ -586,7 +586,7 @@ def dplr_kernel(Lambda, P, B, C, dt, length: int, *, c_tilde: bool = False, chun
       ...     naive.append(jnp.einsum("hn,hn->h", C_full, x).real)
       ...     x = jnp.einsum("hmn,hn->hm", Abar, x)
       >>> K.shape, bool(jnp.allclose(K, jnp.stack(naive, -1), atol=1e-4))
-      ((2, 16), True)
+      ((4, 16), True)
     """
     H = _check_channels(Lambda=Lambda, B=B, C=C)
     _check_dt(dt, H)

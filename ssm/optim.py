@@ -34,11 +34,9 @@ SHAPE_SCALINGS = ("sqrt_ratio", "rms_match", None)  #: The ``shape_scaling`` opt
 
 
 class ScaleByMsignState(NamedTuple):
-    """State of :func:`scale_by_msign`: the step count and the momentum ``m``.
-
-    Attributes:
-      count: () int32, the updates taken so far.
-      mu: the momentum, a tree with the parameters' structure, shapes and dtypes.
+    """State of :func:`scale_by_msign`: the step count ``count`` (() int32, the updates
+    taken so far) and the momentum ``mu`` (a tree with the parameters' structure, shapes
+    and dtypes).
 
     Example:
       >>> import jax.numpy as jnp

@@ -5,7 +5,7 @@ Notation: ``b`` batch, ``l`` length, ``d`` dim (channels), ``n`` state size,
 
 Semantics are those of ``selective_scan_ref`` in state-spaces/mamba
 (``mamba_ssm/ops/selective_scan_interface.py``), channel-last. Per channel c,
-state index i and position t, all in float32 (or float64 if an input is float64):
+state index i and position t, all in float32 (or float64 if an input is float64)::
 
     delta_t  <- softplus(delta_t + delta_bias)      (softplus optional)
     dA_t     =  exp(delta_t[c] A[c, i])             (zero-order hold of A)
@@ -130,12 +130,12 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
       >>> import numpy as np, jax.numpy as jnp
       >>> from ssm.scan import selective_scan, selective_state_update
       >>> rng = np.random.default_rng(0)
-      >>> u, delta = (jnp.asarray(rng.normal(size=(2, 16, 4)), jnp.float32) for _ in range(2))  # (b, l, d)
-      >>> A = -jnp.exp(jnp.asarray(rng.normal(size=(4, 8)), jnp.float32))  # (d, n)
+      >>> u, delta = (jnp.asarray(rng.normal(size=(2, 16, 8)), jnp.float32) for _ in range(2))  # (b, l, d)
+      >>> A = -jnp.exp(jnp.asarray(rng.normal(size=(8, 8)), jnp.float32))  # (d, n)
       >>> B, C = (jnp.asarray(rng.normal(size=(2, 16, 8)), jnp.float32) for _ in range(2))  # (b, l, n)
       >>> y, h = selective_scan(u, delta, A, B, C, delta_softplus=True, return_last_state=True)
       >>> y.shape, y.dtype, h.shape
-      ((2, 16, 4), dtype('float32'), (2, 4, 8))
+      ((2, 16, 8), dtype('float32'), (2, 8, 8))
       >>> y_seq = selective_scan(u, delta, A, B, C, delta_softplus=True, method="sequential")
       >>> bool(jnp.allclose(y, y_seq, atol=1e-5))  # every method computes the same scan
       True
@@ -206,11 +206,11 @@ def selective_state_update(state, u_t, delta_t, A, B_t, C_t, D=None, z_t=None, d
       >>> import numpy as np, jax.numpy as jnp
       >>> from ssm.scan import selective_scan, selective_state_update
       >>> rng = np.random.default_rng(0)
-      >>> u, delta = (jnp.asarray(rng.normal(size=(2, 16, 4)), jnp.float32) for _ in range(2))  # (b, l, d)
-      >>> A = -jnp.exp(jnp.asarray(rng.normal(size=(4, 8)), jnp.float32))  # (d, n)
+      >>> u, delta = (jnp.asarray(rng.normal(size=(2, 16, 8)), jnp.float32) for _ in range(2))  # (b, l, d)
+      >>> A = -jnp.exp(jnp.asarray(rng.normal(size=(8, 8)), jnp.float32))  # (d, n)
       >>> B, C = (jnp.asarray(rng.normal(size=(2, 16, 8)), jnp.float32) for _ in range(2))  # (b, l, n)
       >>> y, h = selective_scan(u, delta, A, B, C, delta_softplus=True, return_last_state=True)
-      >>> state, steps = jnp.zeros((2, 4, 8)), []
+      >>> state, steps = jnp.zeros((2, 8, 8)), []
       >>> for t in range(16):
       ...     y_t, state = selective_state_update(state, u[:, t], delta[:, t], A, B[:, t], C[:, t],
       ...                                         delta_softplus=True)
