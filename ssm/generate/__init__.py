@@ -21,11 +21,34 @@ from flax import nnx
 
 from ssm.checks import check_positive_int
 
+__all__ = ["generate", "decoder", "filter_logits", "next_token"]
+
 
 def filter_logits(logits, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None):
-    """``logits`` (batch, vocab) scaled by 1/``temperature``, with every token outside
-    the ``top_k`` largest and outside the nucleus of mass ``top_p`` set to -inf (the
-    most likely token always stays)."""
+    """``logits`` scaled by 1/``temperature``, with every token outside the ``top_k``
+    largest and outside the nucleus of mass ``top_p`` set to -inf (the most likely token
+    always stays): top-k sampling (Fan et al., 2018) and nucleus sampling (Holtzman et
+    al., 2020, "The Curious Case of Neural Text Degeneration").
+
+    Args:
+      logits: (batch, vocab), any float dtype.
+      temperature: > 0.
+      top_k: keep the k largest (None: all).
+      top_p: keep the smallest set of most likely tokens whose probability reaches
+        ``top_p`` (None or 1.0: all).
+
+    Returns:
+      (batch, vocab) float32.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ssm.generate import filter_logits
+      >>> filter_logits(jnp.array([[1.0, 3.0, 2.0]]), top_k=2)
+      Array([[-inf,   3.,   2.]], dtype=float32)
+      >>> probs = jnp.array([[0.5, 0.3, 0.15, 0.05]])
+      >>> jnp.isfinite(filter_logits(jnp.log(probs), top_p=0.7))  # 0.5 + 0.3 reach 0.7
+      Array([[ True,  True, False, False]], dtype=bool)
+    """
     logits = logits.astype(jnp.float32) / temperature
     if top_k is not None:
         kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
@@ -42,7 +65,26 @@ def filter_logits(logits, temperature: float = 1.0, top_k: int | None = None, to
 
 
 def next_token(logits, key, temperature: float, top_k: int | None, top_p: float | None):
-    """(batch, vocab) logits -> (batch,) int32 ids: argmax when ``key`` is None, else a draw."""
+    """The next token of every row: argmax when ``key`` is None, else a draw from the
+    :func:`filter_logits` distribution.
+
+    Args:
+      logits: (batch, vocab).
+      key: a ``jax.random`` key, or None (greedy).
+      temperature, top_k, top_p: as :func:`filter_logits` (used only with a key).
+
+    Returns:
+      (batch,) int32 ids.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from ssm.generate import next_token
+      >>> logits = jnp.array([[1.0, 3.0, 2.0], [5.0, 0.0, 0.0]])
+      >>> next_token(logits, None, 1.0, None, None)
+      Array([1, 0], dtype=int32)
+      >>> next_token(logits, jax.random.key(0), 1.0, 1, None)  # top_k=1: the draw is the argmax
+      Array([1, 0], dtype=int32)
+    """
     if key is None:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     return jax.random.categorical(key, filter_logits(logits, temperature, top_k, top_p)).astype(jnp.int32)
@@ -78,6 +120,18 @@ def generate(model, prompt, max_new_tokens: int, *, key=None, temperature: float
 
     Returns:
       (batch, length + max_new_tokens) int32: the prompt, then the new tokens.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from ssm.generate import generate
+      >>> from ssm.layers import SequenceModel
+      >>> model = SequenceModel(d_model=4, n_layers=2, d_output=10, vocab_size=10, layer="s4d",
+      ...                       layer_kwargs=dict(d_state=8), rngs=nnx.Rngs(0))
+      >>> prompt = jnp.array([[1, 2, 3, 4]])  # (batch, length) token ids
+      >>> tokens = generate(model, prompt, 8)  # greedy; sampling: key=jax.random.key(0), temperature=0.8, ...
+      >>> tokens.shape, tokens.dtype, bool((tokens[:, :4] == prompt).all())
+      ((1, 12), dtype('int32'), True)
     """
     prompt, graphdef, state, static = _arguments(model, prompt, max_new_tokens, temperature, top_k, top_p, eos_id)
     keys = None if key is None else jax.random.split(key, max_new_tokens)
@@ -89,7 +143,30 @@ def decoder(model, prompt, max_new_tokens: int, *, sample: bool = False, tempera
             top_k: int | None = None, top_p: float | None = None, eos_id: int | None = None):
     """:func:`generate` compiled ahead of time for prompts of ``prompt``'s shape:
     ``run(prompt, key) -> tokens`` (``key`` None unless ``sample``). For timing the
-    decode apart from its compilation (``ssm-generate`` prints both)."""
+    decode apart from its compilation (``ssm-generate`` prints both).
+
+    Args:
+      model, prompt, max_new_tokens, temperature, top_k, top_p, eos_id: as
+        :func:`generate`; ``prompt`` gives the shape compiled for.
+      sample: compile the sampling decoder (``run`` then needs a key) instead of the
+        greedy one.
+
+    Returns:
+      ``run(prompt, key=None) -> (batch, length + max_new_tokens) int32``, for prompts
+      of the compiled shape.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from ssm.generate import decoder, generate
+      >>> from ssm.layers import SequenceModel
+      >>> model = SequenceModel(d_model=4, n_layers=2, d_output=10, vocab_size=10, layer="s4d",
+      ...                       layer_kwargs=dict(d_state=8), rngs=nnx.Rngs(0))
+      >>> prompt = jnp.array([[1, 2, 3, 4]])  # (batch, length) token ids
+      >>> run = decoder(model, prompt, 8)  # compiled here, once
+      >>> bool((run(prompt) == generate(model, prompt, 8)).all())
+      True
+    """
     prompt, graphdef, state, static = _arguments(model, prompt, max_new_tokens, temperature, top_k, top_p, eos_id)
     keys = jax.random.split(jax.random.key(0), max_new_tokens) if sample else None
     compiled = _decode.lower(graphdef, state, prompt, keys, temperature=float(temperature), **static).compile()

@@ -9,8 +9,9 @@ Causal layers also offer ``init_state``, ``step`` and ``prefill`` for recurrent
 inference, which keep the batch axis.
 """
 
+from ssm.layers import backbone
 from ssm.layers.attention import Attention
-from ssm.layers.backbone import LAYERS, SequenceModel
+from ssm.layers.backbone import SequenceModel
 from ssm.layers.block import ResidualBlock
 from ssm.layers.conv1d import CausalConv1d
 from ssm.layers.mamba import Mamba
@@ -26,3 +27,7 @@ from ssm.layers.s4d import S4D
 __all__ = ["LAYERS", "Attention", "CausalConv1d", "ExplicitFilter", "GatedMLP", "HyenaFilter",
            "LSTM", "Mamba", "Mamba2", "MonarchLinear", "MonarchMixer", "ResidualBlock", "S4", "S4D",
            "SequenceModel", "from_linear"]
+
+#: The sequence layers a config can name (``model.layer``), a dict from names (``"s4d"``,
+#: ``"m2"``, ...) to classes; each is built as ``cls(d_model, **layer_kwargs, rngs=...)``.
+LAYERS = backbone.LAYERS

@@ -28,13 +28,26 @@ class Attention(nnx.Module):
     ones filled so far (cost O(max_len) per token, where an SSM's step is O(1)).
 
     Args:
-      d_model: width d. n_heads: heads (must divide d; the head width must be even).
+      d_model: width d.
+      n_heads: heads (must divide d; the head width must be even).
       bidirectional: attend to the whole sequence (classification); no recurrence.
       rope_base: RoPE's base wavelength.
       use_bias: biases in the projections (off, as in most current models).
 
     Parameters: ``qkv.kernel`` (d, 3d), ``out.kernel`` (d, d): group ``matrix``;
     biases ``no_decay``.
+
+    Vaswani et al. (2017), "Attention Is All You Need"; RoPE: Su et al. (2021), RoFormer.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 4)), jnp.float32)  # (batch, length, d_model)
+      >>> from ssm.layers import Attention
+      >>> layer = Attention(4, n_heads=2, rngs=nnx.Rngs(0))
+      >>> y = layer(x)
+      >>> y.shape, y.dtype
+      ((2, 16, 4), dtype('float32'))
     """
 
     def __init__(
@@ -87,12 +100,18 @@ class Attention(nnx.Module):
 
     @accepts_unbatched()
     def __call__(self, x, mask=None):
-        """``x`` (batch, length, d_model) -> (batch, length, d_model), or one example
-        (length, d_model) -> (length, d_model).
+        """Self-attention over the whole sequence (causal unless bidirectional).
 
-        ``mask`` (batch, length) (or (length,)) marks real tokens: padded keys are never attended to
-        and padded outputs are zero. Positions count from the first column; scores
-        depend only on distances, so left padding shifts nothing.
+        ``mask`` marks real tokens: padded keys are never attended to and padded
+        outputs are zero. Positions count from the first column; scores depend only on
+        distances, so left padding shifts nothing.
+
+        Args:
+          x: (batch, length, d_model), or one example (length, d_model).
+          mask: (batch, length) (or (length,)) bool, or None.
+
+        Returns:
+          ``x``'s shape, in ``dtype`` (default: ``x``'s float dtype).
         """
         return self._forward(x, mask)[0]
 
@@ -106,8 +125,16 @@ class Attention(nnx.Module):
         return jnp.promote_types(self.dtype or self.qkv.kernel[...].dtype, jnp.float32)
 
     def init_state(self, batch_size: int, max_len: int | None = None):
-        """An empty KV cache for ``max_len`` positions: ``{"k", "v": (batch, max_len,
-        n_heads, head_dim), "pos": () int32}`` (the number of positions filled)."""
+        """An empty KV cache.
+
+        Args:
+          batch_size: sequences in the batch.
+          max_len: positions the cache holds (prompt plus generated tokens); required.
+
+        Returns:
+          ``{"k", "v": (batch, max_len, n_heads, head_dim), "pos": () int32}`` (the
+          number of positions filled); k and v float32 at least.
+        """
         self._check_causal()
         check_positive_int("batch_size", batch_size)
         if max_len is None:
@@ -119,10 +146,17 @@ class Attention(nnx.Module):
         return {"k": zeros, "v": zeros, "pos": jnp.zeros((), jnp.int32)}
 
     def step(self, x_t, state):
-        """One token: ``x_t`` (batch, d_model) -> ``(y_t, state)``, equal to
-        ``layer(x)[:, t]``; attends over the cached positions and itself. The batch
-        axis is required, as the cache's (its ``pos`` is shared by the batch): one
-        example is a batch of one."""
+        """One token: attends over the cached positions and itself.
+
+        Args:
+          x_t: (batch, d_model); the batch axis is required, as the cache's (its
+            ``pos`` is shared by the batch): one example is a batch of one.
+          state: the KV cache of :meth:`init_state` or :meth:`prefill`, not full.
+
+        Returns:
+          ``(y_t, state)``: y_t (batch, d_model), equal to ``layer(x)[:, t]``, and the
+          cache with this position added.
+        """
         self._check_causal()
         x_t = check_token(x_t, self.d_model)
         pos, max_len = state["pos"], state["k"].shape[1]
@@ -138,10 +172,16 @@ class Attention(nnx.Module):
         return self._merge(y, x.dtype)[:, 0], {**cache, "pos": pos + 1}
 
     def prefill(self, x, max_len: int | None = None):
-        """A prompt ``x`` (batch, length, d_model) -> ``(y, state)``: the outputs of
-        ``layer(x)`` and a KV cache of ``max_len`` positions (default: the prompt's
-        length) holding the prompt, ready for :meth:`step`. The batch axis is
-        required, as in :meth:`step`."""
+        """Run a prompt and cache its keys and values.
+
+        Args:
+          x: (batch, length, d_model); the batch axis is required, as in :meth:`step`.
+          max_len: positions of the cache, >= length (default: the prompt's length).
+
+        Returns:
+          ``(y, state)``: the outputs (batch, length, d_model) of ``layer(x)`` and a KV
+          cache holding the prompt, ready for :meth:`step`.
+        """
         self._check_causal()
         y, k, v = self._forward(x, None)
         length = x.shape[1]

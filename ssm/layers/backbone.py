@@ -22,7 +22,7 @@ from ssm.layers.s4 import S4
 from ssm.layers.s4d import S4D
 from ssm.layers.unbatched import accepts_unbatched, check_batched
 
-# Sequence layers a config can name. Each is built as cls(d_model, **layer_kwargs, rngs=...).
+#: Sequence layers a config can name. Each is built as ``cls(d_model, **layer_kwargs, rngs=...)``.
 LAYERS: dict[str, type[nnx.Module]] = {"s4": S4, "s4d": S4D, "mamba": Mamba, "mamba2": Mamba2, "m2": MonarchMixer,
                                        "attention": Attention, "lstm": LSTM}
 MLPS: tuple[str | None, ...] = (None, *LINEARS)
@@ -50,17 +50,20 @@ class SequenceModel(nnx.Module):
     axis, (length,) ids or (length, d_input), gives the output without it.
 
     Args:
-      d_model, n_layers, d_output: widths and depth.
-      vocab_size / d_input: exactly one of them.
-      layer: a name in :data:`LAYERS`; layer_kwargs: its options. A layer that
-        takes ``out_init_scale`` (Mamba, Mamba-2) gets 1/sqrt(n_layers) unless
-        given: the reference LM's rescaling of each residual branch's output
-        projection.
+      d_model: width of the residual stream.
+      n_layers: residual blocks.
+      d_output: outputs per position (or per sequence when pooled).
+      vocab_size: token inputs: ids in [0, vocab_size); give it or ``d_input``.
+      d_input: feature inputs of this width; give it or ``vocab_size``.
+      layer: a name in :data:`LAYERS`.
+      layer_kwargs: its options. A layer that takes ``out_init_scale`` (Mamba, Mamba-2)
+        gets 1/sqrt(n_layers) unless given: the reference LM's rescaling of each
+        residual branch's output projection.
       norm, prenorm, activation, post, dropout: of each :class:`ResidualBlock`
         (a Mamba LM: ``norm="rms", post=None``).
       mlp: None, or a :class:`GatedMLP` sublayer in every block with ``"dense"`` or
-        ``"monarch"`` projections (M2: ``layer="m2", post=None, mlp="monarch"``);
-        mlp_expand: its hidden width in multiples of d_model.
+        ``"monarch"`` projections (M2: ``layer="m2", post=None, mlp="monarch"``).
+      mlp_expand: its hidden width in multiples of d_model.
       pool: ``None``, ``"mean"`` or ``"last"``.
       tie_embeddings: the head is the transposed embedding (token inputs and
         ``d_output == vocab_size`` only), as in the Mamba LM.
@@ -71,6 +74,17 @@ class SequenceModel(nnx.Module):
         float32 when activations are bf16 (mamba_ssm's and Hugging Face's option).
 
     Parameter groups: the embedding and the head are ``adamw`` (never Muon).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from ssm.layers import SequenceModel
+      >>> model = SequenceModel(d_model=4, n_layers=2, d_output=10, vocab_size=10, layer="s4d",
+      ...                       layer_kwargs=dict(d_state=8), rngs=nnx.Rngs(0))
+      >>> ids = jnp.arange(32).reshape(2, 16) % 10  # (batch, length) token ids
+      >>> logits = model(ids)
+      >>> logits.shape, logits.dtype
+      ((2, 16, 10), dtype('float32'))
     """
 
     def __init__(
@@ -145,11 +159,16 @@ class SequenceModel(nnx.Module):
 
     @accepts_unbatched(example_dims)
     def __call__(self, x, mask=None):
-        """``x`` (batch, length) ids or (batch, length, d_input); ``mask`` (batch, length).
+        """The model on a batch (or one example).
 
-        Returns (batch, length, d_output), or (batch, d_output) when pooled; float32 at
-        least. One example, ``x`` (length,) ids or (length, d_input) and ``mask``
-        (length,), returns (length, d_output) or (d_output,).
+        Args:
+          x: (batch, length) int ids, or (batch, length, d_input) features; one
+            example: (length,) ids or (length, d_input).
+          mask: (batch, length) (or (length,)) bool marking real tokens, or None.
+
+        Returns:
+          (batch, length, d_output), or (batch, d_output) when pooled; float32 at
+          least. One example gives (length, d_output) or (d_output,).
         """
         h = self.encoder(x)
         for block in self.blocks:
@@ -168,16 +187,22 @@ class SequenceModel(nnx.Module):
             raise ValueError(f"pool={self.pool!r}: a pooled model has no per-step output; use pool=None")
 
     def init_state(self, batch_size: int, max_len: int | None = None):
-        """One state per block; ``max_len``: the longest sequence (prompt plus
-        generated tokens) a KV cache must hold, needed by attention layers only."""
+        """One state per block (a list), for ``batch_size`` sequences; ``max_len``: the
+        longest sequence (prompt plus generated tokens) a KV cache must hold, needed by
+        attention layers only. ``pool=None`` only."""
         self._check_recurrent()
         return [block.init_state(batch_size, max_len) for block in self.blocks]
 
     def step(self, x_t, state):
-        """``x_t`` (batch,) ids or (batch, d_input) -> ``(logits (batch, d_output), state)``.
+        """One position through every block.
 
-        The batch axis is required, as the state's (see :meth:`init_state`): one
-        example is a batch of one.
+        Args:
+          x_t: (batch,) int ids or (batch, d_input); the batch axis is required, as the
+            state's (see :meth:`init_state`): one example is a batch of one.
+          state: as :meth:`init_state` or :meth:`prefill` makes it.
+
+        Returns:
+          ``(logits, state)``: logits (batch, d_output), float32 at least.
         """
         self._check_recurrent()
         check_batched("x_t", x_t, ("batch", *example_dims(self)[1:]))
@@ -189,9 +214,10 @@ class SequenceModel(nnx.Module):
         return self._logits(h), new_state
 
     def prefill(self, x, max_len: int | None = None):
-        """Run a prompt: ``x`` as in ``__call__`` -> ``(logits (batch, length, d_output), state)``;
-        ``max_len`` as :meth:`init_state` (attention: default the prompt's length). The
-        batch axis is required, as in :meth:`step`."""
+        """Run a prompt: ``x`` (batch, length) ids or (batch, length, d_input) ->
+        ``(logits (batch, length, d_output), state)``, float32 logits at least; ``max_len``
+        as :meth:`init_state` (attention: default the prompt's length). The batch axis
+        is required, as in :meth:`step`."""
         self._check_recurrent()
         check_batched("x", x, ("batch", *example_dims(self)))
         h = self.encoder(x)

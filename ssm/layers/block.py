@@ -47,15 +47,27 @@ class ResidualBlock(nnx.Module):
       d_model: width d.
       mixer: a sequence layer ``(batch, length, d) -> (batch, length, d)`` taking
         ``mask=``; its ``init_state``/``step``/``prefill`` serve the block's own.
-      norm: ``"layer"`` or ``"rms"``. prenorm: normalize before the mixer.
-      activation: one of :data:`ACTIVATIONS`. dropout: rate after the activation
-        and after the projection.
+      norm: ``"layer"`` or ``"rms"``.
+      prenorm: normalize before the mixer.
+      activation: one of :data:`ACTIVATIONS`.
+      post: ``"glu"``, ``"linear"`` or None (above).
+      dropout: rate after the activation and after the projection.
       mlp: a position-wise module (d -> d), e.g. :class:`~ssm.layers.GatedMLP`, or None.
       norm_eps: epsilon of the norms (Flax's 1e-6; Mamba's references 1e-5).
       residual_in_fp32: the stream ``x`` this block adds to is float32 at least, and
         so is its output, whatever the activations' dtype (mamba_ssm's ``Block``,
         Hugging Face's ``residual_in_fp32``); the norm still hands the mixer
         ``dtype`` activations.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 4)), jnp.float32)  # (batch, length, d_model)
+      >>> from ssm.layers import ResidualBlock, S4D
+      >>> rngs = nnx.Rngs(0)
+      >>> block = ResidualBlock(4, S4D(4, d_state=8, rngs=rngs), rngs=rngs)
+      >>> block(x).shape
+      (2, 16, 4)
     """
 
     def __init__(
@@ -115,7 +127,15 @@ class ResidualBlock(nnx.Module):
         return self._residual(x, h, self.norm2)
 
     def __call__(self, x, mask=None):
-        """``x`` (batch, length, d) -> (batch, length, d); ``mask`` (batch, length)."""
+        """The block on a sequence.
+
+        Args:
+          x: (batch, length, d).
+          mask: (batch, length) bool marking real tokens, or None; handed to the mixer.
+
+        Returns:
+          (batch, length, d) (float32 at least with ``residual_in_fp32``).
+        """
         h = self.mixer(self.norm(x) if self.prenorm else x, mask=mask)
         return self._mlp(self._residual(x, self._post(h), self.norm))
 
@@ -126,15 +146,18 @@ class ResidualBlock(nnx.Module):
         return {"max_len": max_len} if takes and max_len is not None else {}
 
     def init_state(self, batch_size: int, max_len: int | None = None):
-        """The mixer's state; ``max_len``: positions a KV cache must hold (attention)."""
+        """The mixer's :meth:`init_state` for ``batch_size`` sequences; ``max_len``:
+        positions a KV cache must hold (attention; SSM mixers ignore it)."""
         return self.mixer.init_state(batch_size, **self._max_len("init_state", max_len))
 
     def step(self, x_t, state):
-        """``x_t`` (batch, d) -> ``(y_t, state)``."""
+        """One position through the mixer's ``step``: ``x_t`` (batch, d) and the state ->
+        ``(y_t (batch, d), state)``."""
         h, state = self.mixer.step(self.norm(x_t) if self.prenorm else x_t, state)
         return self._mlp(self._residual(x_t, self._post(h), self.norm)), state
 
     def prefill(self, x, max_len: int | None = None):
-        """``x`` (batch, length, d) -> ``(y, state)``; ``max_len`` as :meth:`init_state`."""
+        """A prompt through the mixer's ``prefill``: ``x`` (batch, length, d) ->
+        ``(y (batch, length, d), state)``; ``max_len`` as :meth:`init_state`."""
         h, state = self.mixer.prefill(self.norm(x) if self.prenorm else x, **self._max_len("prefill", max_len))
         return self._mlp(self._residual(x, self._post(h), self.norm)), state

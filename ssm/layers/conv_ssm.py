@@ -94,49 +94,71 @@ class ConvSSM(nnx.Module):
         self.D = nnx.Param(jax.random.normal(rngs.params(), (d_model,), param_dtype), group="adamw")
         self.dropout = make_dropout(dropout, rngs)
 
-    # Parameters as computed with: float32 at least, float64 when param_dtype is.
     @property
     def real_dtype(self):
+        """The dtype parameters are computed in: float32 at least, float64 when
+        ``param_dtype`` is."""
         return jnp.promote_types(self.param_dtype, jnp.float32)
 
     def real(self, param):
+        """A parameter's value in :attr:`real_dtype`."""
         return param[...].astype(self.real_dtype)
 
     def complex(self, param):
-        """A real-pair parameter (..., 2) as complex (...)."""
+        """A real-pair parameter (..., 2) as complex (...) (complex64, or complex128 for
+        float64 parameters)."""
         return complex_from_pair(self.real(param))
 
     def dt(self):
-        """Step sizes (H,)."""
+        """Step sizes ``exp(log_dt)``: (H,) in :attr:`real_dtype`."""
         return jnp.exp(self.real(self.log_dt))
 
     def Lambda(self):
-        """``Lambda = -exp(log_A_real) + i A_imag`` (H, N/2): Re < 0 by construction."""
+        """``Lambda = -exp(log_A_real) + i A_imag`` (H, N/2) complex: Re < 0 by construction."""
         return jax.lax.complex(-jnp.exp(self.real(self.log_A_real)), self.real(self.A_imag))
 
     def init_C(self, rngs: nnx.Rngs):
-        """Random complex output matrix (H, N/2), unit variance, as S4."""
+        """Random complex output matrix (H, N/2), unit variance, as S4 (drawn from
+        ``rngs.params``)."""
         shape = (self.d_model, self.d_state // 2, 2)
         return complex_from_pair(jax.random.normal(rngs.params(), shape, self.real_dtype) * 0.5**0.5)
 
     # Subclass hooks --------------------------------------------------------------
     def kernel(self, length: int):
-        """``(K, K_reverse)``: real (H, length) each; ``K_reverse`` None unless bidirectional."""
+        """The convolution kernels for inputs of ``length`` positions.
+
+        Args:
+          length: L, a static int.
+
+        Returns:
+          ``(K, K_reverse)``: real (H, L) each, in :attr:`real_dtype`; ``K_reverse``
+          (lags 1, 2, ... into the future) is None unless bidirectional.
+        """
         raise NotImplementedError
 
     def discrete_system(self):
-        """``(Abar, Bbar, C_out)`` of the recurrence (see the module docstring)."""
+        """``(Abar, Bbar, C_out)`` of the recurrence ``x_t = Abar x_{t-1} + Bbar u_t``,
+        ``y_t = Re(C_out . x_t) + D u_t`` (module :mod:`ssm.layers.conv_ssm`): complex,
+        ``Abar`` diagonal (H, M) or dense (H, M, M), ``Bbar`` and ``C_out`` (H, M)."""
         raise NotImplementedError
 
     # Convolution mode ------------------------------------------------------------
     @accepts_unbatched()
     def __call__(self, x, mask=None):
-        """``x`` (batch, length, d_model) -> (batch, length, d_model), or one example
-        (length, d_model) -> (length, d_model).
+        """The convolution mode: ``y = K * x + D x`` per channel, by FFT
+        (:func:`ssm.kernels.fft_conv`), then dropout.
 
         ``mask`` (batch, length) (or (length,)) marks real tokens: padded inputs are
         zeroed before the convolution, so they never reach real outputs, and padded
         outputs are zero.
+
+        Args:
+          x: (batch, length, d_model), or one example (length, d_model); integer
+            inputs are taken as float32.
+          mask: (batch, length) (or (length,)) bool, or None.
+
+        Returns:
+          ``x``'s shape, in ``dtype`` (default: ``x``'s float dtype).
         """
         x = check_sequence(x, mask, self.d_model)
         dtype = self.dtype or x.dtype
@@ -160,7 +182,8 @@ class ConvSSM(nnx.Module):
             )
 
     def init_state(self, batch_size: int):
-        """Zero state, complex (batch_size, H, M)."""
+        """The zero state: complex64 (batch_size, H, M) (complex128 with float64
+        parameters); M = N/2 for S4D, N for S4."""
         self._check_causal()
         check_positive_int("batch_size", batch_size)
         dtype = jnp.promote_types(self.real_dtype, jnp.complex64)
@@ -176,11 +199,20 @@ class ConvSSM(nnx.Module):
         return moved + Bbar * u[..., None]
 
     def step(self, x_t, state):
-        """One step: ``x_t`` (batch, d_model), state -> ``(y_t, state)``.
+        """One step of the recurrence ``x_t = Abar x_{t-1} + Bbar u_t``,
+        ``y_t = Re(C_out . x_t) + D u_t``.
 
-        Equals ``layer(x)[:, t]`` when fed ``x[:, 0..t]`` from ``init_state``. The
-        batch axis is required, as the state's (batch, H, M): one example is a batch
-        of one.
+        Equals ``layer(x)[:, t]`` when fed ``x[:, 0..t]`` from ``init_state`` (in
+        evaluation mode: no dropout). The batch axis is required, as the state's
+        (batch, H, M): one example is a batch of one.
+
+        Args:
+          x_t: (batch, d_model), one position.
+          state: as :meth:`init_state` makes it.
+
+        Returns:
+          ``(y_t, state)``: y_t (batch, d_model) in ``dtype`` (default ``x_t``'s), and
+          the new state.
         """
         self._check_causal()
         x_t = check_token(x_t, self.d_model)
@@ -193,9 +225,13 @@ class ConvSSM(nnx.Module):
     def prefill(self, x):
         """Run a prompt ``x`` (batch, length, d_model) from the zero state.
 
-        Returns ``(y, state)``: the outputs (as ``layer(x)``, by convolution) and the
-        state after the last position (by a scan of the recurrence), ready for
-        :meth:`step`. The batch axis is required, as in :meth:`step`.
+        Args:
+          x: (batch, length, d_model); the batch axis is required, as in :meth:`step`.
+
+        Returns:
+          ``(y, state)``: the outputs (batch, length, d_model) (as ``layer(x)``, by
+          convolution) and the state after the last position (by a scan of the
+          recurrence), ready for :meth:`step`.
         """
         self._check_causal()
         x = check_sequence(x, None, self.d_model)

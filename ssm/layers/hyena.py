@@ -74,13 +74,25 @@ class HyenaFilter(nnx.Module):
     The positional features are fixed (the reference trains them at lr 1e-5).
 
     Args:
-      channels: number of filters C. l_max: longest length.
-      emb_dim: odd width of the positional features. order: MLP width.
-      inner_mlps: hidden Linear+Sin layers. freq: initial frequency of the sines.
+      channels: number of filters C.
+      l_max: longest length.
+      emb_dim: odd width of the positional features.
+      order: MLP width.
+      inner_mlps: hidden Linear+Sin layers.
+      freq: initial frequency of the sines.
       target, fast_decay_pct, slow_decay_pct: of :func:`decay_window`.
 
     Parameters: the MLP's kernels, biases and ``freq``, all group ``ssm`` (own
     learning rate, no weight decay, never Muon), as the reference's optimizer groups.
+
+    Poli et al. (2023), "Hyena Hierarchy: Towards Larger Convolutional Language Models".
+
+    Example:
+      >>> from flax import nnx
+      >>> from ssm.layers import HyenaFilter
+      >>> taps = HyenaFilter(4, l_max=16, rngs=nnx.Rngs(0))(16)
+      >>> taps.shape, taps.dtype
+      ((4, 16), dtype('float32'))
     """
 
     def __init__(self, channels: int, *, l_max: int, emb_dim: int = 3, order: int = 16, inner_mlps: int = 2,
@@ -101,7 +113,8 @@ class HyenaFilter(nnx.Module):
         self.freq = nnx.Param(jnp.full((order,), freq, ssm_param_dtype(param_dtype)), group="ssm")
 
     def __call__(self, length: int):
-        """Taps (channels, length), float32 at least."""
+        """The first ``length`` taps (1 <= length <= l_max, a static int): (channels,
+        length), float32 at least."""
         if not 0 < length <= self.l_max:
             raise ValueError(f"length={length!r} must be in [1, l_max={self.l_max}]")
         dtype = jnp.promote_types(self.freq.dtype, jnp.float32)
@@ -118,7 +131,18 @@ class HyenaFilter(nnx.Module):
 class ExplicitFilter(nnx.Module):
     """A learned filter: taps (channels, l_max), drawn N(0, 1) times the decay window
     of :func:`decay_window` divided by sqrt(l_max), so it starts like a Hyena filter
-    in scale and reach. Parameter ``taps``, group ``ssm``."""
+    in scale and reach. Parameter ``taps``, group ``ssm``.
+
+    Args:
+      channels: number of filters C.
+      l_max: taps per filter.
+
+    Example:
+      >>> from flax import nnx
+      >>> from ssm.layers import ExplicitFilter
+      >>> ExplicitFilter(4, l_max=16, rngs=nnx.Rngs(0))(8).shape  # the first 8 taps
+      (4, 8)
+    """
 
     def __init__(self, channels: int, *, l_max: int, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.channels = check_positive_int("channels", channels)
@@ -128,7 +152,8 @@ class ExplicitFilter(nnx.Module):
         self.taps = nnx.Param(noise * window / math.sqrt(l_max), group="ssm")
 
     def __call__(self, length: int):
-        """Taps (channels, length), float32 at least."""
+        """The first ``length`` taps (1 <= length <= l_max): (channels, length), float32
+        at least."""
         if not 0 < length <= self.l_max:
             raise ValueError(f"length={length!r} must be in [1, l_max={self.l_max}]")
         return self.taps[:, :length].astype(jnp.promote_types(self.taps.dtype, jnp.float32))

@@ -36,6 +36,16 @@ class LSTM(nnx.Module):
     Parameters: ``cell.dense_i.kernel`` (d, 4d) and ``cell.dense_h.kernel`` (d, 4d):
     group ``matrix``; ``cell.dense_h.bias`` (4d,): ``no_decay``.
     The recurrent state is ``(c, h)``, float32 at least.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 4)), jnp.float32)  # (batch, length, d_model)
+      >>> from ssm.layers import LSTM
+      >>> layer = LSTM(4, rngs=nnx.Rngs(0))
+      >>> y = layer(x)
+      >>> y.shape, y.dtype
+      ((2, 16, 4), dtype('float32'))
     """
 
     def __init__(
@@ -79,9 +89,16 @@ class LSTM(nnx.Module):
 
     @accepts_unbatched()
     def __call__(self, x, mask=None):
-        """``x`` (batch, length, d_model) -> (batch, length, d_model), or one example
-        (length, d_model) -> (length, d_model); ``mask`` (batch, length) (or (length,))
-        marks real tokens (padded positions keep the carry and output zeros)."""
+        """The hidden states of the whole sequence, from the zero state.
+
+        Args:
+          x: (batch, length, d_model), or one example (length, d_model).
+          mask: (batch, length) (or (length,)) bool marking real tokens, or None:
+            padded positions keep the carry and output zeros.
+
+        Returns:
+          ``x``'s shape, in ``dtype`` (default: ``x``'s float dtype).
+        """
         x = check_sequence(x, mask, self.d_model)
         return self._scan(x, mask, self.init_state(x.shape[0]))[0]
 
@@ -92,14 +109,16 @@ class LSTM(nnx.Module):
         return zeros, zeros
 
     def step(self, x_t, state):
-        """One token: ``x_t`` (batch, d_model) -> ``(h_t, state)``, equal to ``layer(x)[:, t]``.
-        The batch axis is required, as the state's: one example is a batch of one."""
+        """One token: ``x_t`` (batch, d_model) and the state ``(c, h)`` -> ``(h_t, state)``,
+        h_t (batch, d_model) equal to ``layer(x)[:, t]``. The batch axis is required, as
+        the state's: one example is a batch of one."""
         x_t = check_token(x_t, self.d_model)
         state = self._cell(state, x_t)
         return state[1].astype(self.dtype or x_t.dtype), state
 
     def prefill(self, x):
-        """A prompt ``x`` (batch, length, d_model) -> ``(y, state)`` for :meth:`step` (the
-        batch axis required, as in :meth:`step`)."""
+        """A prompt ``x`` (batch, length, d_model) -> ``(y, state)``: y as ``layer(x)``
+        (batch, length, d_model) and the carry ``(c, h)`` after the last position, for
+        :meth:`step` (the batch axis required, as in :meth:`step`)."""
         x = check_sequence(x, None, self.d_model)
         return self._scan(x, None, self.init_state(x.shape[0]))

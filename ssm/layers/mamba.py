@@ -27,7 +27,9 @@ class Mamba(nnx.Module):
 
     Args:
       d_model: width d.
-      d_state: N (16). d_conv: convolution width (4). expand: d_inner = expand * d.
+      d_state: N (16).
+      d_conv: convolution width (4).
+      expand: d_inner = expand * d.
       dt_rank: rank of the dt projection; ``None`` is ceil(d / 16).
       dt_min, dt_max, dt_init_floor: step-size initialization (softplus of dt_proj's bias).
       conv_bias, bias: biases of the convolution and of in/out projections.
@@ -40,6 +42,22 @@ class Mamba(nnx.Module):
 
     Parameters: ``A_log`` (d_inner, N), ``D`` (d_inner,), ``dt_proj.bias``: group
     ``ssm`` (AdamW, no weight decay); the conv kernel ``adamw``; projections ``matrix``.
+
+    Gu & Dao (2023), "Mamba: Linear-Time Sequence Modeling with Selective State Spaces".
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 4)), jnp.float32)  # (batch, length, d_model)
+      >>> from ssm.layers import Mamba
+      >>> layer = Mamba(4, d_state=8, rngs=nnx.Rngs(0))
+      >>> y = layer(x)
+      >>> y.shape, y.dtype
+      ((2, 16, 4), dtype('float32'))
+      >>> y_head, state = layer.prefill(x[:, :8])  # recurrent inference: a prompt, then one step
+      >>> y_t, state = layer.step(x[:, 8], state)
+      >>> bool(jnp.allclose(y_t, y[:, 8], atol=1e-4))
+      True
     """
 
     def __init__(
@@ -122,21 +140,38 @@ class Mamba(nnx.Module):
     # -------------------------------------------------------------------- modes
     @accepts_unbatched()
     def __call__(self, x, mask=None):
-        """``x`` (batch, length, d_model) -> (batch, length, d_model), or one example
-        (length, d_model) -> (length, d_model); ``mask`` (batch, length) (or (length,))
-        marks real tokens (padded inputs are zeroed and take a zero step, so they
-        change neither real outputs nor the state)."""
+        """The parallel pass: the selective scan over the whole sequence.
+
+        Args:
+          x: (batch, length, d_model), or one example (length, d_model).
+          mask: (batch, length) (or (length,)) bool marking real tokens, or None: padded
+            inputs are zeroed and take a zero step, so they change neither real outputs
+            nor the state.
+
+        Returns:
+          ``x``'s shape, in ``dtype`` (default: ``x``'s float dtype).
+        """
         return self._forward(x, mask, return_state=False)[0]
 
     def init_state(self, batch_size: int):
-        """``{"conv": (batch, d_conv - 1, d_inner), "ssm": (batch, d_inner, N) float32}``."""
+        """The zero state for ``batch_size`` sequences: ``{"conv": (batch, d_conv - 1,
+        d_inner), "ssm": (batch, d_inner, N)}``, float32 (float64 with float64 parameters)."""
         check_positive_int("batch_size", batch_size)
         return {"conv": self.conv1d.init_state(batch_size, self.real_dtype),
                 "ssm": jnp.zeros((batch_size, self.d_inner, self.d_state), self.real_dtype)}
 
     def step(self, x_t, state):
-        """One token: ``x_t`` (batch, d_model) -> ``(y_t, state)``, equal to ``layer(x)[:, t]``.
-        The batch axis is required, as the state's: one example is a batch of one."""
+        """One token: the convolution's window and :func:`ssm.scan.selective_state_update`.
+
+        Args:
+          x_t: (batch, d_model); the batch axis is required, as the state's (one example
+            is a batch of one).
+          state: as :meth:`init_state` or :meth:`prefill` makes it.
+
+        Returns:
+          ``(y_t, state)``: y_t (batch, d_model), equal to ``layer(x)[:, t]``, and the
+          new state.
+        """
         x_t = check_token(x_t, self.d_model)
         xs, z = jnp.split(self.in_proj(x_t), 2, axis=-1)
         conv_out, conv_state = self.conv1d.step(xs, state["conv"])
@@ -147,6 +182,14 @@ class Mamba(nnx.Module):
         return self.out_proj(y.astype(dtype)).astype(dtype), {"conv": conv_state, "ssm": ssm_state}
 
     def prefill(self, x):
-        """A prompt ``x`` (batch, length, d_model) -> ``(y, state)`` for :meth:`step`
-        (any length, also shorter than ``d_conv``; the batch axis required, as in :meth:`step`)."""
+        """Run a prompt from the zero state.
+
+        Args:
+          x: (batch, length, d_model), any length (also shorter than ``d_conv``); the
+            batch axis is required, as in :meth:`step`.
+
+        Returns:
+          ``(y, state)``: y (batch, length, d_model) as ``layer(x)``, and the state
+          after the last position, for :meth:`step`.
+        """
         return self._forward(x, None, return_state=True)

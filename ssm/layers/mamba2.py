@@ -52,14 +52,19 @@ class Mamba2(nnx.Module):
     a gated RMSNorm ``norm(y * silu(z))``; ``out_proj`` back to d_model.
 
     Args:
-      d_model: width d. d_state: N. d_conv: convolution width. expand: d_inner =
-        expand * d_model. headdim: P, channels per head. ngroups: G, groups of heads
-        sharing B and C (and normalized together). chunk_size: SSD chunk length Q.
+      d_model: width d.
+      d_state: N.
+      d_conv: convolution width.
+      expand: d_inner = expand * d_model.
+      headdim: P, channels per head.
+      ngroups: G, groups of heads sharing B and C (and normalized together).
+      chunk_size: SSD chunk length Q.
       dt_min, dt_max, dt_init_floor: ``softplus(dt_bias)`` starts log-uniform in
         [dt_min, dt_max], at least dt_init_floor.
       A_init_range: ``-A`` starts uniform in this range (0 < lo <= hi).
       dt_limit: ``(lo, hi)``, clip of the step sizes; the default (0, inf) is off.
-      conv_bias: bias in the convolution. bias: biases in the two projections.
+      conv_bias: bias in the convolution.
+      bias: biases in the two projections.
       activation: after the convolution, a name in :data:`ssm.layers.block.ACTIVATIONS`
         (``"silu"``, the reference's; Hugging Face's ``hidden_act``); the gate of
         the norm is ``silu(z)`` whatever it is, as in both references.
@@ -75,6 +80,19 @@ class Mamba2(nnx.Module):
     ``in_proj.kernel``, ``out_proj.kernel``: ``matrix`` (untagged); ``norm.scale``
     and biases: ``no_decay``. Projections are drawn U(+-1/sqrt(fan_in)) (PyTorch's
     ``nn.Linear`` default, as the reference), biases zero.
+
+    Dao & Gu (2024), "Transformers are SSMs: Generalized Models and Efficient
+    Algorithms Through Structured State Space Duality".
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 4)), jnp.float32)  # (batch, length, d_model)
+      >>> from ssm.layers import Mamba2
+      >>> layer = Mamba2(4, d_state=8, headdim=4, chunk_size=8, rngs=nnx.Rngs(0))  # d_inner 8: 2 heads
+      >>> y = layer(x)
+      >>> y.shape, y.dtype
+      ((2, 16, 4), dtype('float32'))
     """
 
     def __init__(
@@ -151,9 +169,10 @@ class Mamba2(nnx.Module):
                                  param_dtype=param_dtype)
         self.out_proj = torch_linear(self.d_inner, d_model, scale=out_init_scale, **linear)
 
-    # Parameters as computed with: float32 at least, float64 when param_dtype is.
     @property
     def real_dtype(self):
+        """The dtype of the SSD, the norm and the state: float32 at least, float64 when
+        ``param_dtype`` is."""
         return jnp.promote_types(self.param_dtype, jnp.float32)
 
     def _real(self, param):
@@ -203,13 +222,18 @@ class Mamba2(nnx.Module):
 
     @accepts_unbatched()
     def __call__(self, x, mask=None):
-        """``x`` (batch, length, d_model) -> (batch, length, d_model), or one example
-        (length, d_model) -> (length, d_model).
+        """The parallel pass: the chunked SSD over the whole sequence.
 
-        ``mask`` (batch, length) (or (length,)) marks real tokens: padded positions are zeroed
-        before the convolution and get ``dt = 0``, so the SSM state passes through
-        them unchanged; padding on either side leaves real outputs as they are.
-        Padded outputs are zero.
+        ``mask`` marks real tokens: padded positions are zeroed before the convolution
+        and get ``dt = 0``, so the SSM state passes through them unchanged; padding on
+        either side leaves real outputs as they are. Padded outputs are zero.
+
+        Args:
+          x: (batch, length, d_model), or one example (length, d_model).
+          mask: (batch, length) (or (length,)) bool, or None.
+
+        Returns:
+          ``x``'s shape, in ``dtype`` (default: ``x``'s float dtype).
         """
         return self._forward(x, mask, with_state=False)[0]
 
@@ -222,10 +246,18 @@ class Mamba2(nnx.Module):
                 "ssm": jnp.zeros((batch_size, self.nheads, self.headdim, self.d_state), self.real_dtype)}
 
     def step(self, x_t, state):
-        """One token: ``x_t`` (batch, d_model), state -> ``(y_t (batch, d_model), state)``.
+        """One token (:func:`ssm.ssd.ssd_step`).
 
-        Equals ``layer(x)[:, t]`` when fed ``x[:, 0..t]`` from :meth:`init_state`. The
-        batch axis is required, as the state's: one example is a batch of one.
+        Equals ``layer(x)[:, t]`` when fed ``x[:, 0..t]`` from :meth:`init_state`.
+
+        Args:
+          x_t: (batch, d_model); the batch axis is required, as the state's (one example
+            is a batch of one).
+          state: as :meth:`init_state` or :meth:`prefill` makes it.
+
+        Returns:
+          ``(y_t, state)``: y_t (batch, d_model) in ``dtype`` (default ``x_t``'s), and
+          the new state.
         """
         x_t = check_token(x_t, self.d_model)
         dtype = self.dtype or x_t.dtype
@@ -238,8 +270,12 @@ class Mamba2(nnx.Module):
     def prefill(self, x):
         """Run a prompt ``x`` (batch, length, d_model) from the zero state.
 
-        Returns ``(y, state)``: the outputs (as ``layer(x)``, by the chunked SSD) and
-        the state after the last position, ready for :meth:`step`; any length works,
-        also one shorter than ``d_conv``. The batch axis is required, as in :meth:`step`.
+        Args:
+          x: (batch, length, d_model), any length (also shorter than ``d_conv``); the
+            batch axis is required, as in :meth:`step`.
+
+        Returns:
+          ``(y, state)``: the outputs (batch, length, d_model) (as ``layer(x)``, by the
+          chunked SSD) and the state after the last position, ready for :meth:`step`.
         """
         return self._forward(x, None, with_state=True)

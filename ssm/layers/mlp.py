@@ -17,15 +17,29 @@ class GatedMLP(nnx.Module):
     the features of each position (M2's ``BertGatedLinearUnitMLP``).
 
     Args:
-      d_model: width d. expand: hidden width ``expand · d``.
+      d_model: width d.
+      expand: hidden width ``expand · d``.
       activation: a name in ``ssm.layers.block.ACTIVATIONS`` (default GELU).
       linear: ``"dense"`` (``nnx.Linear``) or ``"monarch"`` (:class:`MonarchLinear`;
         M2 itself uses one block-diagonal factor without the permutation, a
-        Monarch matrix with ``L = I``). nblocks: of the Monarch projections.
+        Monarch matrix with ``L = I``).
+      nblocks: of the Monarch projections.
       dropout: after the gate (the only dropout of the sublayer, as M2).
 
     Parameters: ``up`` (d → 2·expand·d) and ``down`` (expand·d → d), group
     ``matrix``; their biases ``no_decay``.
+
+    Dauphin et al. (2017), "Language Modeling with Gated Convolutional Networks" (the
+    GLU); Fu et al. (2023), "Monarch Mixer".
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 4)), jnp.float32)  # (batch, length, d_model)
+      >>> from ssm.layers import GatedMLP
+      >>> mlp = GatedMLP(4, expand=2, linear="monarch", rngs=nnx.Rngs(0))
+      >>> mlp(x).shape  # position-wise: any leading axes
+      (2, 16, 4)
     """
 
     def __init__(self, d_model: int, *, expand: int = 4, activation: str = "gelu", linear: str = "dense",
@@ -41,7 +55,14 @@ class GatedMLP(nnx.Module):
         self.dropout = make_dropout(dropout, rngs)
 
     def __call__(self, x):
-        """``x`` (..., d_model) -> (..., d_model)."""
+        """Mix the features of each position.
+
+        Args:
+          x: (..., d_model).
+
+        Returns:
+          (..., d_model), in ``dtype`` (default: promoted from ``x`` and the parameters).
+        """
         if x.ndim < 1 or x.shape[-1] != self.d_model:
             raise ValueError(f"x has shape {x.shape}; expected (..., {self.d_model})")
         gate, value = jnp.split(self.up(x), 2, axis=-1)

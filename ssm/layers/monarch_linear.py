@@ -14,7 +14,7 @@ from ssm.checks import check_choice, check_positive_int
 def default_nblocks(in_features: int, out_features: int) -> int:
     """:func:`ssm.monarch.default_nblocks` (a common divisor, no padding) unless that
     is 1 while the sizes are larger than 3 (a prime or coprime sizes would give one
-    dense block): then ``round(sqrt(in_features))`` with padding."""
+    dense block): then ``round(sqrt(in_features))`` with padding. Returns an int."""
     nblocks = monarch.default_nblocks(in_features, out_features)
     return nblocks if nblocks > 1 or in_features <= 3 else round(math.sqrt(in_features))
 
@@ -37,6 +37,19 @@ class MonarchLinear(nnx.Module):
     entry of ``W = R ⊗ L`` has variance ``1/(b·p) = 1/in_features``: the variance
     of ``nnx.Linear``'s default kernel (with padding, ``R`` is scaled by
     ``sqrt(padded/in_features)`` so that this still holds).
+
+    Dao et al. (2022), "Monarch: Expressive Structured Matrices for Efficient and
+    Accurate Training".
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from ssm.layers import MonarchLinear
+      >>> layer = MonarchLinear(16, 16, rngs=nnx.Rngs(0))
+      >>> x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16)), jnp.float32)
+      >>> y = layer(x)
+      >>> y.shape, bool(jnp.allclose(y, x @ layer.to_dense() + layer.bias[...], atol=1e-5))
+      ((2, 16), True)
     """
 
     def __init__(self, in_features: int, out_features: int, *, nblocks: int | None = None,
@@ -58,11 +71,19 @@ class MonarchLinear(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
 
     def factors(self, dtype=None):
-        """``(R, L)``, cast to ``dtype`` if given."""
+        """The factors ``(R (b, p, q), L (q, b, s))`` of :mod:`ssm.monarch` (over the
+        padded sizes), cast to ``dtype`` if given."""
         return tuple(f[...] if dtype is None else f[...].astype(dtype) for f in (self.R, self.L))
 
     def __call__(self, x):
-        """``x`` (..., in_features) -> (..., out_features)."""
+        """``x @ W + bias`` without forming ``W`` (:func:`ssm.monarch.matmul`).
+
+        Args:
+          x: (..., in_features).
+
+        Returns:
+          (..., out_features), in ``dtype`` (default: promoted from ``x`` and ``R``).
+        """
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"x has shape {x.shape}; expected (..., {self.in_features})")
         dtype = self.dtype or jnp.promote_types(x.dtype, self.R.dtype)
@@ -73,7 +94,8 @@ class MonarchLinear(nnx.Module):
         return y if self.bias is None else y + self.bias[...].astype(dtype)
 
     def to_dense(self):
-        """The (in_features, out_features) kernel this layer applies."""
+        """The (in_features, out_features) kernel this layer applies, in the parameters'
+        dtype."""
         return monarch.to_dense(self.factors())[: self.in_features, : self.out_features]
 
 
@@ -85,6 +107,20 @@ def from_linear(linear: nnx.Linear, *, nblocks: int | None = None) -> MonarchLin
     Args:
       linear: a trained ``nnx.Linear`` (kernel (in, out)).
       nblocks: as :class:`MonarchLinear`.
+
+    Returns:
+      A :class:`MonarchLinear` with ``linear``'s sizes, dtypes and bias.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> from ssm import monarch
+      >>> from ssm.layers import from_linear
+      >>> dense = nnx.Linear(16, 16, rngs=nnx.Rngs(0))
+      >>> layer = from_linear(dense)
+      >>> error = jnp.linalg.norm(dense.kernel[...] - layer.to_dense())
+      >>> bool(jnp.allclose(error, monarch.projection_error(dense.kernel[...]), rtol=1e-4))  # the optimum
+      True
     """
     if not isinstance(linear, nnx.Linear):
         raise TypeError(f"linear is a {type(linear).__name__}; expected flax.nnx.Linear")
@@ -107,7 +143,8 @@ LINEARS = ("dense", "monarch")
 
 def make_linear(kind: str, in_features: int, out_features: int, *, nblocks: int | None = None,
                 use_bias: bool = True, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.Module:
-    """``nnx.Linear`` (``kind="dense"``) or :class:`MonarchLinear` (``"monarch"``)."""
+    """``nnx.Linear`` (``kind="dense"``) or :class:`MonarchLinear` (``"monarch"``), with
+    the arguments both take (``nblocks`` for Monarch only)."""
     check_choice("linear", kind, LINEARS)
     kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     if kind == "dense":

@@ -32,8 +32,9 @@ class MonarchMixer(nnx.Module):
     ``linear="monarch"``): ``SequenceModel(layer="m2", post=None, mlp="monarch")``.
 
     Args:
-      d_model: width d. l_max: the filter's length (taps); longer inputs run
-        with the lags beyond it at zero.
+      d_model: width d.
+      l_max: the filter's length (taps); longer inputs run with the lags beyond it at
+        zero.
       filter: ``"implicit"`` (:class:`~ssm.layers.hyena.HyenaFilter`) or
         ``"explicit"`` (:class:`~ssm.layers.hyena.ExplicitFilter`).
       filter_order, filter_emb_dim, filter_inner_mlps, filter_freq: ``order``,
@@ -43,7 +44,7 @@ class MonarchMixer(nnx.Module):
       bidirectional: also convolve with the future (a second filter).
       d_conv: width of the short convolution (the reference: 3).
       projection: ``"dense"`` or ``"monarch"`` for ``in_proj``/``out_proj``;
-        nblocks: of Monarch projections.
+      nblocks: of Monarch projections.
       dropout: before ``out_proj``.
 
     Parameters: projections group ``matrix`` (biases ``no_decay``); the short
@@ -52,6 +53,21 @@ class MonarchMixer(nnx.Module):
 
     The long convolution has no finite state, so this layer has no ``step``: it
     raises a clear error.
+
+    Fu et al. (2023), "Monarch Mixer: A Simple Sub-Quadratic GEMM-Based Architecture".
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 4)), jnp.float32)  # (batch, length, d_model)
+      >>> from ssm.layers import MonarchMixer
+      >>> layer = MonarchMixer(4, l_max=16, rngs=nnx.Rngs(0))
+      >>> layer(x).shape
+      (2, 16, 4)
+      >>> layer.step(x[:, 0], None)
+      Traceback (most recent call last):
+      ...
+      ValueError: MonarchMixer has no recurrent mode: its long convolution has no finite state; ...
     """
 
     def __init__(
@@ -102,6 +118,13 @@ class MonarchMixer(nnx.Module):
         A filter has ``l_max`` taps: an input longer than that (a model evaluated
         beyond its training length) is convolved with the same taps, the lags from
         ``l_max`` on being zero (a finite impulse response).
+
+        Args:
+          length: L, a static int.
+
+        Returns:
+          ``(K, K_reverse)``: (d, L) each, float32 at least; ``K_reverse`` None unless
+          bidirectional.
         """
         check_positive_int("sequence length", length)
         n = min(length, self.l_max)
@@ -111,7 +134,11 @@ class MonarchMixer(nnx.Module):
     def long_conv(self, v):
         """``y[t] = sum_{l <= t} K[l] v[t − l] (+ sum_{m >= 1} K_rev[m−1] v[t + m]) + D v[t]``.
 
-        Args: v (batch, length, d). Returns: (batch, length, d), float32 at least.
+        Args:
+          v: (batch, length, d).
+
+        Returns:
+          (batch, length, d), float32 at least.
         """
         K, K_reverse = self.kernel(v.shape[1])
         real = jnp.promote_types(K.dtype, v.dtype)
@@ -120,12 +147,18 @@ class MonarchMixer(nnx.Module):
 
     @accepts_unbatched()
     def __call__(self, x, mask=None):
-        """``x`` (batch, length, d_model) -> (batch, length, d_model), or one example
-        (length, d_model) -> (length, d_model).
+        """The mixer over the whole sequence (steps 1-4 of the class docstring).
 
-        ``mask`` (batch, length) (or (length,)) marks real tokens: the projected inputs and the
-        gated values are zeroed at padded positions, so padding on either side
-        leaves real outputs unchanged.
+        ``mask`` marks real tokens: the projected inputs and the gated values are
+        zeroed at padded positions, so padding on either side leaves real outputs
+        unchanged.
+
+        Args:
+          x: (batch, length, d_model), or one example (length, d_model).
+          mask: (batch, length) (or (length,)) bool, or None.
+
+        Returns:
+          ``x``'s shape, in ``dtype`` (default: ``x``'s float dtype).
         """
         x = check_sequence(x, mask, self.d_model)
         dtype = self.dtype or x.dtype
@@ -136,6 +169,8 @@ class MonarchMixer(nnx.Module):
         return self.out_proj(self.dropout(y)).astype(dtype)
 
     def _no_recurrence(self, *_):
+        """No recurrent mode (``init_state``, ``step``, ``prefill``): raises a ValueError
+        that says so; run the whole sequence with ``layer(x)``."""
         raise ValueError(f"{type(self).__name__} has no recurrent mode: its long convolution has no finite "
                          "state; run the whole sequence with layer(x)")
 

@@ -42,6 +42,19 @@ class S4(ConvSSM):
     Parameters: ``log_A_real``, ``A_imag`` (H, N/2), ``P`` (H, rank, N/2, 2),
     ``B`` (H, N/2, 2), ``log_dt`` (H,): group ``ssm``; ``C`` (= C~, (H, N/2, 2)),
     ``D`` (H,): group ``adamw``.
+
+    Gu, Goel & Re (2022), "Efficiently Modeling Long Sequences with Structured State
+    Spaces".
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 4)), jnp.float32)  # (batch, length, d_model)
+      >>> from ssm.layers import S4
+      >>> layer = S4(4, d_state=8, l_max=16, rngs=nnx.Rngs(0))
+      >>> y = layer(x)
+      >>> y.shape, y.dtype
+      ((2, 16, 4), dtype('float32'))
     """
 
     def __init__(
@@ -89,7 +102,14 @@ class S4(ConvSSM):
         """The first ``length`` taps of the kernel of length ``l_max``; for a longer
         input (a model evaluated beyond its training length) the stored ``C~`` is
         converted to ``C`` and re-truncated at ``length``, so the kernel is exactly
-        the system's, ``C Abar^l Bbar`` for every l < length (O(H N^3 log L) once)."""
+        the system's, ``C Abar^l Bbar`` for every l < length (O(H N^3 log L) once).
+
+        Args:
+          length: L, a static int.
+
+        Returns:
+          ``(K, K_reverse)``: real (H, L) each; ``K_reverse`` None unless bidirectional.
+        """
         Lambda, P, B, dt = self._system()
         n = max(length, self.l_max)
 

@@ -36,6 +36,23 @@ class S4D(ConvSSM):
     Parameters (groups of :mod:`ssm.groups`): ``log_A_real``, ``A_imag`` (H, N/2),
     ``B`` (H, N/2, 2), ``log_dt`` (H,): ``ssm``; ``C`` (H, N/2, 2), ``D`` (H,):
     ``adamw``. Complex values are stored as real pairs.
+
+    Gu, Gupta, Goel & Re (2022), "On the Parameterization and Initialization of
+    Diagonal State Space Models".
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from flax import nnx
+      >>> x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 4)), jnp.float32)  # (batch, length, d_model)
+      >>> from ssm.layers import S4D
+      >>> layer = S4D(4, d_state=8, rngs=nnx.Rngs(0))
+      >>> y = layer(x)
+      >>> y.shape, y.dtype
+      ((2, 16, 4), dtype('float32'))
+      >>> y_head, state = layer.prefill(x[:, :8])  # recurrent inference: a prompt, then one step
+      >>> y_t, state = layer.step(x[:, 8], state)
+      >>> bool(jnp.allclose(y_t, y[:, 8], atol=1e-4))
+      True
     """
 
     def __init__(
