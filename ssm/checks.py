@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import numbers
 
+__all__ = ["check_choice", "check_positive_int", "as_arrays", "concrete", "real_floating", "check_sequence",
+           "check_token"]
+
 
 def check_choice(name: str, value, choices, *, error: type[Exception] = ValueError):
     """``value`` if it is one of ``choices``; else ``error`` naming the argument, the
@@ -17,6 +20,15 @@ def check_choice(name: str, value, choices, *, error: type[Exception] = ValueErr
 
     ``name`` is how the caller knows the argument: a parameter name, or a config key's
     path (``model.layer``; the config passes ``error=ConfigError``).
+
+    Args:
+      name: the argument's name in the message.
+      value: the value given.
+      choices: the allowed values (any container).
+      error: the exception class to raise.
+
+    Returns:
+      ``value``, unchanged.
     """
     if value not in choices:
         raise error(f"{name}={value!r}; expected one of {tuple(choices)}")
@@ -25,14 +37,16 @@ def check_choice(name: str, value, choices, *, error: type[Exception] = ValueErr
 
 def check_positive_int(name: str, value) -> int:
     """``value`` as an ``int`` if it is a positive integer (a Python or NumPy integer, not
-    a bool, not traced); else a ``ValueError`` naming the argument and the value."""
+    a bool, not traced); else a ``ValueError`` naming the argument (``name``) and the
+    value."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{name}={value!r}; expected a positive integer")
     return int(value)
 
 
 def as_arrays(*xs):
-    """Each argument as a JAX array (NumPy arrays and lists too); None stays None."""
+    """Each argument as a JAX array (NumPy arrays and lists too, dtypes as
+    ``jnp.asarray`` gives them); None stays None. Returns a tuple as long as ``xs``."""
     import jax.numpy as jnp
 
     return tuple(None if x is None else jnp.asarray(x) for x in xs)
@@ -62,8 +76,9 @@ def real_floating(name: str, x):
 
 
 def check_sequence(x, mask, d_model: int):
-    """A sequence layer's input: ``x`` (batch, length, d_model) and ``mask`` None or
-    (batch, length). Returns ``x`` as :func:`real_floating` makes it."""
+    """A sequence layer's input: ``x`` (batch, length, d_model) with length >= 1 and
+    ``mask`` None or (batch, length); else a ``ValueError`` naming the shape. Returns
+    ``x`` as :func:`real_floating` makes it."""
     x = real_floating("x", x)
     if x.ndim != 3 or x.shape[-1] != d_model:
         raise ValueError(f"x has shape {x.shape}; expected (batch, length, {d_model})")
@@ -75,8 +90,8 @@ def check_sequence(x, mask, d_model: int):
 
 
 def check_token(x_t, d_model: int):
-    """A sequence layer's input to ``step``: ``x_t`` (batch, d_model), one position.
-    Returns ``x_t`` as :func:`real_floating` makes it."""
+    """A sequence layer's input to ``step``: ``x_t`` (batch, d_model), one position; else
+    a ``ValueError`` naming the shape. Returns ``x_t`` as :func:`real_floating` makes it."""
     x_t = real_floating("x_t", x_t)
     if x_t.ndim != 2 or x_t.shape[-1] != d_model:
         raise ValueError(f"x_t has shape {x_t.shape}; expected (batch, {d_model})")

@@ -33,12 +33,18 @@ from ssm.layers import SequenceModel
 from ssm.layers.mamba import Mamba
 from ssm.layers.mamba2 import Mamba2
 
+__all__ = ["load", "save", "from_mamba_ssm", "model_kwargs", "model_config", "hf_name", "to_ours", "to_hf",
+           "read_tensors", "CLASSES", "ACTS", "HF_ACTS", "WEIGHTS", "INDEX"]
+
+#: The Hugging Face class of each ``model_type`` read and written.
 CLASSES = {"mamba": "MambaForCausalLM", "mamba2": "Mamba2ForCausalLM"}
-# Hugging Face's hidden_act -> ours (ssm.layers.block.ACTIVATIONS), and back.
+#: Hugging Face's ``hidden_act`` -> ours (``ssm.layers.block.ACTIVATIONS``).
 ACTS = {"silu": "silu", "swish": "silu", "relu": "relu", "tanh": "tanh", "linear": "identity",
         "gelu": "gelu_exact", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu"}
+#: Ours -> Hugging Face's ``hidden_act`` (what :func:`save` writes).
 HF_ACTS = {"silu": "silu", "relu": "relu", "tanh": "tanh", "identity": "linear",
            "gelu_exact": "gelu", "gelu": "gelu_pytorch_tanh"}
+#: The file names of the weights, unsharded, and of a sharded checkpoint's index.
 WEIGHTS, INDEX = "model.safetensors", "model.safetensors.index.json"
 
 
@@ -71,7 +77,15 @@ def from_mamba_ssm(config: dict) -> dict:
     ``tie_embeddings``; ``MambaLMHeadModel``'s) -> the Hugging Face config of the same
     model, with mamba_ssm's defaults (Mamba: d_state 16; Mamba-2: d_state 128, head
     width 64, chunk 256; norms' epsilon 1e-5). Models with MLP or attention layers
-    (``d_intermediate``, ``attn_layer_idx``) or LayerNorm have no such config: refused."""
+    (``d_intermediate``, ``attn_layer_idx``) or LayerNorm have no such config: refused
+    (a ValueError naming why).
+
+    Args:
+      config: the parsed ``config.json`` of a ``mamba_ssm`` checkpoint.
+
+    Returns:
+      A dict in the layout of Hugging Face's ``MambaConfig`` / ``Mamba2Config``.
+    """
     ssm_cfg = dict(config.get("ssm_cfg") or {})
     kind = {"Mamba1": "mamba", "Mamba2": "mamba2"}.get(ssm_cfg.pop("layer", "Mamba1"))
     problems = [why for why, bad in [
@@ -103,7 +117,15 @@ def from_mamba_ssm(config: dict) -> dict:
 
 def model_kwargs(config: dict) -> dict:
     """A Hugging Face ``config.json`` (dict) -> :class:`SequenceModel` arguments (without
-    ``vocab_size``/``d_output``, which the embedding's shape gives, and ``rngs``)."""
+    ``vocab_size``/``d_output``, which the embedding's shape gives, and ``rngs``).
+
+    Args:
+      config: a ``MambaConfig`` or ``Mamba2Config`` as a dict (``model_type`` ``"mamba"``
+        or ``"mamba2"``).
+
+    Returns:
+      A dict of keyword arguments of :class:`~ssm.layers.SequenceModel`.
+    """
     kind = config.get("model_type")
     if kind not in CLASSES:
         raise ValueError(f"model_type={kind!r} in config.json; expected one of {tuple(CLASSES)}")
@@ -137,7 +159,15 @@ def model_kwargs(config: dict) -> dict:
 
 def model_config(model: SequenceModel) -> dict:
     """The Hugging Face ``config.json`` (dict) of a Mamba or Mamba-2 :class:`SequenceModel`;
-    a model Hugging Face's classes cannot express raises ``ValueError`` naming why."""
+    a model Hugging Face's classes cannot express raises ``ValueError`` naming why.
+
+    Args:
+      model: a :class:`~ssm.layers.SequenceModel` with token inputs, RMS pre-norm
+        blocks of Mamba or Mamba-2 layers, no post projection, MLP or pooling.
+
+    Returns:
+      A JSON-serializable dict, the inverse of :func:`model_kwargs`.
+    """
     if not isinstance(model, SequenceModel) or not isinstance(model.encoder, nnx.Embed):
         raise ValueError(f"model must be a SequenceModel with token inputs; got {type(model).__name__}")
     first = model.blocks[0]
@@ -177,7 +207,8 @@ def model_config(model: SequenceModel) -> dict:
 # Tensor names and layouts --------------------------------------------------------
 def hf_name(path: tuple) -> str:
     """Our parameter path, e.g. ``('blocks', 0, 'mixer', 'in_proj', 'kernel')``, -> its
-    Hugging Face name ``backbone.layers.0.mixer.in_proj.weight``."""
+    Hugging Face name ``backbone.layers.0.mixer.in_proj.weight`` (a str; a ValueError
+    for a path with no such name)."""
     special = {("encoder", "embedding"): "backbone.embeddings.weight",
                ("final_norm", "scale"): "backbone.norm_f.weight", ("head", "kernel"): "lm_head.weight"}
     if path in special:
@@ -194,7 +225,9 @@ def _is_conv(path: tuple) -> bool:
 
 
 def to_ours(path: tuple, w: np.ndarray) -> np.ndarray:
-    """A Hugging Face tensor -> our layout: conv (C, 1, K) -> (K, C); linear (out, in) -> (in, out)."""
+    """A Hugging Face tensor -> our layout: conv (C, 1, K) -> (K, C); linear (out, in) ->
+    (in, out); others unchanged. ``path`` is our parameter path (:func:`hf_name`),
+    ``w`` a NumPy array; returns a NumPy array (a view)."""
     if _is_conv(path):
         if w.ndim != 3 or w.shape[1] != 1:
             raise ValueError(f"{hf_name(path)} has shape {w.shape}; expected (channels, 1, width)")
@@ -203,7 +236,8 @@ def to_ours(path: tuple, w: np.ndarray) -> np.ndarray:
 
 
 def to_hf(path: tuple, w: np.ndarray) -> np.ndarray:
-    """The inverse of :func:`to_ours`."""
+    """The inverse of :func:`to_ours`: our parameter at ``path`` (NumPy) -> the Hugging
+    Face layout (conv (K, C) -> (C, 1, K); kernels (in, out) -> (out, in))."""
     if _is_conv(path):
         return w.T[:, None, :]
     return w.T if path[-1] == "kernel" else w
@@ -230,7 +264,8 @@ def _folder(path) -> Path:
 
 
 def read_tensors(folder: Path) -> dict[str, np.ndarray]:
-    """Every tensor of ``model.safetensors``, or of the shards its index names."""
+    """Every tensor of ``model.safetensors`` in ``folder`` (a ``Path``), or of the shards
+    its index names: ``{Hugging Face name: NumPy array}`` in the stored dtypes."""
     from safetensors.numpy import load_file
 
     if (folder / INDEX).exists():

@@ -1,5 +1,7 @@
 """Tasks -> Hugging Face ``datasets`` on disk -> numpy batches with fixed shapes.
 
+For example::
+
     ds, info = load_task("selective_copying", {"l_noise": 200}, seed=0, cache_dir="data_cache")
     batch = get_batch(ds["train"], step, batch_size=32, seed=0)   # pure in (step, seed)
     for batch in eval_batches(ds["validation"], 64): ...          # last batch padded, `valid`
@@ -11,11 +13,11 @@ scored) and ``length``; shapes are in ``ssm.data.task``. ``datasets`` is importe
 when a dataset is built or loaded.
 """
 
-from ssm.data import listops
+from ssm.data import listops, registry, task
 from ssm.data.batches import epoch_permutation, eval_batches, get_batch, take
 from ssm.data.cache import derive_seed, features, load_task, split_sizes
-from ssm.data.registry import TASKS, get_task, make_params
-from ssm.data.task import IGNORE, SPLITS, Task, TaskInfo
+from ssm.data.registry import get_task, make_params
+from ssm.data.task import Task, TaskInfo
 
 __all__ = [
     "IGNORE",
@@ -29,9 +31,15 @@ __all__ = [
     "features",
     "get_batch",
     "get_task",
-    "listops",
     "load_task",
     "make_params",
     "split_sizes",
     "take",
 ]
+
+#: Target value at positions that are not scored (-100, the PyTorch/Hugging Face convention).
+IGNORE: int = task.IGNORE
+#: The splits every task has: ``("train", "validation", "test")``.
+SPLITS: tuple[str, ...] = task.SPLITS
+#: Every task by the name configs use: a dict from names to :class:`Task`.
+TASKS: dict[str, Task] = registry.TASKS

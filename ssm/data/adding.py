@@ -21,6 +21,9 @@ from ssm.data.task import Columns, Task, TaskInfo, check_int
 
 @dataclasses.dataclass(frozen=True)
 class AddingParams:
+    """Parameters of the adding task: the defaults are the published setting, each
+    field's comment says what it is, and ``__post_init__`` checks them."""
+
     seq_len: int = 1000  # steps of 2 channels (value, marker)
 
     def __post_init__(self):
@@ -28,6 +31,7 @@ class AddingParams:
 
 
 def info(p: AddingParams) -> TaskInfo:
+    """Regression on L steps of 2 channels: ``TaskInfo('regression', L, None, 2, 1)``."""
     return TaskInfo("regression", p.seq_len, None, 2, 1)
 
 

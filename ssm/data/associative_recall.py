@@ -24,6 +24,9 @@ from ssm.data.task import IGNORE, Columns, Task, TaskInfo, check_int, fail
 
 @dataclasses.dataclass(frozen=True)
 class AssociativeRecallParams:
+    """Parameters of the associative recall task: the defaults are the published setting, each
+    field's comment says what it is, and ``__post_init__`` checks them."""
+
     vocab_size: int = 20  # ids: keys, values, the trigger and a no-op
     input_seq_len: int = 40  # context length: input_seq_len / 2 (key, value) pairs
 
@@ -35,6 +38,7 @@ class AssociativeRecallParams:
 
 
 def trigger_id(vocab_size: int) -> int:
+    """Id of the query trigger: ``vocab_size - 2``."""
     return vocab_size - 2
 
 
@@ -44,6 +48,8 @@ def n_keys(vocab_size: int) -> int:
 
 
 def info(p: AssociativeRecallParams) -> TaskInfo:
+    """Tokens over ``vocab_size`` ids, length ``input_seq_len + 2`` (the context, the
+    trigger and the query key)."""
     return TaskInfo("tokens", p.input_seq_len + 2, p.vocab_size, None, p.vocab_size)
 
 

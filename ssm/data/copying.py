@@ -25,6 +25,9 @@ from ssm.data.task import IGNORE, Columns, Task, TaskInfo, check_bool, check_int
 
 @dataclasses.dataclass(frozen=True)
 class CopyingParams:
+    """Parameters of the copying task: the defaults are the published setting, each
+    field's comment says what it is, and ``__post_init__`` checks them."""
+
     l_noise: int = 100  # blank positions the tokens must be carried across
     l_memorize: int = 10  # data tokens to copy
     n_tokens: int = 10  # alphabet: blank, marker and n_tokens - 2 data tokens
@@ -39,10 +42,13 @@ class CopyingParams:
 
 @dataclasses.dataclass(frozen=True)
 class SelectiveCopyingParams(CopyingParams):
+    """The copying task's parameters with ``selective`` on: tokens at random positions of
+    the region."""
     selective: bool = True  # tokens at random positions of the region
 
 
 def info(p: CopyingParams) -> TaskInfo:
+    """Tokens over ``n_tokens`` ids, length ``l_noise + 2 l_memorize``."""
     return TaskInfo(
         kind="tokens", seq_len=p.l_noise + 2 * p.l_memorize, vocab_size=p.n_tokens, d_input=None, d_output=p.n_tokens
     )

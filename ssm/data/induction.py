@@ -25,6 +25,9 @@ from ssm.data.task import IGNORE, Columns, Task, TaskInfo, check_int
 
 @dataclasses.dataclass(frozen=True)
 class InductionParams:
+    """Parameters of the induction heads task: the defaults are the published setting, each
+    field's comment says what it is, and ``__post_init__`` checks them."""
+
     vocab_size: int = 20  # ids: vocab_size - 2 ordinary tokens, the trigger and a no-op
     input_seq_len: int = 30  # context length before the repeated trigger
 
@@ -39,6 +42,8 @@ def trigger_id(vocab_size: int) -> int:
 
 
 def info(p: InductionParams) -> TaskInfo:
+    """Tokens over ``vocab_size`` ids, length ``input_seq_len + 1`` (the context and the
+    repeated trigger)."""
     return TaskInfo("tokens", p.input_seq_len + 1, p.vocab_size, None, p.vocab_size)
 
 

@@ -111,6 +111,9 @@ def evaluate(source: str) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class ListOpsParams:
+    """Parameters of the ListOps task: the defaults are the published setting, each
+    field's comment says what it is, and ``__post_init__`` checks them."""
+
     max_depth: int = 10  # deepest nesting of operators
     max_args: int = 10  # most arguments of one operator
     min_length: int = 500  # generated expressions are longer than this (tokens)
@@ -130,6 +133,8 @@ class ListOpsParams:
 
 
 def info(p: ListOpsParams) -> TaskInfo:
+    """Classification into the 10 values of an expression, inputs of ``seq_len`` tokens
+    over the ListOps vocabulary."""
     return TaskInfo("classification", p.seq_len, len(VOCAB), None, 10)
 
 
@@ -228,6 +233,8 @@ def read_tsv(path: Path, seq_len: int) -> Columns:
 
 
 def read(p: ListOpsParams, files: list[Path]) -> dict[str, Columns]:
+    """The columns of each split from LRA's TSV files (:func:`read_tsv`), in the order of
+    :func:`sources`."""
     return {split: read_tsv(path, p.seq_len) for split, path in zip(TSV_FILES, files)}
 
 

@@ -29,6 +29,9 @@ from ssm.data.task import IGNORE, Columns, Task, TaskInfo, check_bool, check_flo
 
 @dataclasses.dataclass(frozen=True)
 class MQARParams:
+    """Parameters of the MQAR task: the defaults are the published setting, each
+    field's comment says what it is, and ``__post_init__`` checks them."""
+
     vocab_size: int = 8192  # keys from [1, V/2), values from [V/2, V)
     input_seq_len: int = 64  # sequence length (even)
     num_kv_pairs: int = 8  # key-value pairs in the context, each queried once
@@ -50,6 +53,7 @@ class MQARParams:
 
 
 def info(p: MQARParams) -> TaskInfo:
+    """Tokens over ``vocab_size`` ids, length ``input_seq_len``."""
     return TaskInfo("tokens", p.input_seq_len, p.vocab_size, None, p.vocab_size)
 
 

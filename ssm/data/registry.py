@@ -23,6 +23,8 @@ TASKS: dict[str, Task] = {
 
 
 def get_task(name: str) -> Task:
+    """The :class:`~ssm.data.Task` registered as ``name`` (a key of :data:`TASKS`), else a
+    ValueError naming the choices."""
     return TASKS[check_choice("task", name, tuple(TASKS))]
 
 

@@ -3,13 +3,18 @@ the checks its parameter dataclasses run in ``__post_init__``.
 
 Column conventions shared by every task (n examples, L = ``TaskInfo.seq_len``):
 
-| column  | tokens task        | classification     | regression          |
-|---------|--------------------|--------------------|---------------------|
-| inputs  | int32 (n, L)       | int32 (n, L)       | float32 (n, L, d_input) |
-| targets | int32 (n, L), `IGNORE` where not scored | int32 (n,) | float32 (n,) |
-| length  | int32 (n,): real positions; inputs are right-padded with 0 beyond it |
+=========  ==============================  ==================  =========================
+column     tokens task                     classification      regression
+=========  ==============================  ==================  =========================
+inputs     int32 (n, L)                    int32 (n, L)        float32 (n, L, d_input)
+targets    int32 (n, L), ``IGNORE`` where  int32 (n,)          float32 (n,)
+           not scored
+length     int32 (n,): real positions;     (the same)          (the same)
+           inputs are right-padded with
+           0 beyond it
+=========  ==============================  ==================  =========================
 
-Nothing here imports `datasets`: building and caching live in ``ssm.data.cache``.
+Nothing here imports ``datasets``: building and caching live in ``ssm.data.cache``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import numpy as np
 IGNORE = -100
 """Target value at positions that are not scored (the PyTorch/Hugging Face convention)."""
 
-SPLITS = ("train", "validation", "test")
+SPLITS = ("train", "validation", "test")  #: The splits every task has, in this order.
 
 Kind = Literal["tokens", "classification", "regression"]
 
@@ -98,6 +103,7 @@ class Task:
 
 
 def fail(params, name: str, expected: str):
+    """Raise ValueError: ``<Params>: <name>=<value> <expected>``."""
     value = getattr(params, name)
     raise ValueError(f"{type(params).__name__}: {name}={value!r} {expected}")
 
@@ -107,6 +113,7 @@ def _set(params, name: str, value) -> None:
 
 
 def check_int(params, name: str, minimum: int = 1) -> int:
+    """``params.<name>`` as an int >= ``minimum`` (stored back as a plain int), else :func:`fail`."""
     value = getattr(params, name)
     phrase = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
     if isinstance(value, bool):
@@ -122,6 +129,8 @@ def check_int(params, name: str, minimum: int = 1) -> int:
 
 
 def check_float(params, name: str, *, low: float, high: float = math.inf, include_low: bool = False) -> float:
+    """``params.<name>`` as a float in ``(low, high]`` (``[low, high]`` with ``include_low``),
+    stored back as a float, else :func:`fail`."""
     value = getattr(params, name)
     if high == math.inf:
         bounds = f"{'>=' if include_low else '>'} {low:g}"
@@ -137,6 +146,7 @@ def check_float(params, name: str, *, low: float, high: float = math.inf, includ
 
 
 def check_bool(params, name: str) -> bool:
+    """``params.<name>`` as a bool (NumPy bools too), stored back, else :func:`fail`."""
     value = getattr(params, name)
     if not isinstance(value, (bool, np.bool_)):
         fail(params, name, "must be true or false")
@@ -145,6 +155,7 @@ def check_bool(params, name: str) -> bool:
 
 
 def check_str(params, name: str) -> str:
+    """``params.<name>`` as a str (a ``Path`` becomes one), stored back, else :func:`fail`."""
     value = getattr(params, name)
     if isinstance(value, Path):
         value = str(value)
@@ -155,4 +166,5 @@ def check_str(params, name: str) -> str:
 
 
 def param_names(params_cls: type) -> list[str]:
+    """The field names of a task's parameter dataclass, in order."""
     return [f.name for f in dataclasses.fields(params_cls)]

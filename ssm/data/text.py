@@ -31,6 +31,9 @@ from ssm.data.task import IGNORE, SPLITS, Columns, Task, TaskInfo, check_float, 
 
 @dataclasses.dataclass(frozen=True)
 class TextParams:
+    """Parameters of the text task: each field's comment says what it is, and
+    ``__post_init__`` checks them."""
+
     path: str = ""  # a file or folder (in a YAML file, relative to it), or stdlib:[subfolder]
     seq_len: int = 256  # bytes per window
     validation_fraction: float = 0.05  # of the bytes, after the train part
@@ -50,10 +53,12 @@ class TextParams:
 
 
 def info(p: TextParams) -> TaskInfo:
+    """Bytes: tokens over 256 ids, windows of ``seq_len``."""
     return TaskInfo("tokens", p.seq_len, 256, None, 256)
 
 
 def generate(p: TextParams, n: int, seed: int) -> Columns:
+    """Refused: the text task reads its data (:func:`read`), it generates none."""
     raise ValueError("the text task reads a file: give load_task params={'path': ...} or data_dir=...")
 
 
@@ -105,6 +110,8 @@ def windows(data: np.ndarray, seq_len: int) -> Columns:
 
 
 def read(p: TextParams, files: list[Path]) -> dict[str, Columns]:
+    """The bytes of ``files`` (at most ``max_bytes``; 0: all) split into train, validation and test
+    by the fractions, each cut into windows of ``seq_len`` (:func:`windows`)."""
     chunks, total = [], 0
     for f in files:
         if p.max_bytes and total >= p.max_bytes:

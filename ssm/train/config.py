@@ -179,6 +179,8 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class TrainerConfig:
+    """The training loop: steps, batch sizes, evaluation and logging intervals, seed, devices."""
+
     steps: int = 1000  # optimizer steps; raise it to continue a finished run
     batch_size: int = 32  # examples per step, global over all devices
     eval_every: int = 250  # steps between validation passes (and one at the end)
@@ -200,6 +202,8 @@ class TrainerConfig:
 
 @dataclass(frozen=True)
 class LoggingConfig:
+    """What a run shows and writes besides its metrics: progress bar, plot, TensorBoard."""
+
     progress: bool = True  # live progress bar (on a terminal)
     plot: bool = True  # metrics.png at the end
     tensorboard: bool = False  # also write TensorBoard events (the tensorboard extra)
@@ -214,6 +218,8 @@ class LoggingConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
+    """How often a run saves a checkpoint, and how many it keeps."""
+
     every: int = 250  # steps between checkpoints (and one at the end, and one on SIGINT/SIGTERM)
     keep: int = 3  # newest checkpoints kept
 
@@ -234,6 +240,11 @@ class DistributedConfig:
 
 @dataclass(frozen=True)
 class Config:
+    """One experiment: the whole schema, one frozen dataclass per section (``model``,
+    ``task``, ``optim``, ``schedule``, ``trainer``, ``logging``, ``checkpoint``,
+    ``distributed``); every key, its type, default and meaning are in ``docs/config.md``.
+    Made by :func:`load_config` (or ``from_dict``), which checks every value."""
+
     name: str = "default"  # the experiment's name: its run folder is runs/<name> (plus overrides)
     preset: str | None = None  # an overlay of the file's presets: mapping applied first (e.g. cpu)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -246,6 +257,8 @@ class Config:
     distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def check(self, path: str) -> None:
+        """Raise :class:`ConfigError` unless ``name`` is one folder name (the sections
+        check themselves when built)."""
         if not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\\0"):
             raise ConfigError(f"name: {self.name!r} must be one folder name (it names the run folder "
                               f"runs/<name>): no slashes, not empty, not '.' or '..'")
@@ -255,22 +268,26 @@ class Config:
 
 
 def choose(path: str, value, choices: tuple) -> None:
+    """:func:`ssm.checks.check_choice` raising :class:`ConfigError` for the key ``path``."""
     from ssm.checks import check_choice
 
     check_choice(path, value, choices, error=ConfigError)
 
 
 def positive(path: str, value) -> None:
+    """Raise :class:`ConfigError` for the key ``path`` unless ``value > 0``."""
     if not value > 0:
         raise ConfigError(f"{path}: {value!r} must be > 0")
 
 
 def nonnegative(path: str, value) -> None:
+    """Raise :class:`ConfigError` for the key ``path`` unless ``value >= 0``."""
     if not value >= 0:
         raise ConfigError(f"{path}: {value!r} must be >= 0")
 
 
 def rate(path: str, value) -> None:
+    """Raise :class:`ConfigError` for the key ``path`` unless ``0 <= value < 1``."""
     if not 0.0 <= value < 1.0:
         raise ConfigError(f"{path}: {value!r} must be in [0, 1)")
 
@@ -338,6 +355,7 @@ def _join(path: str, key: str) -> str:
 
 
 def to_dict(config) -> dict:
+    """A config (or any section) as nested plain dicts (``dataclasses.asdict``)."""
     return dataclasses.asdict(config)
 
 
@@ -466,7 +484,15 @@ def load_config(path=None, overrides: list[str] = ()) -> Config:
     """The experiment at ``path`` (or the defaults) with ``--set`` overrides applied.
 
     A file may define ``presets:``, named overlays merged over it when ``preset`` names
-    one (``--set preset=cpu``); the overrides apply after the preset, so they win."""
+    one (``--set preset=cpu``); the overrides apply after the preset, so they win.
+
+    Args:
+      path: a YAML experiment (its ``extends:`` chain followed), or None for the defaults.
+      overrides: ``"a.b=value"`` assignments (YAML values), or ``"~a.b"`` to delete a key.
+
+    Returns:
+      The checked :class:`Config`; a bad key or value raises :class:`ConfigError`.
+    """
     data = read_yaml(path) if path is not None else {}
     chosen = data
     for assignment in overrides:
@@ -485,6 +511,7 @@ def load_config(path=None, overrides: list[str] = ()) -> Config:
 
 
 def dump(config: Config) -> str:
+    """``config`` as YAML text, keys in schema order (what a run folder's ``config.yaml`` holds)."""
     return yaml.safe_dump(to_dict(config), sort_keys=False)
 
 

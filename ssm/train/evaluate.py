@@ -26,7 +26,8 @@ SHAPE_FIELDS = ("kind", "vocab_size", "d_input", "d_output")  # TaskInfo fields 
 
 
 def run_config(workdir) -> Config:
-    """The resolved config a run folder was trained with (its ``config.yaml``)."""
+    """The resolved config a run folder was trained with (its ``config.yaml``), as a
+    :class:`~ssm.train.Config`; a folder without one raises :class:`~ssm.train.ConfigError`."""
     path = pathlib.Path(workdir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{str(workdir)!r} is not a run folder: it has no config.yaml")
@@ -52,9 +53,17 @@ def _restore(config: Config, workdir: pathlib.Path, mesh, step: int | None = Non
 
 
 def load_model(workdir, step: int | None = None) -> tuple[nnx.Module, Config]:
-    """``(model, config)``: the run's :class:`~ssm.layers.SequenceModel` with the
-    parameters of its latest checkpoint (or of checkpoint ``step``), without the
-    optimizer state, in evaluation mode (no dropout), on one device."""
+    """Reopen a run's model.
+
+    Args:
+      workdir: a run folder of :func:`~ssm.train.train_and_evaluate`.
+      step: the checkpoint to load (default: the latest intact one).
+
+    Returns:
+      ``(model, config)``: the run's :class:`~ssm.layers.SequenceModel` with the
+      parameters of that checkpoint, without the optimizer state, in evaluation mode (no
+      dropout), on one device; and its :class:`~ssm.train.Config`.
+    """
     workdir = pathlib.Path(workdir)
     config = run_config(workdir)
     model, _, state, _ = _restore(config, workdir, devices.data_mesh(1, {}), step)

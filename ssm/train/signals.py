@@ -28,6 +28,7 @@ class Interrupted(RuntimeError):
 
     @property
     def exit_code(self) -> int:
+        """The process's exit status: 128 + the signal's number, as a shell reports it."""
         return 128 + int(self.signum)
 
 

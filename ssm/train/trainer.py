@@ -251,7 +251,16 @@ def _diff_keys(a, b, prefix=""):
 
 
 def train_and_evaluate(config: Config, workdir) -> dict:
-    """Train ``config`` in ``workdir`` (resuming if it holds a checkpoint); returns the summary."""
+    """Train ``config`` in ``workdir`` (resuming if it holds a checkpoint).
+
+    Args:
+      config: a checked :class:`~ssm.train.Config` (:func:`~ssm.train.load_config`).
+      workdir: the run folder (made if missing): ``config.yaml``, metrics, checkpoints,
+        plots and ``summary.json`` go there.
+
+    Returns:
+      The run's summary (a dict, as written to ``summary.json``).
+    """
     devices.initialize(config.distributed)
     primary = devices.is_primary()
     workdir = pathlib.Path(workdir)
