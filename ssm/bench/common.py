@@ -18,6 +18,9 @@ MiB = 2**20
 
 
 class Timing(NamedTuple):
+    """One :func:`measure` result: compile time, median seconds per run, whether the runs were capped by the
+    time budget, XLA's temp and live bytes, and the warm-up run's output."""
+
     compile_s: float
     seconds: float  # median over the timed runs
     capped: bool  # fewer runs than asked for, to stay within BUDGET_S
@@ -59,6 +62,7 @@ def matmul_and_read_rates(repeats: int) -> tuple[float, float]:
 
 
 def cpu_name() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``"unknown CPU"`` where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
             names = (line.split(":", 1)[1] for line in f if line.startswith("model name"))
@@ -73,14 +77,17 @@ def fmt_ms(t: Timing | None) -> str:
 
 
 def fmt_mib(t: Timing | None) -> str:
+    """A timing's temp allocation in MiB with one decimal, or ``"—"`` when unknown."""
     return "—" if t is None or t.temp_bytes is None else f"{t.temp_bytes / MiB:.1f}"
 
 
 def fmt_ratio(a: float | None, b: float | None) -> str:
+    """``a / b`` as ``"2.5×"``, or ``"—"`` when either is missing or zero."""
     return "—" if not a or not b else f"{a / b:.1f}×"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table of ``rows`` (lists of cell strings) under ``header``."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 

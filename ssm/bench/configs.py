@@ -97,10 +97,12 @@ def measure_or_oom(config, repeats: int) -> dict:
 
 
 def fmt_bytes(n: int | None) -> str:
+    """``n`` bytes as whole GiB (``"?"`` when None)."""
     return "?" if n is None else f"{n / 2**30:.0f} GiB"
 
 
 def fmt_duration(seconds: float) -> str:
+    """``seconds`` as a rounded duration in s, min, h or days."""
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 90 * 60:
@@ -111,6 +113,8 @@ def fmt_duration(seconds: float) -> str:
 
 
 def cost_line(published: dict, cpu: dict | None, where: str) -> str:
+    """The cost comment line of a shipped config: the published setting's time per step and total (or that it
+    does not fit in memory) on ``where``, and the cpu preset's total."""
     def cost(r):
         if "oom" in r:
             return (f"a training step does not fit in its {fmt_bytes(host_memory_bytes())} of memory "
@@ -131,6 +135,8 @@ def write_cost_line(path: pathlib.Path, line: str) -> None:
 
 
 def main(argv=None) -> None:
+    """Command line: time a training step of every shipped config (or those ``--only`` names) and print (or
+    ``--write``) their cost lines."""
     from ssm.train import load_config
     from ssm.train.shipped import configs_dir, shipped_configs
 

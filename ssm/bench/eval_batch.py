@@ -17,6 +17,7 @@ from ssm.bench.common import MiB, cpu_name, emit, fmt_ratio, markdown_table, mea
 
 
 def main(argv=None) -> None:
+    """Command line: time evaluation per example at several batch sizes for one config."""
     from ssm import data
     from ssm.bench.configs import example_batch
     from ssm.train import load_config

@@ -32,6 +32,8 @@ MODELS = {
 
 
 def build(name: str, d_model: int, n_layers: int):
+    """A random-weight language model of the family ``name`` (a key of ``MODELS``) with tied embeddings at the
+    given width and depth."""
     from ssm.layers import SequenceModel
 
     return SequenceModel(vocab_size=VOCAB, d_model=d_model, n_layers=n_layers, d_output=VOCAB, norm="rms", post=None,
@@ -39,6 +41,8 @@ def build(name: str, d_model: int, n_layers: int):
 
 
 def main(argv=None) -> None:
+    """Command line: decode tokens/s of each model at each batch size, against its prefill and the weight-read
+    floor."""
     from ssm.generate import decoder
 
     p = parser(__doc__, repeats=3)

@@ -88,6 +88,8 @@ def preset_path(preset: str, root: pathlib.Path | None = None) -> pathlib.Path:
 
 
 def load_preset(path: pathlib.Path) -> dict:
+    """A memory benchmark preset (YAML) read and checked: unknown keys, metrics and model names raise
+    :class:`~ssm.train.ConfigError`."""
     if not path.is_file():
         raise ConfigError(f"benchmark preset {str(path)!r} does not exist")
     preset = yaml.safe_load(path.read_text()) or {}

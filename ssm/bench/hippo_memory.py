@@ -202,6 +202,8 @@ def _plot_example(errors, signals, spec, thetas, path) -> None:
 
 
 def main(argv=None) -> None:
+    """Command line: run the HiPPO reconstruction benchmark, print its table and write its figures to the
+    folder given (default ``hippo_memory``)."""
     argv = sys.argv[1:] if argv is None else argv
     out_dir = argv[0] if argv else "hippo_memory"
     start = time.perf_counter()

@@ -68,6 +68,9 @@ def value_and_grad_of(kernel: Callable) -> Callable:
 
 
 class Machine(NamedTuple):
+    """Rates measured on this machine: float32 matmul flop/s, read bytes/s, complex exps/s and complex
+    reciprocals/s."""
+
     matmul_flops: float  # float32 2048^3 matmul, flop/s
     read_bytes: float  # summing a 256 MiB float32 array, bytes/s
     cexp_rate: float  # complex64 exps/s on one (H N/2, CHUNK) block
@@ -75,6 +78,7 @@ class Machine(NamedTuple):
 
 
 def measure_machine(repeats: int) -> Machine:
+    """The :class:`Machine` rates, each timed ``repeats`` times."""
     matmul_flops, read_bytes = matmul_and_read_rates(repeats)
     # One chunk's worth of S4D-Lin exponents dt lambda l (dt = 0.01, 0 < l <= CHUNK).
     lam = (-0.5 - 1j * math.pi * jnp.arange(HALF)).astype(jnp.complex64)
@@ -168,6 +172,8 @@ def direct_conv(u, K):
 
 
 class Cost(NamedTuple):
+    """The useful work of one kernel evaluation: flops, bytes moved, complex exps and reciprocals."""
+
     flops: float
     bytes: float
     cexps: float = 0  # complex exps (for the op time)
@@ -344,6 +350,7 @@ def run(lengths, repeats: int) -> str:
 
 
 def main(argv=None) -> None:
+    """Command line: time the S4D and S4 kernels at each ``--lengths`` and print the tables."""
     cli = parser(__doc__, repeats=5)
     cli.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS), help="kernel lengths L (default: %(default)s)")
     args = cli.parse_args(argv)

@@ -140,6 +140,7 @@ def run_section(name: str, spec: dict, out: pathlib.Path, results: pathlib.Path,
 
 
 def machine() -> str:
+    """A line describing this machine: CPU, cores, OS, JAX version and backend, load average."""
     try:
         load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
@@ -151,6 +152,7 @@ def machine() -> str:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """The command line of ``python -m ssm.bench.memory``."""
     p = argparse.ArgumentParser(prog="python -m ssm.bench.memory", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -163,6 +165,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    """Command line: train the preset's grid of cells (resuming finished ones) and write its results table and
+    plots; returns the exit status."""
     args = parse_args(argv)
     start = time.perf_counter()
     try:

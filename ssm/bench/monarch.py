@@ -59,6 +59,8 @@ def monarch_bytes(n: int, backward: bool) -> float:
 
 
 def bench_width(n: int, repeats: int, peaks: tuple[float, float], log) -> list[list[str]]:
+    """The table rows of one width ``n``: ``nnx.Linear`` against ``MonarchLinear``, forward and
+    forward+backward, with their floors from ``peaks`` (flop/s, bytes/s)."""
     key_x, key_dy = jax.random.split(jax.random.key(n))
     x = jax.random.normal(key_x, (ROWS, n), jnp.float32)
     dy = jax.random.normal(key_dy, (ROWS, n), jnp.float32)
@@ -158,6 +160,7 @@ def run(widths, repeats: int) -> str:
 
 
 def main(argv=None) -> None:
+    """Command line: time Monarch against dense layers at each ``--widths`` and print the tables."""
     cli = parser(__doc__, repeats=3)
     cli.add_argument("--widths", type=int, nargs="+", default=list(WIDTHS), help="layer widths n (default: %(default)s)")
     args = cli.parse_args(argv)

@@ -92,6 +92,7 @@ def _label(name: str, normalize: str, quote: str = "") -> str:
 
 
 def error_table(errors: dict[tuple[str, str], list[float]]) -> str:
+    """The markdown table of msign's error ``max |σ_i − 1|`` per schedule and step count."""
     rows = [[_label(name, normalize, "`")] + ["—" if np.isnan(e) else f"{e:.2g}" for e in errs]
             for (name, normalize), errs in errors.items()]
     return markdown_table(["schedule"] + [str(k) for k in range(1, MAX_STEPS + 1)], rows)
@@ -136,11 +137,14 @@ def mclip_table() -> str:
 
 
 def msign_flops(m: int, n: int, steps: int) -> float:
+    """FLOPs of ``steps`` Newton–Schulz steps on an (m, n) matrix (wide: ``A = X X^T`` is min(m, n) square)."""
     m, n = min(m, n), max(m, n)
     return steps * (4 * m * m * n + 2 * m**3)
 
 
 def speed_table(repeats: int, peak: float) -> tuple[str, list[str]]:
+    """The markdown table of msign against the SVD's polar factor per shape, and notes on the shapes the SVD
+    was skipped for."""
     steps = len(linalg.schedule("polar_express")[0])
     rows, notes = [], []
     svd_1024 = None
@@ -226,6 +230,8 @@ def best_lrs(runs: dict, steps: int) -> dict[str, float]:
 
 
 def muon_tables(runs: dict, seconds: dict, steps: int) -> tuple[str, str]:
+    """The markdown tables of the Muon/AdamW learning-rate sweep and of the loss curves at each optimizer's
+    best rate."""
     sweep_rows = [[opt, f"{lr:g}", f"{smooth(runs[opt, lr], steps):.3f}", f"{runs[opt, lr][-1]:.3f}",
                    f"{seconds[opt, lr]:.1f}"] for opt, lrs in LRS.items() for lr in lrs]
     sweep = markdown_table(["optimizer", "lr", f"mean loss, last {LOG_EVERY} steps", "final-step loss", "s"],
@@ -295,6 +301,7 @@ def write_figures(errors: dict, runs: dict, steps: int, directory: str) -> list[
 
 
 def run(repeats: int, steps: int, figures: str | None) -> str:
+    """Every section of the msign benchmark as markdown (and its figures, if ``figures`` names a folder)."""
     matmul_peak, _ = matmul_and_read_rates(repeats)
     errors = msign_errors()
     clips = mclip_table()
@@ -340,6 +347,7 @@ def run(repeats: int, steps: int, figures: str | None) -> str:
 
 
 def main(argv=None) -> None:
+    """Command line: run the msign benchmark and print (or ``--out``) its report."""
     cli = parser(__doc__, repeats=3)
     cli.add_argument("--steps", type=int, default=300, help="training steps per optimizer run")
     cli.add_argument("--figures", default="docs/figures", metavar="DIR",

@@ -36,10 +36,13 @@ def run_pair(config_path: str, overrides: list[str], workdir: pathlib.Path) -> d
 
 
 def curve(records: list[dict], split: str, key: str = "loss") -> dict[int, float]:
+    """``{step: value}`` of ``key`` in the metric records of ``split``."""
     return {r["step"]: r[key] for r in records if r["split"] == split and key in r}
 
 
 def report(runs: dict[str, dict], command: str) -> str:
+    """The markdown report of a float32/bf16 pair of runs: losses per step, their ratio, accuracies and
+    totals."""
     f32, bf16 = (runs[d] for d in DTYPES)
     train = [curve(r["records"], "train") for r in (f32, bf16)]
     validation = [curve(r["records"], "validation", "accuracy") for r in (f32, bf16)]
@@ -62,6 +65,7 @@ def report(runs: dict[str, dict], command: str) -> str:
 
 
 def plot(runs: dict[str, dict], path: pathlib.Path) -> None:
+    """Plot the training loss of both runs to ``path`` (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -83,6 +87,7 @@ def plot(runs: dict[str, dict], path: pathlib.Path) -> None:
 
 
 def main(argv=None) -> None:
+    """Command line: train a config with float32 and bf16 activations and report the difference."""
     p = parser(__doc__, repeats=1)
     p.add_argument("--config", default=None, help="YAML experiment (default: the shipped default config)")
     p.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help="config overrides")

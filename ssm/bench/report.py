@@ -24,6 +24,7 @@ HIGHER_IS_BETTER = {"accuracy": True, "loss": False, "mse": False, "bits_per_byt
 
 
 def setting_label(cell: grid.Cell) -> str:
+    """A cell's setting name and swept values as one label, e.g. ``"default, d_model=64"``."""
     sweep = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in cell.sweep)
     return ", ".join(x for x in (cell.setting, sweep) if x)
 
@@ -104,6 +105,8 @@ def best_of(members: list[dict]) -> dict:
 
 
 def cell_rows(record: dict, preset: dict, n_lrs: int) -> list[dict]:
+    """The results rows of one finished cell: its metric, its learning rate when several were tried, and its
+    extrapolation evaluations."""
     cell, summary = record["cell"], record["summary"]
     spec = preset["tasks"][cell.task]
     published = (spec.get("published") or {}).get(cell.model)
@@ -139,6 +142,7 @@ def _base_value(cell: grid.Cell, param: str):
 
 
 def write(rows: list[dict], records: list[dict], preset: dict, meta: dict, results: pathlib.Path) -> None:
+    """Write ``results.csv``, the plots and ``results.md`` into ``results``."""
     with (results / "results.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
@@ -181,6 +185,7 @@ def _num(value, digits: int = 0) -> str:
 
 
 def markdown(rows: list[dict], records: list[dict], preset: dict, meta: dict, figures: list[str]) -> str:
+    """The benchmark's ``results.md``: command, machine, one table per task and the figures."""
     lines = [f"# Memory benchmark: preset `{meta['preset']}`", "",
              f"- **Command:** `{meta['command']}`",
              f"- **Started:** {meta['started']}; wall time {meta['wall_s'] / 60:.1f} min; cells finished "

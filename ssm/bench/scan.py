@@ -76,6 +76,7 @@ def inputs(key, length: int):
 
 
 def ours(method: str, chunk_size: int | None = None) -> Callable:
+    """``ssm.scan.selective_scan`` with softplus, fixed to one ``method`` (and chunk size)."""
     return functools.partial(scan.selective_scan, delta_softplus=True, method=method,
                              chunk_size=chunk_size)
 
@@ -129,6 +130,8 @@ def value_and_grad_of(fn: Callable) -> Callable:
 
 
 class Cost(NamedTuple):
+    """The useful work of one scan: flops (exps included), transcendentals and bytes."""
+
     flops: float  # exps included, EXP_FLOPS each
     exps: float  # exps and other transcendentals
     bytes: float
@@ -144,12 +147,16 @@ def cost(length: int, grad: bool) -> Cost:
 
 
 class Machine(NamedTuple):
+    """Rates measured on this machine: float32 matmul flop/s, read bytes/s, and the time of one ``lax.scan``
+    step on the benchmark's state."""
+
     matmul_flops: float  # float32 2048^3 matmul, flop/s
     read_bytes: float  # summing a 256 MiB float32 array, bytes/s
     step_seconds: float  # one lax.scan iteration h = a h + x_t on a (b, d, n) state
 
 
 def measure_machine(repeats: int) -> Machine:
+    """The :class:`Machine` rates, each timed ``repeats`` times."""
     matmul_flops, read_bytes = matmul_and_read_rates(repeats)
     steps = 1024
     decay = jnp.full((BATCH, DIM, N), 0.9, jnp.float32)
@@ -163,6 +170,8 @@ def measure_machine(repeats: int) -> Machine:
 
 
 def floor_seconds(c: Cost, machine: Machine) -> float:
+    """The time ``c`` needs at best on ``machine``: its flops at the matmul rate or its bytes at the read
+    rate, whichever is longer."""
     return max(c.flops / machine.matmul_flops, c.bytes / machine.read_bytes)
 
 
@@ -182,6 +191,7 @@ HEADER = ["method", "L", "ms", "baseline/ours time", "temp MiB", "baseline/ours 
 
 
 def row(name: str, L: int, t: Timing, base: Timing, c: Cost, machine: Machine) -> list[str]:
+    """One table row: a scan's time, memory, compile time, work and floor, against the baseline ``base``."""
     floor = floor_seconds(c, machine)
     return [name, str(L), fmt_ms(t), fmt_ratio(base.seconds, t.seconds), fmt_mib(t),
             fmt_ratio(base.temp_bytes, t.temp_bytes), f"{t.compile_s:.1f}", f"{c.flops / 1e9:.2f}",
@@ -191,6 +201,7 @@ def row(name: str, L: int, t: Timing, base: Timing, c: Cost, machine: Machine) -
 
 
 def bench_length(L: int, machine: Machine, repeats: int, log) -> tuple[list, list]:
+    """The forward and forward+backward table rows of every method at length ``L``."""
     args = inputs(jax.random.key(L), L)
     forward, backward = [], []
     for grad, rows in ((False, forward), (True, backward)):
@@ -210,6 +221,7 @@ def bench_length(L: int, machine: Machine, repeats: int, log) -> tuple[list, lis
 
 
 def bench_chunk_sizes(L: int, sizes, repeats: int, log) -> list[list[str]]:
+    """The table rows of the chunked scan at length ``L`` for each chunk size."""
     args = inputs(jax.random.key(L), L)
     rows = []
     for size in sizes:
@@ -266,6 +278,7 @@ def run(lengths, repeats: int, chunk_sizes) -> str:
 
 
 def main(argv=None) -> None:
+    """Command line: time the scan methods at each ``--lengths`` (and the chunk sizes) and print the tables."""
     cli = parser(__doc__, repeats=5)
     cli.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS), help="sequence lengths L (default: %(default)s)")
     cli.add_argument("--chunk-sizes", type=int, nargs="*", default=list(CHUNK_SIZES),

@@ -22,6 +22,7 @@ import time
 
 
 def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
+    """The command line of ``ssm-generate``."""
     p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--model", required=True, help="a run folder of a model trained on the text task")
@@ -36,6 +37,7 @@ def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
 
 
 def main(argv=None, prog: str | None = None) -> int:
+    """``ssm-generate``: continue a prompt with a trained model; returns the exit status."""
     args = parse_args(argv, prog)
     prog = prog or os.path.basename(sys.argv[0])
     import jax

@@ -13,6 +13,7 @@ from ssm.checks import check_positive_int, concrete
 
 
 def shape_error(name, x, expected):
+    """The ValueError for argument ``name`` of the wrong shape: its shape and the ``expected`` one."""
     return ValueError(f"{name} has shape {tuple(jnp.shape(x))}; expected {expected}")
 
 

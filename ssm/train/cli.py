@@ -67,6 +67,7 @@ def _epilog() -> str:
 
 
 def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
+    """The command line of ``ssm-train`` (``python train.py``)."""
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_epilog())
     parser.add_argument("--config", help="YAML experiment: a path, or a shipped config's name (default: default.yaml)")

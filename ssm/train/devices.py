@@ -49,6 +49,7 @@ def data_mesh(n_devices: int | None, batch_sizes: dict[str, int]) -> Mesh:
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
+    """The sharding that puts a whole copy of an array on every device of ``mesh``."""
     return NamedSharding(mesh, PartitionSpec())
 
 

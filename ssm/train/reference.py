@@ -39,6 +39,7 @@ def field_docs(cls) -> dict[str, str]:
 
 
 def type_name(tp) -> str:
+    """A field's type as the reference writes it: ``int``, ``string``, ``mapping``, ``int or null``, ..."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return " or ".join("null" if a is type(None) else type_name(a) for a in typing.get_args(tp))
     return {dict: "mapping", str: "string", int: "int", float: "float", bool: "bool"}.get(tp, getattr(tp, "__name__", str(tp)))
@@ -50,6 +51,7 @@ def yaml_value(value) -> str:
 
 
 def default_of(f: dataclasses.Field):
+    """A dataclass field's default (its factory called)."""
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
@@ -71,6 +73,7 @@ def schema_rows(cls, prefix: str = "") -> list[list[str]]:
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table of ``rows`` under ``header``."""
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
                       *("| " + " | ".join(r) + " |" for r in rows)])
 
@@ -81,6 +84,7 @@ def _summary(doc: str | None) -> str:
 
 
 def task_section() -> str:
+    """The reference's task parameters: one table per task of :data:`ssm.data.TASKS`."""
     from ssm.data import TASKS
 
     out = []
@@ -129,6 +133,8 @@ def arg_docs(doc: str | None) -> dict[str, str]:
 
 
 def layer_section() -> str:
+    """The reference's layer options: one table per layer of :data:`ssm.layers.LAYERS`, from the class
+    docstrings' ``Args:``."""
     from ssm.layers import LAYERS
 
     out, by_class = [], {cls.__name__: cls for cls in LAYERS.values()}
