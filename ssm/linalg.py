@@ -43,8 +43,10 @@ _PE_PAPER = np.array([
 # Polar Express paper, Alg. 1 (arXiv 2505.16932): safety scaling of all rows but the last.
 _PE_PAPER[:-1] /= np.array([1.01, 1.01**3, 1.01**5])
 
-#: Newton–Schulz schedules by name: read-only float64 tables (steps, 3) of the rows
+#: Newton–Schulz schedules by name, read-only float64 tables (steps, 3) of the rows
 #: ``(a, b, c)`` of ``p(x) = a x + b x^3 + c x^5``.
+#:
+#: :meta hide-value:
 COEFFS: dict[str, np.ndarray] = {
     # Newton's cubic iteration; converges for σ in (0, √3).
     "cubic": np.array([(1.5, -0.5, 0.0)]),
@@ -85,7 +87,7 @@ COEFFS: dict[str, np.ndarray] = {
 for _table in COEFFS.values():
     _table.setflags(write=False)
 
-#: The ``(scale, eps)`` each schedule expects: ``X0 = M / (‖M‖_F · scale + eps)``.
+#: The ``(scale, eps)`` each schedule expects, with ``X0 = M / (‖M‖_F · scale + eps)``.
 NORMALIZATION: dict[str, tuple[float, float]] = {
     "cubic": (1.0, 1e-7),
     "jordan": (1.0, 1e-7),
@@ -103,7 +105,7 @@ NORMALIZES: tuple[str, ...] = get_args(Normalize)
 MclipForm = Literal["interval", "cancelling"]
 #: The ``form`` options of :func:`mclip`.
 MCLIP_FORMS: tuple[str, ...] = get_args(MclipForm)
-#: :func:`mclip`'s default step count: its msign arguments (M − αO, or the Gram matrix
+#: The default step count of :func:`mclip`. Its msign arguments (M − αO, or the Gram matrix
 #: shifted by α²) have a wider spread of singular values than M, so they need more steps
 #: than the 8 rows of polar_express (the last row then repeats and converges quadratically).
 MCLIP_STEPS = 12

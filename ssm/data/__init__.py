@@ -39,7 +39,9 @@ __all__ = [
 
 #: Target value at positions that are not scored (-100, the PyTorch/Hugging Face convention).
 IGNORE: int = task.IGNORE
-#: The splits every task has: ``("train", "validation", "test")``.
+#: The splits every task has, in this order (``"train"``, ``"validation"``, ``"test"``).
 SPLITS: tuple[str, ...] = task.SPLITS
-#: Every task by the name configs use: a dict from names to :class:`Task`.
+#: Every task by the name configs use, a dict from names to :class:`Task`.
+#:
+#: :meta hide-value:
 TASKS: dict[str, Task] = registry.TASKS

@@ -30,4 +30,6 @@ __all__ = ["LAYERS", "Attention", "CausalConv1d", "ExplicitFilter", "GatedMLP", 
 
 #: The sequence layers a config can name (``model.layer``), a dict from names (``"s4d"``,
 #: ``"m2"``, ...) to classes; each is built as ``cls(d_model, **layer_kwargs, rngs=...)``.
+#:
+#: :meta hide-value:
 LAYERS = backbone.LAYERS

@@ -60,7 +60,7 @@ class CausalConv1d(nnx.Module):
           x: (batch, length, C).
 
         Returns:
-          (batch, length, C) in ``dtype`` (default: ``x``'s).
+          (batch, length, C) in ``dtype`` (by default ``x``'s).
         """
         if x.ndim != 3 or x.shape[-1] != self.channels:
             raise ValueError(f"x has shape {x.shape}; expected (batch, length, {self.channels})")

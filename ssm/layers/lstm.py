@@ -97,7 +97,7 @@ class LSTM(nnx.Module):
             padded positions keep the carry and output zeros.
 
         Returns:
-          ``x``'s shape, in ``dtype`` (default: ``x``'s float dtype).
+          ``x``'s shape, in ``dtype`` (by default ``x``'s float dtype).
         """
         x = check_sequence(x, mask, self.d_model)
         return self._scan(x, mask, self.init_state(x.shape[0]))[0]

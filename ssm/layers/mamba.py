@@ -149,7 +149,7 @@ class Mamba(nnx.Module):
             nor the state.
 
         Returns:
-          ``x``'s shape, in ``dtype`` (default: ``x``'s float dtype).
+          ``x``'s shape, in ``dtype`` (by default ``x``'s float dtype).
         """
         return self._forward(x, mask, return_state=False)[0]
 

@@ -233,7 +233,7 @@ class Mamba2(nnx.Module):
           mask: (batch, length) (or (length,)) bool, or None.
 
         Returns:
-          ``x``'s shape, in ``dtype`` (default: ``x``'s float dtype).
+          ``x``'s shape, in ``dtype`` (by default ``x``'s float dtype).
         """
         return self._forward(x, mask, with_state=False)[0]
 

@@ -61,7 +61,7 @@ class GatedMLP(nnx.Module):
           x: (..., d_model).
 
         Returns:
-          (..., d_model), in ``dtype`` (default: promoted from ``x`` and the parameters).
+          (..., d_model), in ``dtype`` (by default promoted from ``x`` and the parameters).
         """
         if x.ndim < 1 or x.shape[-1] != self.d_model:
             raise ValueError(f"x has shape {x.shape}; expected (..., {self.d_model})")

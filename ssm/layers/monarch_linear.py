@@ -82,7 +82,7 @@ class MonarchLinear(nnx.Module):
           x: (..., in_features).
 
         Returns:
-          (..., out_features), in ``dtype`` (default: promoted from ``x`` and ``R``).
+          (..., out_features), in ``dtype`` (by default promoted from ``x`` and ``R``).
         """
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"x has shape {x.shape}; expected (..., {self.in_features})")

@@ -158,7 +158,7 @@ class MonarchMixer(nnx.Module):
           mask: (batch, length) (or (length,)) bool, or None.
 
         Returns:
-          ``x``'s shape, in ``dtype`` (default: ``x``'s float dtype).
+          ``x``'s shape, in ``dtype`` (by default ``x``'s float dtype).
         """
         x = check_sequence(x, mask, self.d_model)
         dtype = self.dtype or x.dtype
