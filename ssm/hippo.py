@@ -164,7 +164,7 @@ def dplr(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Diagonal-plus-low-rank form of a HiPPO matrix (S4's ``nplr``; Gu, Goel & Re,
     2022, "Efficiently Modeling Long Sequences with Structured State Spaces", Theorem 1
-    and Section 3.3).
+    and Section 3.2).
 
     Over the conjugate-completed basis ``W = [V, conj V]`` (unitary, N x N),
     ``A = W (diag(Lambda, conj Lambda) - p p^*) W^*`` with ``p = [P^T; conj P^T]``,
@@ -285,7 +285,8 @@ def log_dt_init(key, shape, dt_min: float = 1e-3, dt_max: float = 1e-1):
       dt_min, dt_max: the range, ``0 < dt_min <= dt_max``.
 
     Returns:
-      A float32 JAX array of ``shape`` with values in ``[log dt_min, log dt_max]``.
+      A JAX array of ``shape`` (float32; float64 under x64) with values in
+      ``[log dt_min, log dt_max]``.
 
     Example:
       >>> import jax, jax.numpy as jnp

@@ -417,8 +417,8 @@ def mclip(M, lo, hi, steps=None, coeffs="polar_express", *, form: MclipForm = "i
     Returns:
       (..., m, n) in M's dtype (or ``compute_dtype``).
 
-    Su (2025), "msign for singular value clipping" (kexue.fm/archives/11059), and the
-    error-cancelling form of its follow-up.
+    Su (2025), "msign for singular value clipping" (kexue.fm/archives/11059) and its
+    follow-ups.
 
     Example:
       >>> import numpy as np, jax.numpy as jnp

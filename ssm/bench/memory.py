@@ -165,7 +165,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    """Command line: train the preset's grid of cells (resuming finished ones) and write its results table and
+    """Command line: train the preset's grid of cells (a rerun keeps the finished ones) and write its results table and
     plots; returns the exit status."""
     args = parse_args(argv)
     start = time.perf_counter()
