@@ -33,7 +33,10 @@ myst_heading_anchors = 3
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_default_options = {"show-inheritance": False}
+autodoc_typehints_description_target = "documented"
+# Layers are called: document __call__, and the recurrent methods S4/S4D inherit from
+# their shared base (but not flax's nnx.Module machinery, nor tuple's for NamedTuples).
+autodoc_default_options = {"special-members": "__call__", "inherited-members": "Module,tuple"}
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 
@@ -42,3 +45,18 @@ html_theme = "sphinx_book_theme"
 html_title = f"ssm {version}"
 html_theme_options = {"show_toc_level": 2}
 html_static_path = []
+
+
+def _constructor_signature(app, what, name, obj, options, signature, return_annotation):
+    """NNX modules are built through a metaclass whose signature is ``(*args, **kwargs)``:
+    show the class's own ``__init__`` signature instead."""
+    import inspect
+
+    if what == "class" and signature in (None, "(*args, **kwargs)") and "__init__" in vars(obj):
+        params = list(inspect.signature(obj.__init__).parameters.values())[1:]
+        return str(inspect.Signature(params)), return_annotation
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-process-signature", _constructor_signature)
