@@ -37,6 +37,10 @@ def execute(path: pathlib.Path, *, small: bool):
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
+    # The float64 references are small NumPy SVDs and solves: one BLAS thread runs them
+    # fastest and leaves the cores to XLA (two OpenBLAS threads on a busy 2-core machine
+    # made a 256x384 SVD 100x slower). The test suite's conftest sets the same.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     saved = os.environ.get(SMALL_VARIABLE)
     os.environ[SMALL_VARIABLE] = "1" if small else "0"  # the kernel inherits the environment
     try:
