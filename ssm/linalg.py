@@ -252,8 +252,7 @@ def msign(M, steps=None, coeffs="polar_express", *, normalize: Normalize = "frob
     * ``"schatten4"``: ``ν = ‖A‖_F^{1/2} = (Σ σ^4)^{1/4}``, the Schatten-4 norm
       (optax's ``preconditioning='schatten'``).
     * ``"schatten8"``: ``ν = ‖A^2‖_F^{1/4} = (Σ σ^8)^{1/8}``, the Schatten-8 norm: the
-      seed's trick ``n = (Σ (A^2)_ij^2)^{1/8}`` (the reference card's
-      ``‖(XX^H)^2‖_F^{1/8}`` misreads its ``** 0.125`` of a sum of squares).
+      seed's trick ``n = (Σ (A^2)_ij^2)^{1/8}``, with ``A = X X^T``.
 
     ``σ_max ≤ ‖M‖_{S8} ≤ ‖M‖_{S4} ≤ ‖M‖_F``, so every σ of ``X_0`` stays in [0, 1/s].
     ``ν`` is floored at ``sqrt(eps)`` (relative to ``‖X_0‖_F ≈ 1``) so ``M = 0`` gives 0.
