@@ -36,7 +36,8 @@ from ssm.checks import check_choice, check_positive_int, concrete
 from ssm.solve import solve  # not jnp.linalg.solve: see ssm.solve
 
 __all__ = ["DISCRETIZATIONS", "CHUNK", "discretize_zoh", "discretize_bilinear", "discretize",
-           "dplr_conjugate_completed", "discretize_dplr", "truncate_output", "untruncate_output",
+           "dplr_conjugate_completed", "discretize_dplr", "woodbury_step_factors", "woodbury_step",
+           "truncate_output", "untruncate_output",
            "vandermonde_kernel", "diagonal_kernel", "cauchy_woodbury", "dplr_kernel", "fft_length", "fft_conv"]
 
 Discretization = Literal["zoh", "bilinear"]
@@ -250,6 +251,84 @@ def discretize_dplr(Lambda, P, B, dt):
     """
     E, Bbar = _dplr_increment(Lambda, P, B, dt)
     return E + jnp.eye(E.shape[-1], dtype=E.dtype), Bbar
+
+
+def woodbury_step_factors(Lambda, P, B, dt):
+    """The factors of S4's O(N) bilinear step of a DPLR system (Gu, Goel & Re, 2022,
+    Appendix C.2: the bilinear matrices applied through the Woodbury identity instead of
+    formed densely).
+
+    With ``A = diag(Lambda) - p p^*`` (conjugate-completed, as
+    :func:`dplr_conjugate_completed`), ``I + dt A/2 = (dt/2)(diag(E) - p p^*)`` with
+    ``E = 2/dt + Lambda``, and ``(I - dt A/2)^{-1} = (2/dt)(diag(D) - D p R)`` with
+    ``D = 1/(2/dt - Lambda)`` and ``R = (I_r + p^* D p)^{-1} p^* D`` (Woodbury). So
+    ``Abar x + Bbar u = D (w - p (R w))`` with ``w = E x - p (p^* x) + 2 B u``:
+    :func:`woodbury_step`. On a conjugate-symmetric state (``x = [x_half, conj
+    x_half]``, as real inputs keep it) ``p^* x = 2 Re(P^* x_half)`` and ``R w = 2
+    Re(R_half w_half)`` are real, so only the top half is stored and updated.
+
+    Args:
+      Lambda, B: complex (H, N/2).
+      P: complex (rank, N/2) or (H, rank, N/2).
+      dt: real (H,).
+
+    Returns:
+      dict of complex arrays: ``"D"``, ``"E"``, ``"B2"`` (= 2B) (H, N/2); ``"P"``,
+      ``"R"`` (H, rank, N/2) (``R`` the top half of the Woodbury factor, with the real
+      (rank, rank) inverse folded in).
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import hippo, kernels
+      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes; P per channel, rank 1
+      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (4, 4)), jnp.complex64) for x in (Lambda, B))
+      >>> P, dt = jnp.asarray(np.broadcast_to(P, (4, 1, 4)), jnp.complex64), jnp.array([0.1, 0.05, 0.02, 0.01])
+      >>> factors = kernels.woodbury_step_factors(Lambda, P, B, dt)
+      >>> sorted(factors), factors["R"].shape
+      (['B2', 'D', 'E', 'P', 'R'], (4, 1, 4))
+    """
+    P = jnp.broadcast_to(P, (Lambda.shape[0], *P.shape[-2:]))
+    two_dt = (2 / dt)[:, None]
+    D = 1 / (two_dt - Lambda)
+    PD = P.conj() * D[:, None]  # p^* D over the top half: (H, rank, N/2)
+    M = 2 * jnp.einsum("hrn,hsn->hrs", PD, P).real  # p^* D p (real: the halves are conjugate)
+    eye = jnp.eye(M.shape[-1], dtype=M.dtype)
+    R = solve((eye + M).astype(PD.dtype), PD)
+    return {"D": D, "E": two_dt + Lambda, "B2": 2 * B, "P": P, "R": R}
+
+
+def woodbury_step(factors, x, u):
+    """One bilinear step ``x' = Abar x + Bbar u`` of a DPLR system in O(H N rank), from
+    the factors of :func:`woodbury_step_factors` (S4's "linear" step mode).
+
+    Args:
+      factors: as :func:`woodbury_step_factors` returns them.
+      x: complex (batch, H, N/2), the top half of the conjugate-symmetric state.
+      u: real (batch, H).
+
+    Returns:
+      ``x'``: complex (batch, H, N/2), equal to the top half of
+      ``Abar [x, conj x] + Bbar u`` with :func:`discretize_dplr`'s matrices.
+
+    Example:
+      >>> import numpy as np, jax.numpy as jnp
+      >>> from ssm import hippo, kernels
+      >>> Lambda, P, B, _ = hippo.dplr("legs", 8)  # N = 8: N/2 = 4 modes; P per channel, rank 1
+      >>> Lambda, B = (jnp.asarray(np.broadcast_to(x, (4, 4)), jnp.complex64) for x in (Lambda, B))
+      >>> P, dt = jnp.asarray(np.broadcast_to(P, (4, 1, 4)), jnp.complex64), jnp.array([0.1, 0.05, 0.02, 0.01])
+      >>> x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4)), jnp.complex64)
+      >>> u = jnp.ones((2, 4))
+      >>> Abar, Bbar = kernels.discretize_dplr(Lambda, P, B, dt)
+      >>> dense = jnp.einsum("hmn,bhn->bhm", Abar, jnp.concatenate([x, x.conj()], -1)) + Bbar * u[..., None]
+      >>> linear = kernels.woodbury_step(kernels.woodbury_step_factors(Lambda, P, B, dt), x, u)
+      >>> bool(jnp.allclose(linear, dense[..., :4], atol=1e-5))
+      True
+    """
+    P = factors["P"]
+    px = 2 * jnp.einsum("hrn,bhn->bhr", P.conj(), x).real  # p^* x
+    w = factors["E"] * x - jnp.einsum("hrn,bhr->bhn", P, px) + factors["B2"] * u[..., None]
+    rw = 2 * jnp.einsum("hrn,bhn->bhr", factors["R"], w).real  # R w
+    return factors["D"] * (w - jnp.einsum("hrn,bhr->bhn", P, rw))
 
 
 def _power_minus_identity(E, power: int):
