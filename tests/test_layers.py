@@ -1,6 +1,7 @@
 """S4 and S4D layers, the residual block and the SequenceModel backbone."""
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -61,7 +62,69 @@ def test_prefill_then_steps_equals_full_pass(layer, rng, x64):
     assert rel(jnp.concatenate([y_prompt, y_rest], 1), full) < 1e-9
     _, state_steps = run_steps(m, x[:, :10])
     for a, b in zip(state_prefill, state_steps):
-        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(a["x"], b["x"], rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("measure, rank", [("legs", None), ("legt", None), ("fout", None), ("legs", 2)])
+def test_s4_linear_step_equals_the_dense_step_in_float64(measure, rank, rng, x64):
+    """S4's "linear" step (Woodbury, O(N)) against the dense bilinear step: outputs and
+    states after a prompt and a run of steps, float64, from the same parameters."""
+    x = jnp.asarray(rng.normal(size=(2, 24, 4)))
+    out = {}
+    for mode in ("linear", "dense"):
+        m = build("s4", param_dtype=jnp.float64, measure=measure, rank=rank, step_mode=mode)
+        y_prompt, state = nnx.jit(lambda m, x: m.prefill(x))(m, x[:, :8])
+        y_rest, state = run_steps(m, x[:, 8:], state=state)
+        out[mode] = jnp.concatenate([y_prompt, y_rest], 1), state["x"]
+    y_err, x_err = rel(out["linear"][0], out["dense"][0]), rel(out["linear"][1], out["dense"][1])
+    print(f"S4-{measure} rank {rank}: linear vs dense step, outputs {y_err:.1e}, state {x_err:.1e}")
+    np.testing.assert_allclose(out["linear"][0], out["dense"][0], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out["linear"][1], out["dense"][1], rtol=1e-10, atol=1e-12)
+
+
+def _primitives(jaxpr):
+    """Every primitive name in a closed jaxpr, sub-jaxprs (loops, calls) included."""
+    names = set()
+    for eqn in jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            names |= _primitives(sub)
+    return names
+
+
+@pytest.mark.parametrize("layer, kw", [("s4", dict(step_mode="linear")), ("s4", dict(step_mode="dense")),
+                                       ("s4d", {})])
+def test_step_does_not_rebuild_the_discrete_system(layer, kw, rng, monkeypatch):
+    """The system is made once with the state (init_state/prefill), not per token: no
+    discretization or untruncation runs while stepping, and the jitted step's program has
+    no loop (the solve behind them is a Gauss-Jordan fori_loop) and no matrix power."""
+    m = build(layer, **kw)
+    x = jnp.asarray(rng.normal(size=(2, 6, 4)), jnp.float32)
+    calls = []
+    for name in ("discretize_dplr", "woodbury_step_factors", "untruncate_output", "discretize", "solve"):
+        original = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _f=original, _n=name, **k: calls.append(_n) or _f(*a, **k))
+    state = m.init_state(2)
+    made = len(calls)
+    assert made > 0  # the wrappers see the system being made
+    for t in range(x.shape[1]):
+        _, state = m.step(x[:, t], state)
+    assert len(calls) == made, f"step rebuilt the system: {calls[made:]}"
+    names = _primitives(jax.make_jaxpr(lambda x_t, s: m.step(x_t, s))(x[:, 0], state).jaxpr)
+    print(f"{layer} {kw}: {made} system calls at init_state, none in {x.shape[1]} steps; step primitives "
+          f"{sorted(names)}")
+    assert not names & {"while", "scan", "custom_linear_solve", "lu", "triangular_solve"}, names
+
+
+def test_state_floats_count_the_per_example_state_only():
+    """The system a state carries is shared by the batch: the benchmark's per-example count
+    is H N/2 complex numbers per layer, for S4 in either step mode and for S4D."""
+    from ssm.bench.generation import state_floats
+
+    for layer, kw in (("s4", dict(step_mode="linear")), ("s4", dict(step_mode="dense")), ("s4d", {})):
+        m = model(layer, layer_kwargs=kw)
+        for batch in (1, 3):
+            assert state_floats(m.init_state(batch)) == 2 * 6 * 4 * 2  # layers * H * N/2 * (re, im)
 
 
 @pytest.mark.parametrize("layer", ["s4d", "s4"])
@@ -179,6 +242,7 @@ def test_s4_runs_inputs_longer_than_l_max_with_the_exact_kernel(bidirectional, r
         (lambda: S4D(4, dt_min=0.1, dt_max=0.01, rngs=nnx.Rngs(0)), "dt_min <= dt_max"),
         (lambda: S4(4, measure="lmu", rngs=nnx.Rngs(0)), "measure='lmu' has no DPLR form"),
         (lambda: S4(4, l_max=0, rngs=nnx.Rngs(0)), "l_max=0"),
+        (lambda: S4(4, step_mode="diagonal", rngs=nnx.Rngs(0)), "step_mode='diagonal'"),
         (lambda: SequenceModel(d_model=4, n_layers=1, d_output=2, rngs=nnx.Rngs(0)), "exactly one of"),
         (lambda: SequenceModel(d_model=4, n_layers=1, d_output=2, d_input=3, layer="gru",
                                rngs=nnx.Rngs(0)), "layer='gru'"),

@@ -54,9 +54,15 @@ def context_state(model, batch_size: int, context: int, new_tokens: int, key):
 
 
 def state_floats(state) -> int:
-    """Numbers a recurrent state holds per batch row (complex entries count twice)."""
+    """Numbers a recurrent state holds per batch row (complex entries count twice).
+
+    Entries under a ``"system"`` key (the discrete system an S4/S4D state carries, the
+    same for every row: :mod:`ssm.layers.conv_ssm`) are not per-row state and are not
+    counted."""
     total = 0
-    for leaf in jax.tree.leaves(state):
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+        if any(getattr(key, "key", None) == "system" for key in path):
+            continue
         if leaf.ndim:
             total += leaf.size // leaf.shape[0] * (2 if jnp.iscomplexobj(leaf) else 1)
     return total

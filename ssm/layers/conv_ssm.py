@@ -1,12 +1,27 @@
 """The shell shared by S4 and S4D: a linear time-invariant SSM per channel that
 trains as a long FFT convolution and runs as a recurrence for inference.
 
-A subclass supplies two things:
+A subclass supplies:
   - ``kernel(length)``: the real convolution kernel (H, length), and the reverse
     kernel when bidirectional;
   - ``discrete_system()``: ``(Abar, Bbar, C_out)`` of the recurrence
     ``x_t = Abar x_{t-1} + Bbar u_t``, ``y_t = Re(C_out . x_t) + D u_t``, with
-    ``Abar`` diagonal (H, M) or dense (H, M, M), ``Bbar`` and ``C_out`` (H, M).
+    ``Abar`` diagonal (H, M) or dense (H, M, M), ``Bbar`` and ``C_out`` (H, M);
+  - optionally ``setup_step()`` and ``advance(system, x, u)``, when its step runs on
+    another form of that system than ``discrete_system()``'s (S4's conjugate half).
+
+Recurrent state. The discrete system depends on the parameters only, and for S4 it
+costs a dense solve and matrix powers (O(H N^3 log L)) against O(H N^2) or less for
+a step, so it is computed once, by :meth:`ConvSSM.setup_step`, when a state is made
+(:meth:`ConvSSM.init_state`, :meth:`ConvSSM.prefill`), and the state carries it:
+``{"x": (batch, H, N/2) complex, "system": {name: array without a batch axis}}``.
+Carrying it, rather than caching it on the module (annotated-s4's cache, S4's
+``_setup_step``), keeps ``step(x_t, state) -> (y_t, state)`` a pure function of its
+arguments: no hidden mutable state to invalidate when the parameters change, and
+it passes through ``jit`` and ``lax.scan`` carries as any pytree. The price: a state
+belongs to the parameters that made it; after a parameter update make a new one.
+Only ``"x"`` is per-example; ``"system"`` is shared by the batch
+(:func:`ssm.bench.generation.state_floats` counts ``"x"`` alone).
 """
 
 from __future__ import annotations
@@ -63,7 +78,7 @@ class ConvSSM(nnx.Module):
     padding masks, the bidirectional combination and recurrent inference.
     """
 
-    state_size: int  # M, the recurrent state's last dimension
+    state_size: int  # the recurrent state's last dimension: N/2, the conjugate half
 
     def __init__(
         self,
@@ -142,6 +157,22 @@ class ConvSSM(nnx.Module):
         ``Abar`` diagonal (H, M) or dense (H, M, M), ``Bbar`` and ``C_out`` (H, M)."""
         raise NotImplementedError
 
+    def setup_step(self):
+        """The system :meth:`step` runs on, computed once per parameter set (states
+        carry it; module :mod:`ssm.layers.conv_ssm`).
+
+        Returns:
+          dict of complex arrays without a batch axis; here the diagonal system
+          ``{"Abar", "Bbar", "C"}`` (H, N/2) each, with ``y = Re(C . x)``.
+        """
+        Abar, Bbar, C = self.discrete_system()
+        return {"Abar": Abar, "Bbar": Bbar, "C": C}
+
+    def advance(self, system, x, u):
+        """``x' = Abar x + Bbar u`` for ``x`` (batch, H, N/2) complex and ``u`` (batch, H)
+        real, with the ``system`` of :meth:`setup_step` (here diagonal)."""
+        return system["Abar"] * x + system["Bbar"] * u[..., None]
+
     # Convolution mode ------------------------------------------------------------
     @accepts_unbatched()
     def __call__(self, x, mask=None):
@@ -182,21 +213,24 @@ class ConvSSM(nnx.Module):
             )
 
     def init_state(self, batch_size: int):
-        """The zero state: complex64 (batch_size, H, M) (complex128 with float64
-        parameters); M = N/2 for S4D, N for S4."""
+        """The zero state, with the discrete system of the current parameters.
+
+        The system is computed here, once (:meth:`setup_step`; for S4 a dense solve and
+        matrix powers), and every :meth:`step` reuses it: the state belongs to the
+        parameters that made it (module :mod:`ssm.layers.conv_ssm`).
+
+        Args:
+          batch_size: sequences, a positive int.
+
+        Returns:
+          ``{"x": (batch_size, H, N/2), "system": dict}``: ``x`` zeros, complex64
+          (complex128 with float64 parameters), the top half of the conjugate-symmetric
+          state; ``system`` as :meth:`setup_step` returns it (no batch axis).
+        """
         self._check_causal()
         check_positive_int("batch_size", batch_size)
         dtype = jnp.promote_types(self.real_dtype, jnp.complex64)
-        return jnp.zeros((batch_size, self.d_model, self.state_size), dtype)
-
-    @staticmethod
-    def _advance(Abar, Bbar, state, u):
-        """``Abar x + Bbar u`` for state (batch, H, M) and inputs u (batch, H)."""
-        if Abar.ndim == 2:
-            moved = Abar * state
-        else:
-            moved = jnp.einsum("hmn,bhn->bhm", Abar, state)
-        return moved + Bbar * u[..., None]
+        return {"x": jnp.zeros((batch_size, self.d_model, self.state_size), dtype), "system": self.setup_step()}
 
     def step(self, x_t, state):
         """One step of the recurrence ``x_t = Abar x_{t-1} + Bbar u_t``,
@@ -204,23 +238,25 @@ class ConvSSM(nnx.Module):
 
         Equals ``layer(x)[:, t]`` when fed ``x[:, 0..t]`` from ``init_state`` (in
         evaluation mode: no dropout). The batch axis is required, as the state's
-        (batch, H, M): one example is a batch of one.
+        (batch, H, N/2): one example is a batch of one. The discrete system comes from
+        the state (made once by :meth:`init_state` or :meth:`prefill`), not from the
+        parameters: this step costs O(H N^2) or less and no solve.
 
         Args:
           x_t: (batch, d_model), one position.
-          state: as :meth:`init_state` makes it.
+          state: as :meth:`init_state` or :meth:`prefill` makes it, for these parameters.
 
         Returns:
           ``(y_t, state)``: y_t (batch, d_model) in ``dtype`` (default ``x_t``'s), and
-          the new state.
+          the new state (the same system, the new ``x``).
         """
         self._check_causal()
         x_t = check_token(x_t, self.d_model)
-        Abar, Bbar, C_out = self.discrete_system()
+        system = state["system"]
         u = x_t.astype(self.real_dtype)
-        state = self._advance(Abar, Bbar, state, u)
-        y = jnp.einsum("hm,bhm->bh", C_out, state).real + self.real(self.D) * u
-        return y.astype(self.dtype or x_t.dtype), state
+        x = self.advance(system, state["x"], u)
+        y = jnp.einsum("hm,bhm->bh", system["C"], x).real + self.real(self.D) * u
+        return y.astype(self.dtype or x_t.dtype), {"x": x, "system": system}
 
     def prefill(self, x):
         """Run a prompt ``x`` (batch, length, d_model) from the zero state.
@@ -231,16 +267,17 @@ class ConvSSM(nnx.Module):
         Returns:
           ``(y, state)``: the outputs (batch, length, d_model) (as ``layer(x)``, by
           convolution) and the state after the last position (by a scan of the
-          recurrence), ready for :meth:`step`.
+          recurrence, on the system computed once), ready for :meth:`step`; the state
+          is :meth:`init_state`'s type.
         """
         self._check_causal()
         x = check_sequence(x, None, self.d_model)
         y = self(x)
-        Abar, Bbar, _ = self.discrete_system()
         state = self.init_state(x.shape[0])
-        state, _ = jax.lax.scan(
-            lambda s, u: (self._advance(Abar, Bbar, s, u), None),
-            state,
+        system = state["system"]
+        last, _ = jax.lax.scan(
+            lambda s, u: (self.advance(system, s, u), None),
+            state["x"],
             jnp.swapaxes(x.astype(self.real_dtype), 0, 1),
         )
-        return y, state
+        return y, {"x": last, "system": system}
