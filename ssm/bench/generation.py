@@ -7,27 +7,44 @@ C. The context's content does not change the cost of a step, so the state is set
 directly: an SSM starts from its zero state, attention from a cache whose first C
 positions hold random keys and values. Measured with :func:`ssm.bench.common.measure`
 (compiled once, one warm-up, median of the timed runs).
+
+    python -m ssm.bench.generation      # S4 (both step modes) and S4D, against rebuilding per token
+
+The command line times the decode of S4 and S4D at the memory benchmark's generation
+setting (width 256, 4 layers, batch 1, ``configs/bench/memory_cpu.yaml``'s
+``generation:``), each against a baseline in the same run: the same model with its
+discrete system rebuilt on every token (:meth:`~ssm.layers.S4.setup_step` inside the
+step, as the step did before its state carried the system), with the SSM step's
+FLOPs per token counted by :func:`ssm_step_flops`.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ssm.bench.common import MiB, measure
+from ssm.bench.common import MiB, cpu_name, emit, fmt_ratio, markdown_table, measure, parser
 
 
-def decode_loop(graphdef, new_tokens: int):
-    """``(params, state, tokens (batch,)) -> (last tokens, state)``: ``new_tokens`` greedy steps."""
+def decode_loop(graphdef, new_tokens: int, rebuild: bool = False):
+    """``(params, state, tokens (batch,)) -> (last tokens, state)``: ``new_tokens`` greedy steps.
+
+    ``rebuild``: remake every S4/S4D layer's discrete system (``setup_step()``) before
+    each step instead of using the one its state carries (the cost a step had when it
+    rebuilt the system per token; a baseline)."""
 
     def decode(params, state, tokens):
         model = nnx.merge(graphdef, params)
 
         def body(carry, _):
             state, tokens = carry
+            if rebuild:
+                state = [{**s, "system": block.mixer.setup_step()} if isinstance(s, dict) and "system" in s else s
+                         for block, s in zip(model.blocks, state)]
             logits, state = model.step(tokens, state)
             return (state, jnp.argmax(logits, -1).astype(tokens.dtype)), None
 
@@ -105,3 +122,82 @@ def run(spec: dict) -> list[dict]:
             print(f"  generation {name} context={context}: {rows[-1]['value']:.0f} tokens/s "
                   f"(state {rows[-1]['state_floats']:,} numbers per sequence)", flush=True)
     return rows
+
+
+def ssm_step_flops(layer) -> int:
+    """Real FLOPs of one S4/S4D recurrent step per token, counted by hand (the mixer
+    alone, without the block's projections): a complex multiply-add is 8, a complex
+    product 6, complex by real 2, a complex addition 2; M = N/2 modes per channel.
+
+    - diagonal (S4D): ``Abar x + Bbar u`` and ``Re(C . x)``: 14 M per channel;
+    - S4 ``"dense"``: ``Abar`` (M, 2M) on ``[x, conj x]``: 16 M^2 + 10 M (O(H N^2));
+    - S4 ``"linear"`` (rank r): four rank-r contractions at 4 each (only real parts
+      are needed) and the diagonal products: 16 r M + 24 M (O(H N r)).
+    """
+    H, M = layer.d_model, layer.state_size
+    mode = getattr(layer, "step_mode", "diagonal")
+    if mode == "dense":
+        per = 16 * M * M + 10 * M
+    elif mode == "linear":
+        per = 16 * layer.P.shape[-3] * M + 24 * M
+    else:
+        per = 14 * M
+    return H * per
+
+
+#: The command line's models: name -> (config overrides, rebuild the system per token).
+DECODE_MODELS = {
+    "s4-legs (rebuilt per token)": ({"layer": "s4", "layer_kwargs": {"d_state": 64, "measure": "legs",
+                                                                      "step_mode": "dense"}}, True),
+    "s4-legs (dense)": ({"layer": "s4", "layer_kwargs": {"d_state": 64, "measure": "legs", "step_mode": "dense"}}, False),
+    "s4-legs (linear)": ({"layer": "s4", "layer_kwargs": {"d_state": 64, "measure": "legs", "step_mode": "linear"}}, False),
+    "s4d (rebuilt per token)": ({"layer": "s4d", "layer_kwargs": {"d_state": 64, "init": "legs"}}, True),
+    "s4d": ({"layer": "s4d", "layer_kwargs": {"d_state": 64, "init": "legs"}}, False),
+}
+
+
+def main(argv=None) -> None:
+    """Command line: decode tokens/s of S4 (linear and dense steps) and S4D, each against the
+    same model rebuilding its discrete system per token, at the memory benchmark's generation setting."""
+    from ssm.data import TaskInfo
+    from ssm.train.config import Config, from_dict
+    from ssm.train.trainer import build_model
+
+    p = parser(__doc__, repeats=3)
+    p.add_argument("--d-model", type=int, default=256)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--context", type=int, default=1024, help="context before decoding (default: %(default)s)")
+    p.add_argument("--new-tokens", type=int, default=64, help="tokens decoded per timed run (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=1)
+    args = p.parse_args(argv)
+    start, load = time.perf_counter(), os.getloadavg()
+    rows, seconds = [], {}
+    for name, (overrides, rebuild) in DECODE_MODELS.items():
+        config = from_dict(Config, {"model": {**overrides, "d_model": args.d_model, "n_layers": args.layers}})
+        info = TaskInfo("tokens", args.context + args.new_tokens, 256, None, 256)
+        model = build_model(config, info, nnx.Rngs(0))
+        model.eval()
+        graphdef, params = nnx.split(model)
+        state = context_state(model, args.batch, args.context, args.new_tokens, jax.random.key(0))
+        tokens = jnp.zeros((args.batch,), jnp.int32)
+        timing = measure(decode_loop(graphdef, args.new_tokens, rebuild), params, state, tokens, repeats=args.repeats)
+        seconds[name] = timing.seconds
+        baseline = next((n for n, (o, r) in DECODE_MODELS.items() if r and o["layer"] == overrides["layer"]), None)
+        mixer = model.blocks[0].mixer
+        rows.append([name, f"{args.batch * args.new_tokens / timing.seconds:,.0f}",
+                     f"{1e3 * timing.seconds / args.new_tokens:.2f}",
+                     fmt_ratio(seconds.get(baseline), timing.seconds) if not rebuild else "1.0×",
+                     "(+ the rebuild)" if rebuild else f"{ssm_step_flops(mixer) / 1e6:.3f}",
+                     f"{state_floats(state):,}"])
+        print(" | ".join(rows[-1]), flush=True)
+    table = markdown_table(["model (step)", "decode tokens/s", "ms / token", "vs rebuilt per token",
+                            "SSM step MFLOP / token / layer", "state floats / sequence"], rows)
+    header = (f"{cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__}, backend {jax.default_backend()}; "
+              f"width {args.d_model}, {args.layers} layers, batch {args.batch}, context {args.context}, "
+              f"{args.new_tokens} new tokens per run, median of {args.repeats}; load average {load[0]:.2f} at start, "
+              f"{os.getloadavg()[0]:.2f} at end; wall time {time.perf_counter() - start:.0f} s.")
+    emit(f"{header}\n\n{table}", args.out)
+
+
+if __name__ == "__main__":
+    main()
