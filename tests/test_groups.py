@@ -43,6 +43,16 @@ def test_labels_follow_the_design_table():
     assert {"ssm", "adamw", "no_decay", "matrix"} == set(labels.values())
 
 
+def test_a_feature_encoder_is_adamw_like_an_embedding():
+    """A ``d_input`` model's input projection is the embedding of a feature model: AdamW,
+    never Muon (Keller Jordan's advice for the first layer; the design's table)."""
+    model = SequenceModel(d_input=3, d_model=4, n_layers=1, d_output=2, layer="s4d", layer_kwargs=dict(d_state=4),
+                          rngs=nnx.Rngs(0))
+    labels = flat_labels(model)
+    assert labels[("encoder", "kernel")] == "adamw"
+    assert labels[("encoder", "bias")] == "no_decay"
+
+
 def test_override_wins_and_unknown_groups_fail():
     m = small_model("s4d")
     params = nnx.state(m, nnx.Param)

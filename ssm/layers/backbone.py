@@ -73,7 +73,8 @@ class SequenceModel(nnx.Module):
       residual_in_fp32: of each :class:`ResidualBlock`: the residual stream stays in
         float32 when activations are bf16 (mamba_ssm's and Hugging Face's option).
 
-    Parameter groups: the embedding and the head are ``adamw`` (never Muon).
+    Parameter groups: the embedding (or the feature encoder's matrix) and the head are
+    ``adamw`` (never Muon).
 
     Example:
       >>> import jax.numpy as jnp
@@ -132,7 +133,8 @@ class SequenceModel(nnx.Module):
             self.encoder = nnx.Embed(check_positive_int("vocab_size", vocab_size), d_model,
                                      embedding_metadata={"group": "adamw"}, **kw)
         else:
-            self.encoder = nnx.Linear(check_positive_int("d_input", d_input), d_model, **kw)
+            self.encoder = nnx.Linear(check_positive_int("d_input", d_input), d_model,
+                                      kernel_metadata={"group": "adamw"}, **kw)
 
         def make_mlp():
             if mlp is None:
