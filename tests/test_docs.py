@@ -35,6 +35,9 @@ def test_make_docs_builds_the_site_without_a_warning(tmp_path):
     for name in notebooks:
         page = (out / "notebooks" / f"{name}.html").read_text()
         assert "<img" in page or "data:image/png" in page, f"{name}: rendered without its plots"
+        # The math renders without a network: MathJax ships with the site.
+        assert 'src="../_static/mathjax/tex-chtml.js"' in page, f"{name}: MathJax is not the site's own"
+    assert (out / "_static" / "mathjax" / "tex-chtml.js").is_file()
     # The README's first commands are on the getting-started page (highlighting splits
     # the words of a command, not its comment).
     assert "# creates .venv, installs, trains the default experiment" in (out / "getting_started.html").read_text()
