@@ -4,6 +4,7 @@ ceilings, and markdown formatting."""
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from typing import Any, Callable, NamedTuple
@@ -69,6 +70,26 @@ def cpu_name() -> str:
             return next(names).strip()
     except (OSError, StopIteration):
         return "unknown CPU"
+
+
+class Started(NamedTuple):
+    """When a benchmark run began (``time.perf_counter``) and the 1-minute load average then."""
+
+    time: float
+    load: float
+
+
+def started() -> Started:
+    """Mark the start of a benchmark run, for :func:`run_header`."""
+    return Started(time.perf_counter(), os.getloadavg()[0])
+
+
+def run_header(details: str, run: Started) -> str:
+    """The line a benchmark's table is published under: this machine and JAX, the run's
+    ``details``, the load average at ``run``'s start and now, and the wall time since."""
+    return (f"{cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__}, backend {jax.default_backend()}; "
+            f"{details}; load average {run.load:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
+            f"wall time {time.perf_counter() - run.time:.0f} s.")
 
 
 def fmt_ms(t: Timing | None) -> str:

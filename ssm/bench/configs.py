@@ -21,13 +21,12 @@ import math
 import os
 import pathlib
 import re
-import time
 
 import jax
 import numpy as np
 from flax import nnx
 
-from ssm.bench.common import cpu_name, emit, markdown_table, measure, parser
+from ssm.bench.common import emit, markdown_table, measure, parser, run_header, started
 from ssm.train.devices import host_memory_bytes
 
 COST_LINE = "# Cost on "
@@ -144,12 +143,11 @@ def main(argv=None) -> None:
     p.add_argument("--only", nargs="+", default=[], help="configs whose names start with these")
     p.add_argument("--write", action="store_true", help="rewrite each config's cost comment line")
     args = p.parse_args(argv)
-    start = time.perf_counter()
+    run = started()
     names = [n for n in shipped_configs() if not n.endswith("/task.yaml")
              and (not args.only or n.startswith(tuple(args.only)))]
     date = datetime.date.today().isoformat()
     where = f"a {os.cpu_count()}-core CPU (measured {date})"
-    load_start = os.getloadavg()
     rows = []
     for name in names:
         path = configs_dir() / name
@@ -169,10 +167,7 @@ def main(argv=None) -> None:
             write_cost_line(path, cost_line(results["published"], results["cpu"], where))
     table = markdown_table(["config", "variant", "params", "batch × length", "s / step", "s / eval batch", "steps",
                             "compile s", "whole run (estimate)"], rows)
-    header = (f"{cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__}, backend {jax.default_backend()}; "
-              f"{date}; load average {load_start[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
-              f"wall time {time.perf_counter() - start:.0f} s.")
-    emit(f"{header}\n\n{table}", args.out)
+    emit(f"{run_header(date, run)}\n\n{table}", args.out)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,10 @@ largest batch that fits on an accelerator).
 
 from __future__ import annotations
 
-import os
-import time
 
-import jax
 from flax import nnx
 
-from ssm.bench.common import MiB, cpu_name, emit, fmt_ratio, markdown_table, measure, parser
+from ssm.bench.common import MiB, emit, fmt_ratio, markdown_table, measure, parser, run_header, started
 
 
 def main(argv=None) -> None:
@@ -29,7 +26,7 @@ def main(argv=None) -> None:
     p.add_argument("--preset", help="a preset of the config (e.g. cpu)")
     p.add_argument("--sizes", nargs="+", type=int, default=[32, 64, 256, 1024])
     args = p.parse_args(argv)
-    start, load = time.perf_counter(), os.getloadavg()
+    run = started()
     config = load_config(resolve_config(args.config), [f"preset={args.preset}"] if args.preset else [])
     task = data.get_task(config.task.name)
     params = data.make_params(task, config.task.params)
@@ -46,9 +43,8 @@ def main(argv=None) -> None:
         rows.append([str(size), f"{1e3 * t.seconds:.1f}", f"{1e6 * per:.0f}", fmt_ratio(per, first),
                      "—" if t.live_bytes is None else f"{t.live_bytes / MiB:.1f}"])
     table = markdown_table(["eval batch", "ms / batch", "µs / example", "per example vs the first", "live MiB"], rows)
-    emit(f"`{args.config}`{' --preset ' + args.preset if args.preset else ''}: {cpu_name()}, {os.cpu_count()} cores, "
-         f"backend {jax.default_backend()}, median of {args.repeats} runs; load average {load[0]:.2f} at start, "
-         f"{os.getloadavg()[0]:.2f} at end; wall time {time.perf_counter() - start:.0f} s.\n\n{table}", args.out)
+    emit(f"`{args.config}`{' --preset ' + args.preset if args.preset else ''}: "
+         f"{run_header(f'median of {args.repeats} runs', run)}\n\n{table}", args.out)
 
 
 if __name__ == "__main__":

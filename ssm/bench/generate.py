@@ -14,7 +14,6 @@ width; this one times the real sizes end to end.)
 
 from __future__ import annotations
 
-import os
 import time
 
 import jax
@@ -22,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ssm.bench.common import MiB, cpu_name, emit, markdown_table, matmul_and_read_rates, measure, parser
+from ssm.bench.common import MiB, emit, markdown_table, matmul_and_read_rates, measure, parser, run_header, started
 
 VOCAB = 50280  # GPT-NeoX's 50,277 tokens padded to a multiple of 8, as the published checkpoints
 MODELS = {
@@ -53,7 +52,7 @@ def main(argv=None) -> None:
     p.add_argument("--d-model", type=int, default=768)
     p.add_argument("--layers", type=int, default=24)
     args = p.parse_args(argv)
-    start, load = time.perf_counter(), os.getloadavg()
+    run = started()
     _, read_rate = matmul_and_read_rates(args.repeats)
     rows = []
     for name in args.models:
@@ -85,11 +84,9 @@ def main(argv=None) -> None:
             print(" | ".join(rows[-1]), flush=True)
     table = markdown_table(["model", "params", "batch", "decode tokens/s", "ms / step", "prefill ms / token",
                             "weight-read floor ms / step", "step / floor", "compile s"], rows)
-    header = (f"{cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__}, backend {jax.default_backend()}; "
-              f"float32; prompt {args.prompt}, {args.new_tokens} new tokens per run, median of {args.repeats}; "
-              f"read bandwidth {read_rate / 1e9:.1f} GB/s (weights {weight_bytes / MiB:.0f} MiB); load average "
-              f"{load[0]:.2f} at start, {os.getloadavg()[0]:.2f} at end; wall time {time.perf_counter() - start:.0f} s.")
-    emit(f"{header}\n\n{table}", args.out)
+    details = (f"float32; prompt {args.prompt}, {args.new_tokens} new tokens per run, median of {args.repeats}; "
+               f"read bandwidth {read_rate / 1e9:.1f} GB/s (weights {weight_bytes / MiB:.0f} MiB)")
+    emit(f"{run_header(details, run)}\n\n{table}", args.out)
 
 
 if __name__ == "__main__":

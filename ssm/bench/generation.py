@@ -20,14 +20,13 @@ FLOPs per token counted by :func:`ssm_step_flops`.
 
 from __future__ import annotations
 
-import os
 import time
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ssm.bench.common import MiB, cpu_name, emit, fmt_ratio, markdown_table, measure, parser
+from ssm.bench.common import MiB, emit, fmt_ratio, markdown_table, measure, parser, run_header, started
 
 
 def decode_loop(graphdef, new_tokens: int, rebuild: bool = False):
@@ -170,7 +169,7 @@ def main(argv=None) -> None:
     p.add_argument("--new-tokens", type=int, default=64, help="tokens decoded per timed run (default: %(default)s)")
     p.add_argument("--batch", type=int, default=1)
     args = p.parse_args(argv)
-    start, load = time.perf_counter(), os.getloadavg()
+    run = started()
     rows, seconds = [], {}
     for name, (overrides, rebuild) in DECODE_MODELS.items():
         config = from_dict(Config, {"model": {**overrides, "d_model": args.d_model, "n_layers": args.layers}})
@@ -192,11 +191,9 @@ def main(argv=None) -> None:
         print(" | ".join(rows[-1]), flush=True)
     table = markdown_table(["model (step)", "decode tokens/s", "ms / token", "vs rebuilt per token",
                             "SSM step MFLOP / token / layer", "state floats / sequence"], rows)
-    header = (f"{cpu_name()}, {os.cpu_count()} cores, jax {jax.__version__}, backend {jax.default_backend()}; "
-              f"width {args.d_model}, {args.layers} layers, batch {args.batch}, context {args.context}, "
-              f"{args.new_tokens} new tokens per run, median of {args.repeats}; load average {load[0]:.2f} at start, "
-              f"{os.getloadavg()[0]:.2f} at end; wall time {time.perf_counter() - start:.0f} s.")
-    emit(f"{header}\n\n{table}", args.out)
+    details = (f"width {args.d_model}, {args.layers} layers, batch {args.batch}, context {args.context}, "
+               f"{args.new_tokens} new tokens per run, median of {args.repeats}")
+    emit(f"{run_header(details, run)}\n\n{table}", args.out)
 
 
 if __name__ == "__main__":
