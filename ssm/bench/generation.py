@@ -84,6 +84,30 @@ def state_floats(state) -> int:
     return total
 
 
+def time_decode(overrides: dict, *, context: int, new_tokens: int, batch_size: int, vocab_size: int = 256,
+                repeats: int = 3, rebuild: bool = False):
+    """Build the model of the config ``overrides`` for token inputs of ``vocab_size``, put
+    it in its state after ``context`` tokens (:func:`context_state`) and time
+    ``new_tokens`` greedy steps of it (:func:`decode_loop`, :func:`ssm.bench.common.measure`).
+
+    Returns:
+      ``(timing, model, state)``: the :class:`~ssm.bench.common.Timing`, the model and
+      the state the timed runs started from.
+    """
+    from ssm.data import TaskInfo
+    from ssm.train.config import Config, from_dict
+    from ssm.train.trainer import build_model
+
+    config = from_dict(Config, overrides)
+    model = build_model(config, TaskInfo("tokens", context + new_tokens, vocab_size, None, vocab_size), nnx.Rngs(0))
+    model.eval()
+    graphdef, params = nnx.split(model)
+    state = context_state(model, batch_size, context, new_tokens, jax.random.key(context))
+    tokens = jnp.zeros((batch_size,), jnp.int32)
+    timing = measure(decode_loop(graphdef, new_tokens, rebuild), params, state, tokens, repeats=repeats)
+    return timing, model, state
+
+
 def run(spec: dict) -> list[dict]:
     """Rows of tokens/s for each model and context of ``spec``:
 
@@ -91,9 +115,7 @@ def run(spec: dict) -> list[dict]:
     config overrides), ``contexts``, ``new_tokens``, ``batch_size``, ``vocab_size``,
     ``model`` (overrides for every model, e.g. width and depth), ``repeats``.
     """
-    from ssm.data import TaskInfo
-    from ssm.train.config import Config, from_dict, merge
-    from ssm.train.trainer import build_model
+    from ssm.train.config import merge
 
     rows = []
     batch, new = spec.get("batch_size", 1), spec.get("new_tokens", 64)
@@ -101,14 +123,8 @@ def run(spec: dict) -> list[dict]:
         for context in spec["contexts"]:
             start = time.perf_counter()
             overrides = merge(spec["model_configs"][name], {"model": spec.get("model", {})})
-            config = from_dict(Config, overrides)
-            info = TaskInfo("tokens", context + new, spec.get("vocab_size", 256), None, spec.get("vocab_size", 256))
-            model = build_model(config, info, nnx.Rngs(0))
-            model.eval()
-            graphdef, params = nnx.split(model)
-            state = context_state(model, batch, context, new, jax.random.key(context))
-            tokens = jnp.zeros((batch,), jnp.int32)
-            timing = measure(decode_loop(graphdef, new), params, state, tokens, repeats=spec.get("repeats", 3))
+            timing, model, state = time_decode(overrides, context=context, new_tokens=new, batch_size=batch,
+                                               vocab_size=spec.get("vocab_size", 256), repeats=spec.get("repeats", 3))
             n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
             rows.append({
                 "model": name, "task": "generation", "setting": f"context={context}", "metric": "tokens_per_s",
@@ -158,10 +174,6 @@ DECODE_MODELS = {
 def main(argv=None) -> None:
     """Command line: decode tokens/s of S4 (linear and dense steps) and S4D, each against the
     same model rebuilding its discrete system per token, at the memory benchmark's generation setting."""
-    from ssm.data import TaskInfo
-    from ssm.train.config import Config, from_dict
-    from ssm.train.trainer import build_model
-
     p = parser(__doc__, repeats=3)
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
@@ -172,14 +184,9 @@ def main(argv=None) -> None:
     run = started()
     rows, seconds = [], {}
     for name, (overrides, rebuild) in DECODE_MODELS.items():
-        config = from_dict(Config, {"model": {**overrides, "d_model": args.d_model, "n_layers": args.layers}})
-        info = TaskInfo("tokens", args.context + args.new_tokens, 256, None, 256)
-        model = build_model(config, info, nnx.Rngs(0))
-        model.eval()
-        graphdef, params = nnx.split(model)
-        state = context_state(model, args.batch, args.context, args.new_tokens, jax.random.key(0))
-        tokens = jnp.zeros((args.batch,), jnp.int32)
-        timing = measure(decode_loop(graphdef, args.new_tokens, rebuild), params, state, tokens, repeats=args.repeats)
+        timing, model, state = time_decode({"model": {**overrides, "d_model": args.d_model, "n_layers": args.layers}},
+                                           context=args.context, new_tokens=args.new_tokens, batch_size=args.batch,
+                                           repeats=args.repeats, rebuild=rebuild)
         seconds[name] = timing.seconds
         baseline = next((n for n, (o, r) in DECODE_MODELS.items() if r and o["layer"] == overrides["layer"]), None)
         mixer = model.blocks[0].mixer
