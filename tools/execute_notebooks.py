@@ -57,7 +57,6 @@ def execute(path: pathlib.Path, *, small: bool):
 
 
 def provenance(path: pathlib.Path, wall_s: float) -> dict:
-    sys.path.insert(0, str(ROOT))
     from ssm.bench.memory import machine
 
     return {"command": f"python tools/execute_notebooks.py {path.relative_to(ROOT).as_posix()}",
@@ -81,6 +80,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("notebooks", nargs="*", type=pathlib.Path, help="default: every notebooks/*.ipynb")
     args = p.parse_args(argv)
+    sys.path.insert(0, str(ROOT))  # this checkout's ssm, installed or not
     import nbformat
 
     paths = [path.resolve() for path in args.notebooks] or sorted(NOTEBOOKS.glob("*.ipynb"))
