@@ -1,6 +1,7 @@
 """Batches as numpy dicts with fixed shapes, for a jitted step that compiles once.
 
-Every batch holds the split's columns plus
+Every batch holds the split's columns (``segment_ids`` int32 (batch, L) too, where the
+task packs its rows: ``TaskInfo.packed``) plus
   ``mask``  bool (batch, L): ``arange(L) < length``, the real positions;
   ``valid`` bool (batch,): False only on the rows that pad the last eval batch.
 Dtypes are exact: int32 token ids, targets and lengths; float32 vector inputs and
@@ -60,7 +61,8 @@ def get_batch(dataset, step: int, batch_size: int, *, seed: int) -> Batch:
     is dropped. A resumed run needs only the step to continue with the same batches.
 
     Returns:
-      the columns (inputs (batch, L) or (batch, L, d_input), targets, length (batch,)),
+      the columns (inputs (batch, L) or (batch, L, d_input), targets, length (batch,),
+      segment_ids (batch, L) where the split has them),
       ``mask`` (batch, L) and ``valid`` (batch,) (all True).
     """
     n = len(dataset)
@@ -76,7 +78,7 @@ def get_batch(dataset, step: int, batch_size: int, *, seed: int) -> Batch:
 
 def _pad(batch: Batch, batch_size: int) -> Batch:
     """Pad rows to ``batch_size``: inputs 0, targets IGNORE (per-position) or 0, length 0,
-    mask and valid False."""
+    segment_ids 0, mask and valid False."""
     out = {}
     for name, x in batch.items():
         fill = IGNORE if name == "targets" and x.ndim == 2 else 0
@@ -90,7 +92,8 @@ def eval_batches(dataset, batch_size: int) -> Iterator[Batch]:
     to ``batch_size`` (``valid`` False on the padding rows), so every batch has one shape.
 
     Weight per-example metrics by ``valid`` (and per-position ones by ``mask`` and
-    ``targets != IGNORE``); padding rows have ``mask`` all False.
+    ``targets != IGNORE``); padding rows have ``mask`` all False (and ``segment_ids``,
+    where the split has them, all 0).
     """
     check_positive_int("batch_size", batch_size)
     n = len(dataset)

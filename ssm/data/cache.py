@@ -52,12 +52,15 @@ def features(info: TaskInfo):
         "classification": Value("int32"),
         "regression": Value("float32"),
     }[info.kind]
-    return Features({"inputs": inputs, "targets": targets, "length": Value("int32")})
+    columns = {"inputs": inputs, "targets": targets, "length": Value("int32")}
+    if info.packed:
+        columns["segment_ids"] = List(Value("int32"), length=L)
+    return Features(columns)
 
 
 def _expected(info: TaskInfo, n: int) -> dict[str, tuple[tuple[int, ...], type]]:
     L = info.seq_len
-    return {
+    expected = {
         "inputs": ((n, L), np.int32) if info.d_input is None else ((n, L, info.d_input), np.float32),
         "targets": {
             "tokens": ((n, L), np.int32),
@@ -66,6 +69,9 @@ def _expected(info: TaskInfo, n: int) -> dict[str, tuple[tuple[int, ...], type]]
         }[info.kind],
         "length": ((n,), np.int32),
     }
+    if info.packed:
+        expected["segment_ids"] = ((n, L), np.int32)
+    return expected
 
 
 def to_dataset(columns: Columns, info: TaskInfo, fingerprint: str | None = None):
@@ -132,12 +138,16 @@ def _fingerprint(files: list[Path]) -> list[list]:
 
 
 def cache_key(task: Task, params, seed: int, sizes: dict[str, int], files: list[Path]) -> dict[str, Any]:
-    """What the cache folder's name hashes (also written to its ``ssm_task.json``)."""
+    """What the cache folder's name hashes (also written to its ``ssm_task.json``): the
+    parameters in ``task.keyed_when_set`` only where they differ from their defaults."""
+    defaults = {f.name: f.default for f in dataclasses.fields(params)}
+    values = {name: value for name, value in dataclasses.asdict(params).items()
+              if name not in task.keyed_when_set or value != defaults[name]}
     return {
         "format": FORMAT_VERSION,
         "task": task.name,
         "version": task.version,
-        "params": dataclasses.asdict(params),
+        "params": values,
         "sizes": sizes,
         "seed": None if files else seed,  # read files do not depend on the seed
         "files": _fingerprint(files),
@@ -244,7 +254,8 @@ def load_task(
 
     Returns:
       ``(DatasetDict, TaskInfo)``. The splits ("train", "validation", "test") have the
-      columns ``inputs``, ``targets``, ``length`` and are formatted as numpy: int32 for
+      columns ``inputs``, ``targets``, ``length`` (and ``segment_ids`` int32 (n, L) when
+      ``TaskInfo.packed``: the text task with ``pack: true``) and are formatted as numpy: int32 for
       integer-only tasks; for vector-input tasks (adding) the float columns are float32
       but ``datasets`` hands out ``length`` as int64 (``get_batch`` and ``eval_batches``
       always return int32/float32).

@@ -14,6 +14,11 @@ length     int32 (n,): real positions;     (the same)          (the same)
            0 beyond it
 =========  ==============================  ==================  =========================
 
+A task whose rows pack several sequences (``TaskInfo.packed``: the text task with
+``pack: true``) has one more column, ``segment_ids`` int32 (n, L): 1, 2, 3, ... for the
+sequences of a row in order, 0 beyond ``length``; positions with different ids belong to
+different sequences and must not see each other.
+
 Nothing here imports ``datasets``: building and caching live in ``ssm.data.cache``.
 """
 
@@ -47,6 +52,9 @@ class TaskInfo:
       vocab_size: number of input token ids (token inputs), else None.
       d_input: width of float-vector inputs (e.g. 2 for adding), else None.
       d_output: output vocabulary (tokens), number of classes, or 1 (regression).
+      packed: rows pack several sequences: every split has a ``segment_ids`` column
+        int32 (n, L) (module docstring) that a model must be given, so that its
+        sequences stay apart.
     """
 
     kind: Kind
@@ -54,6 +62,7 @@ class TaskInfo:
     vocab_size: int | None
     d_input: int | None
     d_output: int
+    packed: bool = False
 
     def __post_init__(self):
         if self.kind not in ("tokens", "classification", "regression"):
@@ -84,6 +93,9 @@ class Task:
         instead of generating (empty list: generate). They are fingerprinted (path, size,
         mtime) into the cache key.
       read: ``read(params, files) -> {split: columns}``, required when ``sources`` is set.
+      keyed_when_set: parameters added after caches of the task were written: the cache
+        key holds each of them only when it differs from its default, so the caches built
+        before it existed keep their folders.
     """
 
     name: str
@@ -94,6 +106,7 @@ class Task:
     version: int = 1
     sources: Callable[[Any, Path | None], list[Path]] | None = dataclasses.field(default=None, compare=False)
     read: Callable[[Any, list[Path]], dict[str, Columns]] | None = dataclasses.field(default=None, compare=False)
+    keyed_when_set: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
 
 # ----------------------------------------------------------------------------- checks
