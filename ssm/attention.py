@@ -107,12 +107,14 @@ def block_sizes(t: int, s: int) -> tuple[int, int]:
     return q_block, k_block
 
 
-def dot_product_attention(q, k, v, *, q_positions, k_positions, key_valid=None, causal: bool = True):
+def dot_product_attention(q, k, v, *, q_positions, k_positions, key_valid=None, causal: bool = True,
+                          q_segments=None, k_segments=None):
     """``softmax(q k^T / sqrt(k) + mask) v`` per head.
 
-    Query i may attend to key j when ``key_valid[j]`` and, if ``causal``,
-    ``k_positions[j] <= q_positions[i]``. A query that may attend to nothing gets
-    zeros. Long inputs are processed in blocks (:func:`block_sizes`) with an online
+    Query i may attend to key j when ``key_valid[j]``, if ``causal``
+    ``k_positions[j] <= q_positions[i]``, and with segments ``k_segments[j] ==
+    q_segments[i]`` (packed documents never attend to each other). A query that may
+    attend to nothing gets zeros. Long inputs are processed in blocks (:func:`block_sizes`) with an online
     softmax (Rabe & Staats, 2021; FlashAttention): a running maximum and sum per query
     rescale each key block's contribution, so memory is O(b h (t + s) k) plus one block
     of scores, and the result equals the one-shot softmax up to rounding.
@@ -122,6 +124,7 @@ def dot_product_attention(q, k, v, *, q_positions, k_positions, key_valid=None, 
       q_positions: (t,) or (b, t) int; k_positions: (s,) or (b, s) int.
       key_valid: (b, s) bool, or None (all keys valid).
       causal: mask keys after the query.
+      q_segments, k_segments: (b, t) and (b, s) int segment ids, both or neither.
 
     Returns:
       (b, t, h, k) in the promoted dtype of q and v (scores and sums in float32 at least).
@@ -145,6 +148,14 @@ def dot_product_attention(q, k, v, *, q_positions, k_positions, key_valid=None, 
     q_positions = jnp.broadcast_to(jnp.asarray(q_positions, jnp.int32), (b, t))
     k_positions = jnp.broadcast_to(jnp.asarray(k_positions, jnp.int32), (b, s))
     key_valid = jnp.ones((b, s), bool) if key_valid is None else jnp.asarray(key_valid, bool)
+    if (q_segments is None) != (k_segments is None):
+        raise ValueError("give both q_segments and k_segments, or neither")
+    segmented = q_segments is not None
+    if segmented:
+        q_segments = jnp.broadcast_to(jnp.asarray(q_segments, jnp.int32), (b, t))
+        k_segments = jnp.broadcast_to(jnp.asarray(k_segments, jnp.int32), (b, s))
+    else:  # placeholders that keep the blocks one shape; never compared
+        q_segments, k_segments = jnp.zeros((b, t), jnp.int32), jnp.zeros((b, s), jnp.int32)
     q_block, k_block = block_sizes(t, s)
     nq, nk = -(-t // q_block), -(-s // k_block)
     scale = dk**-0.5
@@ -155,15 +166,18 @@ def dot_product_attention(q, k, v, *, q_positions, k_positions, key_valid=None, 
 
     keys = split(k.astype(real), nk, k_block), split(v.astype(real), nk, k_block)
     key_pos, key_ok = split(k_positions, nk, k_block), split(key_valid, nk, k_block)  # padding: invalid
+    key_seg = split(k_segments, nk, k_block)
 
     def one_query_block(args):
-        qb, qpos = args  # (b, tq, h, k), (b, tq)
+        qb, qpos, qseg = args  # (b, tq, h, k), (b, tq), (b, tq)
         qb = qb.astype(real) * scale
 
         def one_key_block(carry, block):
             m, l, acc = carry  # (b, h, tq), (b, h, tq), (b, h, tq, k)
-            kb, vb, kpos, kok = block
+            kb, vb, kpos, kok, kseg = block
             allowed = kok[:, None, :]
+            if segmented:
+                allowed = allowed & (kseg[:, None, :] == qseg[:, :, None])  # (b, tq, sk)
             if causal:
                 allowed = allowed & (kpos[:, None, :] <= qpos[:, :, None])  # (b, tq, sk)
             scores = jnp.einsum("bqhk,bshk->bhqs", qb, kb)
@@ -178,15 +192,15 @@ def dot_product_attention(q, k, v, *, q_positions, k_positions, key_valid=None, 
         tq = qb.shape[1]
         init = (jnp.full((b, h, tq), MASKED, real), jnp.zeros((b, h, tq), real), jnp.zeros((b, h, tq, dk), real))
         if nk == 1:
-            (m, l, acc), seen = one_key_block(init, jax.tree.map(lambda x: x[0], (*keys, key_pos, key_ok)))
+            (m, l, acc), seen = one_key_block(init, jax.tree.map(lambda x: x[0], (*keys, key_pos, key_ok, key_seg)))
         else:
-            (m, l, acc), seen = jax.lax.scan(one_key_block, init, (*keys, key_pos, key_ok))
+            (m, l, acc), seen = jax.lax.scan(one_key_block, init, (*keys, key_pos, key_ok, key_seg))
             seen = seen.any(0)
         out = acc / l[..., None]  # l >= 1: the maximum's own term is exp(0)
         out = jnp.where(seen[:, None, :, None], out, 0)  # (b, h, tq, k)
         return jnp.moveaxis(out, 1, 2)  # (b, tq, h, k)
 
-    queries = split(q, nq, q_block), split(q_positions, nq, q_block)
+    queries = split(q, nq, q_block), split(q_positions, nq, q_block), split(q_segments, nq, q_block)
     if nq == 1:
         out = one_query_block(jax.tree.map(lambda x: x[0], queries))[None]
     else:

@@ -102,7 +102,7 @@ def segsum(a):
     return jnp.where(jnp.tril(jnp.ones((T, T), bool)), sums, -jnp.inf)
 
 
-def ssd_chunked(x, dt, A, B, C, chunk_size: int, *, initial_state=None, return_last_state=False):
+def ssd_chunked(x, dt, A, B, C, chunk_size: int, *, initial_state=None, return_last_state=False, reset=None):
     """Mamba-2's SSD by chunks (Listing 1 of Dao & Gu, 2024).
 
     Args:
@@ -114,6 +114,10 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, *, initial_state=None, return_l
         ``dt = 0`` (which leaves the state unchanged); a length below Q is one chunk.
       initial_state: optional (batch, heads, headdim, N) state before position 0.
       return_last_state: also return the state after the last position.
+      reset: (batch, length) bool, or None: True marks the start of a new sequence,
+        whose entering state is dropped (its decay ``exp(dt A)`` taken as 0), as
+        :func:`ssm.scan.selective_scan`'s ``reset``; at position 0 it drops
+        ``initial_state``.
 
     Returns:
       ``y`` (batch, length, heads, headdim), and with ``return_last_state`` the
@@ -143,6 +147,9 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, *, initial_state=None, return_l
     x, dt, A, B, C, initial_state = _as_arrays(x, dt, A, B, C, initial_state)
     b, length, h, p, g, n = _check(x, dt, A, B, C, initial_state)
     check_positive_int("chunk_size", chunk_size)
+    if reset is not None and (jnp.shape(reset) != (b, length) or jnp.asarray(reset).dtype != jnp.bool_):
+        raise ValueError(f"reset has shape {jnp.shape(reset)} and dtype {jnp.asarray(reset).dtype}; "
+                         f"expected bool {(b, length)} (batch, length)")
     if length == 0:
         raise ValueError("x has length 0; expected at least one position")
     dtype = _compute_dtype(x, dt, A, B, C)
@@ -152,6 +159,8 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, *, initial_state=None, return_l
     pad = -length % Q
     X = x * dt[..., None]
     a = dt * A
+    if reset is not None:  # exp(-inf) = 0: nothing decays into a reset position (exact, and no NaN:
+        a = jnp.where(jnp.asarray(reset)[..., None], -jnp.inf, a)  # segsum only adds, never subtracts)
     B, C = _heads(B, h), _heads(C, h)
     if pad:
         X, a, B, C = (jnp.pad(v, [(0, 0), (0, pad)] + [(0, 0)] * (v.ndim - 2)) for v in (X, a, B, C))

@@ -63,7 +63,8 @@ def context_state(model, batch_size: int, context: int, new_tokens: int, key):
             k1, k2 = jax.random.split(jax.random.fold_in(key, len(layer_state["k"].shape)))
             filled = {n: jax.random.normal(k, layer_state[n].shape, layer_state[n].dtype)
                       for n, k in (("k", k1), ("v", k2))}
-            return {**filled, "pos": jnp.asarray(context, jnp.int32)}
+            valid = jnp.broadcast_to(jnp.arange(layer_state["valid"].shape[1]) < context, layer_state["valid"].shape)
+            return {**layer_state, **filled, "valid": valid, "pos": jnp.asarray(context, jnp.int32)}
         return layer_state
 
     return [fill(s) for s in state]

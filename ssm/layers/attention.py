@@ -10,6 +10,7 @@ from flax import nnx
 
 from ssm.attention import apply_rope, dot_product_attention
 from ssm.checks import check_positive_int, check_sequence, check_token
+from ssm.layers.segments import check_segment_ids, check_state
 from ssm.layers.unbatched import accepts_unbatched
 
 
@@ -86,40 +87,91 @@ class Attention(nnx.Module):
         """Heads (b, t, h, k) -> the output projection, (b, t, d) in ``dtype``."""
         return self.out(rearrange(y, "b t h k -> b t (h k)")).astype(dtype)
 
-    def _forward(self, x, mask):
-        x = check_sequence(x, mask, self.d_model)
-        x = x.astype(self.dtype or x.dtype)
-        positions = jnp.arange(x.shape[1])
-        q, k, v = self._heads(x, positions)
-        y = dot_product_attention(q, k, v, q_positions=positions, k_positions=positions, key_valid=mask,
-                                  causal=not self.bidirectional)
-        y = self._merge(y, x.dtype)
-        if mask is not None:
-            y = jnp.where(mask[..., None], y, 0)
-        return y, k, v
-
     @accepts_unbatched()
-    def __call__(self, x, mask=None):
+    def __call__(self, x, mask=None, *, segment_ids=None, initial_state=None, return_state=False):
         """Self-attention over the whole sequence (causal unless bidirectional).
 
         ``mask`` marks real tokens: padded keys are never attended to and padded
-        outputs are zero. Positions count from the first column; scores depend only on
-        distances, so left padding shifts nothing.
+        outputs are zero. Positions count from the first column (from the cache's
+        ``pos`` with an ``initial_state``); scores depend only on distances, so left
+        padding shifts nothing.
 
         Args:
           x: (batch, length, d_model), or one example (length, d_model).
           mask: (batch, length) (or (length,)) bool, or None.
+          segment_ids: (batch, length) (or (length,)) int, or None: packed documents
+            (module :mod:`ssm.layers.segments`) never attend to each other.
+          initial_state: a KV cache (:meth:`init_state`, :meth:`step`, :meth:`prefill`
+            or ``return_state``), or None: the row's first segment also attends to its
+            visible positions. The cache grows by ``length`` positions.
+          return_state: also return the KV cache: the keys and values of the cache
+            and of ``x``, the last segment's real positions visible to what follows.
+            It holds exactly these positions: to :meth:`step` on, use
+            :meth:`prefill` with a ``max_len``, or pass it back as ``initial_state``.
+            Positions are cache slots, shared by the batch: a padded position takes a
+            slot too, so after right padding the next tokens sit further (in RoPE
+            distance) from the real ones than without it.
 
         Returns:
-          ``x``'s shape, in ``dtype`` (by default ``x``'s float dtype).
+          ``x``'s shape, in ``dtype`` (by default ``x``'s float dtype); with
+          ``return_state``, ``(y, cache)``, the cache of :meth:`step`'s type.
         """
-        return self._forward(x, mask)[0]
+        x = check_sequence(x, mask, self.d_model)
+        b, length = x.shape[:2]
+        segment_ids = check_segment_ids(segment_ids, (b, length))
+        if initial_state is not None or return_state:
+            self._check_causal("initial_state" if initial_state is not None else "return_state")
+        x = x.astype(self.dtype or x.dtype)
+        real = jnp.ones((b, length), bool) if mask is None else mask
+        ids = jnp.zeros((b, length), jnp.int32) if segment_ids is None else segment_ids
+        if initial_state is None:
+            positions = jnp.arange(length)
+            q, k, v = self._heads(x, positions)
+            cache = {"k": k, "v": v, "valid": real, "pos": jnp.asarray(length, jnp.int32)}
+            key_ids = ids
+        else:
+            cache = self._check_cache(initial_state, b)
+            pos = cache["pos"]
+            positions = pos + jnp.arange(length)
+            q, k, v = self._heads(x, positions)
+            grow = lambda old, new: jax.lax.dynamic_update_slice_in_dim(  # noqa: E731
+                jnp.concatenate([old, jnp.zeros((b, length, *old.shape[2:]), old.dtype)], axis=1),
+                new.astype(old.dtype), pos, axis=1)
+            key_ids = grow(jnp.broadcast_to(ids[:, :1], cache["valid"].shape), ids)  # the cache: the first segment's
+            cache = {"k": grow(cache["k"], k), "v": grow(cache["v"], v), "valid": grow(cache["valid"], real),
+                     "pos": pos + length}
+        y = dot_product_attention(q, cache["k"], cache["v"], q_positions=positions,
+                                  k_positions=jnp.arange(cache["k"].shape[1]), key_valid=cache["valid"],
+                                  causal=not self.bidirectional,
+                                  **({} if segment_ids is None else {"q_segments": ids, "k_segments": key_ids}))
+        y = self._merge(y, x.dtype)
+        if mask is not None:
+            y = jnp.where(mask[..., None], y, 0)
+        if not return_state:
+            return y
+        if segment_ids is not None:  # only the last segment is visible to what follows
+            last = length - 1 - jnp.argmax(real[:, ::-1], axis=1)
+            cache["valid"] = cache["valid"] & (key_ids == jnp.take_along_axis(ids, last[:, None], axis=1))
+        dtype = self._cache_dtype()
+        return y, {**cache, "k": cache["k"].astype(dtype), "v": cache["v"].astype(dtype)}
+
+    def _check_cache(self, cache, batch_size: int):
+        """A KV cache of :meth:`init_state`'s structure for ``batch_size`` sequences, any size."""
+        ok = isinstance(cache, dict) and set(cache) == {"k", "v", "valid", "pos"}
+        if ok:
+            max_len = jnp.shape(cache["k"])[1] if jnp.ndim(cache["k"]) == 4 else 0
+            ok = max_len > 0 and check_state(self, cache, batch_size, max_len=max_len) is cache
+        if not ok:
+            got = jax.tree.map(jnp.shape, cache) if isinstance(cache, dict) else type(cache).__name__
+            raise ValueError(f"initial_state is {got}; expected a KV cache as init_state({batch_size}, max_len) "
+                             "makes it")
+        return cache
 
     # Recurrent inference ---------------------------------------------------------------
-    def _check_causal(self):
+    def _check_causal(self, what: str = "recurrent inference"):
         if self.bidirectional:
-            raise ValueError("Attention(bidirectional=True) has no recurrent mode: its output at t depends on "
-                             "inputs after t; run the whole sequence with layer(x)")
+            raise ValueError(f"Attention(bidirectional=True) has no recurrent mode, which {what} needs: its "
+                             "output at t depends on inputs after t; run the whole sequence with layer(x)")
 
     def _cache_dtype(self):
         return jnp.promote_types(self.dtype or self.qkv.kernel[...].dtype, jnp.float32)
@@ -132,8 +184,10 @@ class Attention(nnx.Module):
           max_len: positions the cache holds (prompt plus generated tokens); required.
 
         Returns:
-          ``{"k", "v": (batch, max_len, n_heads, head_dim), "pos": () int32}`` (the
-          number of positions filled); k and v float32 at least.
+          ``{"k", "v": (batch, max_len, n_heads, head_dim), "valid": (batch, max_len)
+          bool, "pos": () int32}``: keys and values (float32 at least), the positions
+          the next token may attend to (its own sequence's, filled), and the number of
+          positions filled.
         """
         self._check_causal()
         check_positive_int("batch_size", batch_size)
@@ -143,7 +197,7 @@ class Attention(nnx.Module):
         check_positive_int("max_len", max_len)
         shape = (batch_size, max_len, self.n_heads, self.head_dim)
         zeros = jnp.zeros(shape, self._cache_dtype())
-        return {"k": zeros, "v": zeros, "pos": jnp.zeros((), jnp.int32)}
+        return {"k": zeros, "v": zeros, "valid": jnp.zeros((batch_size, max_len), bool), "pos": jnp.zeros((), jnp.int32)}
 
     def step(self, x_t, state):
         """One token: attends over the cached positions and itself.
@@ -155,7 +209,8 @@ class Attention(nnx.Module):
 
         Returns:
           ``(y_t, state)``: y_t (batch, d_model), equal to ``layer(x)[:, t]``, and the
-          cache with this position added.
+          cache with this position added. A full cache raises (eagerly) or gives NaN
+          outputs (under ``jit``, where its position is not known).
         """
         self._check_causal()
         x_t = check_token(x_t, self.d_model)
@@ -165,11 +220,12 @@ class Attention(nnx.Module):
         x = x_t.astype(self.dtype or x_t.dtype)[:, None]
         q, k, v = self._heads(x, pos[None])
         cache = {name: jax.lax.dynamic_update_slice_in_dim(state[name], new.astype(state[name].dtype), pos, axis=1)
-                 for name, new in (("k", k), ("v", v))}
-        positions = jnp.arange(max_len)
-        y = dot_product_attention(q, cache["k"], cache["v"], q_positions=pos[None], k_positions=positions,
-                                  key_valid=jnp.broadcast_to(positions <= pos, (x.shape[0], max_len)))
-        return self._merge(y, x.dtype)[:, 0], {**cache, "pos": pos + 1}
+                 for name, new in (("k", k), ("v", v), ("valid", jnp.ones((x.shape[0], 1), bool)))}
+        y = dot_product_attention(q, cache["k"], cache["v"], q_positions=pos[None], k_positions=jnp.arange(max_len),
+                                  key_valid=cache["valid"])
+        y = self._merge(y, x.dtype)[:, 0]
+        y = jnp.where(pos < max_len, y, jnp.nan)  # a full cache under jit: NaN, not a silently wrong token
+        return y, {**cache, "pos": pos + 1}
 
     def prefill(self, x, max_len: int | None = None):
         """Run a prompt and cache its keys and values.
@@ -180,16 +236,14 @@ class Attention(nnx.Module):
 
         Returns:
           ``(y, state)``: the outputs (batch, length, d_model) of ``layer(x)`` and a KV
-          cache holding the prompt, ready for :meth:`step`.
+          cache of ``max_len`` positions holding the prompt, ready for :meth:`step`.
         """
         self._check_causal()
-        y, k, v = self._forward(x, None)
+        x = check_sequence(x, None, self.d_model)
         length = x.shape[1]
         max_len = length if max_len is None else check_positive_int("max_len", max_len)
         if max_len < length:
             raise ValueError(f"max_len={max_len} is shorter than the prompt ({length} positions)")
-        state = self.init_state(x.shape[0], max_len)
-        for name, new in (("k", k), ("v", v)):
-            state[name] = jax.lax.dynamic_update_slice_in_dim(state[name], new.astype(state[name].dtype), 0, axis=1)
-        state["pos"] = jnp.asarray(length, jnp.int32)
-        return y, state
+        y, cache = self(x, return_state=True)
+        room = lambda a: jnp.pad(a, [(0, 0), (0, max_len - length)] + [(0, 0)] * (a.ndim - 2))  # noqa: E731
+        return y, {**{name: room(cache[name]) for name in ("k", "v", "valid")}, "pos": cache["pos"]}

@@ -160,21 +160,46 @@ class SequenceModel(nnx.Module):
         return h.astype(jnp.promote_types(h.dtype, jnp.float32))
 
     @accepts_unbatched(example_dims)
-    def __call__(self, x, mask=None):
+    def __call__(self, x, mask=None, *, segment_ids=None, initial_state=None, return_state=False):
         """The model on a batch (or one example).
 
         Args:
           x: (batch, length) int ids, or (batch, length, d_input) features; one
             example: (length,) ids or (length, d_input).
           mask: (batch, length) (or (length,)) bool marking real tokens, or None.
+          segment_ids: (batch, length) (or (length,)) int, or None: packed documents,
+            which never see each other (module :mod:`ssm.layers.segments`); every
+            layer but M2's takes them. ``pool=None`` only.
+          initial_state: the state before position 0, as :meth:`init_state`,
+            :meth:`step` or :meth:`prefill` make it (one per block), or None;
+            ``pool=None`` only.
+          return_state: also return the state after the last real position.
 
         Returns:
           (batch, length, d_output), or (batch, d_output) when pooled; float32 at
-          least. One example gives (length, d_output) or (d_output,).
+          least. One example gives (length, d_output) or (d_output,). With
+          ``return_state``, ``(logits, state)``, the state of :meth:`step`'s type:
+          ``y1, s = model(x[:, :t], return_state=True)`` then
+          ``model(x[:, t:], initial_state=s)`` gives ``model(x)[:, t:]``.
         """
+        if segment_ids is not None and self.pool is not None:
+            raise ValueError(f"segment_ids with pool={self.pool!r}: a pooled output would mix the packed "
+                             "documents; pack per-position models (pool=None)")
+        if initial_state is not None or return_state:
+            self._check_recurrent()
+        if initial_state is not None and (not isinstance(initial_state, (list, tuple))
+                                          or len(initial_state) != len(self.blocks)):
+            raise ValueError(f"initial_state must hold one state per block ({len(self.blocks)}), as init_state "
+                             f"makes it; got {type(initial_state).__name__}")
         h = self.encoder(x)
-        for block in self.blocks:
-            h = block(h, mask=mask)
+        states = []
+        for i, block in enumerate(self.blocks):
+            out = block(h, mask=mask, segment_ids=segment_ids, return_state=return_state,
+                        initial_state=None if initial_state is None else initial_state[i])
+            h, s = out if return_state else (out, None)
+            states.append(s)
+        if return_state:
+            return self._logits(h), states
         if self.pool == "mean":
             w = jnp.ones(h.shape[:2], h.dtype) if mask is None else mask.astype(h.dtype)
             h = jnp.einsum("bl,bld->bd", w, h) / jnp.maximum(w.sum(1, keepdims=True), 1)

@@ -126,18 +126,28 @@ class ResidualBlock(nnx.Module):
         h = self.mlp(self.norm2(x) if self.prenorm else x)  # the MLP applies its own dropout
         return self._residual(x, h, self.norm2)
 
-    def __call__(self, x, mask=None):
+    def __call__(self, x, mask=None, *, segment_ids=None, initial_state=None, return_state=False):
         """The block on a sequence.
 
         Args:
           x: (batch, length, d).
-          mask: (batch, length) bool marking real tokens, or None; handed to the mixer.
+          mask: (batch, length) bool marking real tokens, or None; handed to the mixer,
+            as are ``segment_ids``, ``initial_state`` and ``return_state``
+            (module :mod:`ssm.layers.segments`; given only when set, so a mixer
+            without them still runs).
 
         Returns:
-          (batch, length, d) (float32 at least with ``residual_in_fp32``).
+          (batch, length, d) (float32 at least with ``residual_in_fp32``); with
+          ``return_state``, ``(y, state)``, the mixer's state.
         """
-        h = self.mixer(self.norm(x) if self.prenorm else x, mask=mask)
-        return self._mlp(self._residual(x, self._post(h), self.norm))
+        passing = {name: value for name, value in (("segment_ids", segment_ids), ("initial_state", initial_state))
+                   if value is not None}
+        if return_state:
+            passing["return_state"] = True
+        out = self.mixer(self.norm(x) if self.prenorm else x, mask=mask, **passing)
+        h, state = out if return_state else (out, None)
+        y = self._mlp(self._residual(x, self._post(h), self.norm))
+        return (y, state) if return_state else y
 
     def _max_len(self, method: str, max_len: int | None) -> dict:
         """``{"max_len": max_len}`` for a mixer method that takes it (a KV cache's

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssm.checks import check_positive_int
+from ssm.layers.segments import same_segment
 
 
 class CausalConv1d(nnx.Module):
@@ -53,23 +54,64 @@ class CausalConv1d(nnx.Module):
         y = jnp.einsum("...kc,kc->...c", window.astype(dtype), self.kernel[...].astype(dtype))
         return y if self.bias is None else y + self.bias[...].astype(dtype)
 
-    def __call__(self, x):
+    def __call__(self, x, *, segment_ids=None, mask=None, initial_state=None, return_state=False,
+                 state_dtype=jnp.float32):
         """Convolve every channel with its taps.
 
         Args:
           x: (batch, length, C).
+          segment_ids: (batch, length) int, or None: a tap never reaches an input of
+            another segment (module :mod:`ssm.layers.segments`).
+          mask: (batch, length) bool marking real positions, or None; used only to find
+            the last real position for ``return_state`` (the caller zeroes padded
+            inputs; padding belongs at the ends).
+          initial_state: (batch, width - 1, C), the inputs before position 0 (as
+            :meth:`init_state`, :meth:`step` and :meth:`prefill` keep them), or None
+            (zeros); they belong to the first position's segment.
+          return_state: also return the state after the last real position.
+          state_dtype: the returned state's dtype.
 
         Returns:
-          (batch, length, C) in ``dtype`` (by default ``x``'s).
+          y (batch, length, C) in ``dtype`` (by default ``x``'s); with
+          ``return_state``, ``(y, state)``, state (batch, width - 1, C): the last
+          ``width - 1`` inputs of the last segment (zeros before its start).
         """
         if x.ndim != 3 or x.shape[-1] != self.channels:
             raise ValueError(f"x has shape {x.shape}; expected (batch, length, {self.channels})")
         dtype = self.dtype or x.dtype
-        L = x.shape[1]
-        padded = jnp.pad(x, ((0, 0), (self.width - 1, 0), (0, 0))).astype(dtype)
+        b, L, _ = x.shape
+        keep = self.width - 1
+        head = (jnp.zeros((b, keep, self.channels), dtype) if initial_state is None
+                else self._check_state(initial_state, b).astype(dtype))
+        inputs = jnp.concatenate([head, x.astype(dtype)], axis=1)  # (b, keep + L, C)
+        same = None if segment_ids is None else same_segment(segment_ids, self.width)
         kernel = self.kernel[...].astype(dtype)
-        y = sum(padded[:, k : k + L] * kernel[k] for k in range(self.width))
-        return y if self.bias is None else y + self.bias[...].astype(dtype)
+        y = 0
+        for k in range(self.width):
+            tap = inputs[:, k : k + L] * kernel[k]
+            y = y + (tap if same is None else jnp.where(same[..., k, None], tap, 0))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(dtype)
+        if not return_state:
+            return y
+        if mask is None and segment_ids is None:
+            return y, inputs[:, L:].astype(state_dtype)
+        last = jnp.full((b,), L - 1) if mask is None else L - 1 - jnp.argmax(mask[:, ::-1], axis=1)
+        last = jnp.where(mask.any(1), last, -1) if mask is not None else last  # no real position: the head
+        window = last[:, None] + 1 + jnp.arange(keep)  # indices into ``inputs`` of the last ``keep`` inputs
+        state = jnp.take_along_axis(inputs, window[..., None], axis=1)
+        if segment_ids is not None:
+            ids = jnp.pad(segment_ids, ((0, 0), (keep, 0)), mode="edge")
+            own = jnp.take_along_axis(ids, window, axis=1) == jnp.take_along_axis(ids, last[:, None] + keep, axis=1)
+            state = jnp.where(own[..., None], state, 0)
+        return y, state.astype(state_dtype)
+
+    def _check_state(self, state, batch_size: int):
+        expected = (batch_size, self.width - 1, self.channels)
+        if jnp.shape(state) != expected:
+            raise ValueError(f"initial_state has shape {jnp.shape(state)}; expected {expected} "
+                             "(batch, width - 1, channels): the convolution's inputs before position 0")
+        return jnp.asarray(state)
 
     def init_state(self, batch_size: int, dtype=jnp.float32):
         """The last ``width - 1`` inputs, zeros: (batch_size, width - 1, C) in ``dtype``."""
@@ -86,7 +128,4 @@ class CausalConv1d(nnx.Module):
         """``x`` (batch, length, C) -> ``(y, state)``: y as ``conv(x)`` and the last
         ``width - 1`` inputs (batch, width - 1, C) in ``dtype``; works for any length,
         also shorter than the width (the state is then left-padded with zeros)."""
-        y = self(x)
-        keep = self.width - 1
-        tail = jnp.pad(x, ((0, 0), (keep, 0), (0, 0)))[:, x.shape[1]:] if keep else x[:, :0]
-        return y, tail.astype(dtype)
+        return self(x, return_state=True, state_dtype=dtype)

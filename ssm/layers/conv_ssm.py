@@ -33,6 +33,7 @@ from flax import nnx
 from ssm import hippo, kernels
 from ssm.checks import check_positive_int, check_sequence, check_token
 from ssm.groups import ssm_param_dtype
+from ssm.layers.segments import boundaries, check_segment_ids, recurrent_scan
 from ssm.layers.unbatched import accepts_unbatched
 
 
@@ -45,6 +46,10 @@ def pair_from_complex(z, dtype=jnp.float32):
     """(...) complex -> (..., 2) real pairs, stored as ``dtype``."""
     return jnp.stack([jnp.real(z), jnp.imag(z)], -1).astype(dtype)
 
+
+#: Positions per checkpointed chunk of the recurrence that runs when segments or an
+#: initial state are given (:func:`ssm.layers.segments.recurrent_scan`).
+RECURRENCE_CHUNK = 64
 
 # Re(Lambda) is stored as log(-Re Lambda), so it stays negative while training;
 # measures with Re Lambda = 0 (LegT, FouT) start just inside the stable half-plane.
@@ -173,43 +178,100 @@ class ConvSSM(nnx.Module):
         real, with the ``system`` of :meth:`setup_step` (here diagonal)."""
         return system["Abar"] * x + system["Bbar"] * u[..., None]
 
-    # Convolution mode ------------------------------------------------------------
+    # The parallel pass ---------------------------------------------------------------
     @accepts_unbatched()
-    def __call__(self, x, mask=None):
-        """The convolution mode: ``y = K * x + D x`` per channel, by FFT
-        (:func:`ssm.kernels.fft_conv`), then dropout.
+    def __call__(self, x, mask=None, *, segment_ids=None, initial_state=None, return_state=False):
+        """The layer over a whole sequence: ``y = K * x + D x`` per channel, then dropout.
+
+        Without ``segment_ids`` and ``initial_state`` this is the convolution mode, by
+        FFT (:func:`ssm.kernels.fft_conv`). A convolution cannot restart at a segment
+        boundary nor start from a state, so with either the layer runs its recurrence
+        instead (:meth:`setup_step`'s system, time by time, in checkpointed chunks of
+        :data:`RECURRENCE_CHUNK`; O(L H N) work, not parallel over time): the same
+        outputs up to rounding, at a cost ``BENCHMARKS.md`` measures.
 
         ``mask`` (batch, length) (or (length,)) marks real tokens: padded inputs are
-        zeroed before the convolution, so they never reach real outputs, and padded
-        outputs are zero.
+        zeroed, so they never reach real outputs, padded outputs are zero, and the
+        returned state is the one after the last real position (pad at the ends).
 
         Args:
           x: (batch, length, d_model), or one example (length, d_model); integer
             inputs are taken as float32.
           mask: (batch, length) (or (length,)) bool, or None.
+          segment_ids: (batch, length) (or (length,)) int, or None: packed documents
+            (module :mod:`ssm.layers.segments`), the state reset at each boundary.
+          initial_state: the state before position 0, as :meth:`init_state`,
+            :meth:`step` or :meth:`prefill` make it (batch axis required), or None.
+            Its ``"x"`` is used; the system is recomputed from the parameters, so the
+            output is differentiable with respect to both.
+          return_state: also return the state after the last real position.
 
         Returns:
-          ``x``'s shape, in ``dtype`` (by default ``x``'s float dtype).
+          ``x``'s shape, in ``dtype`` (by default ``x``'s float dtype); with
+          ``return_state``, ``(y, state)``, the state of :meth:`step`'s type.
         """
         x = check_sequence(x, mask, self.d_model)
+        segment_ids = check_segment_ids(segment_ids, x.shape[:2])
         dtype = self.dtype or x.dtype
         if mask is not None:
             x = jnp.where(mask[..., None], x, 0)
-        K, K_reverse = self.kernel(x.shape[1])
-        real = jnp.promote_types(self.real_dtype, x.dtype)
-        y = kernels.fft_conv(x, K, K_reverse, reverse_lag0=self.reverse_lag0).astype(real)
-        y = y + x.astype(real) * self.real(self.D)
+        if segment_ids is None and initial_state is None:
+            K, K_reverse = self.kernel(x.shape[1])
+            real = jnp.promote_types(self.real_dtype, x.dtype)
+            y = kernels.fft_conv(x, K, K_reverse, reverse_lag0=self.reverse_lag0).astype(real)
+            y = y + x.astype(real) * self.real(self.D)
+            state = self._last_state(x, mask) if return_state else None
+        else:
+            self._check_causal("segment_ids" if initial_state is None else "initial_state")
+            y, state = self._recurrence(x, mask, segment_ids, initial_state)
         y = self.dropout(y)
         if mask is not None:
             y = jnp.where(mask[..., None], y, 0)
-        return y.astype(dtype)
+        return (y.astype(dtype), state) if return_state else y.astype(dtype)
+
+    def _initial_x(self, state, batch_size: int):
+        """The ``"x"`` of a passed state, checked: (batch, H, N/2)."""
+        expected = (batch_size, self.d_model, self.state_size)
+        x = state.get("x") if isinstance(state, dict) else None
+        if x is None or jnp.shape(x) != expected:
+            got = jax.tree.map(jnp.shape, state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"initial_state is {got}; expected a state of init_state({batch_size}) "
+                             f"with x {expected} (batch, H, N/2)")
+        return jnp.asarray(x)
+
+    def _recurrence(self, x, mask, segment_ids, initial_state):
+        """The recurrence over ``x`` (batch, length, H): ``(y (batch, length, H), state)``."""
+        system = self.setup_step()
+        b = x.shape[0]
+        dtype = jnp.promote_types(self.real_dtype, jnp.complex64)
+        x0 = (jnp.zeros((b, self.d_model, self.state_size), dtype) if initial_state is None
+              else self._initial_x(initial_state, b).astype(dtype))
+        D = self.real(self.D)
+
+        def cell(s, u_t):
+            s = self.advance(system, s, u_t)
+            return s, jnp.einsum("hm,bhm->bh", system["C"], s).real + D * u_t
+
+        reset = None if segment_ids is None else boundaries(segment_ids, mask)
+        y, last = recurrent_scan(cell, x0, x.astype(self.real_dtype), reset=reset, keep=mask,
+                                 chunk=RECURRENCE_CHUNK)
+        return y, {"x": last, "system": system}
+
+    def _last_state(self, x, mask):
+        """The state after the last real position of ``x`` (batch, length, H), by a
+        scan of the recurrence on the system computed once."""
+        state = self.init_state(x.shape[0])
+        system = state["system"]
+        _, last = recurrent_scan(lambda s, u_t: (self.advance(system, s, u_t), None), state["x"],
+                                 x.astype(self.real_dtype), keep=mask)
+        return {"x": last, "system": system}
 
     # Recurrent mode ---------------------------------------------------------------
-    def _check_causal(self):
+    def _check_causal(self, what: str = "recurrent inference"):
         if self.bidirectional:
             raise ValueError(
-                f"{type(self).__name__}(bidirectional=True) has no recurrent mode: its output "
-                "at t depends on inputs after t; use the layer's convolution mode"
+                f"{type(self).__name__}(bidirectional=True) has no recurrent mode, which {what} needs: "
+                "its output at t depends on inputs after t; use the layer's convolution mode"
             )
 
     def init_state(self, batch_size: int):
@@ -259,7 +321,8 @@ class ConvSSM(nnx.Module):
         return y.astype(self.dtype or x_t.dtype), {"x": x, "system": system}
 
     def prefill(self, x):
-        """Run a prompt ``x`` (batch, length, d_model) from the zero state.
+        """Run a prompt ``x`` (batch, length, d_model) from the zero state:
+        ``layer(x, return_state=True)``.
 
         Args:
           x: (batch, length, d_model); the batch axis is required, as in :meth:`step`.
@@ -271,13 +334,4 @@ class ConvSSM(nnx.Module):
           is :meth:`init_state`'s type.
         """
         self._check_causal()
-        x = check_sequence(x, None, self.d_model)
-        y = self(x)
-        state = self.init_state(x.shape[0])
-        system = state["system"]
-        last, _ = jax.lax.scan(
-            lambda s, u: (self.advance(system, s, u), None),
-            state["x"],
-            jnp.swapaxes(x.astype(self.real_dtype), 0, 1),
-        )
-        return y, {"x": last, "system": system}
+        return self(check_sequence(x, None, self.d_model), return_state=True)

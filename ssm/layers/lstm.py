@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssm.checks import check_positive_int, check_sequence, check_token
+from ssm.layers.segments import boundaries, check_segment_ids, check_state, recurrent_scan
 from ssm.layers.unbatched import accepts_unbatched
 
 
@@ -72,35 +73,42 @@ class LSTM(nnx.Module):
         (c, h), _ = self.cell(carry, x_t)
         return c.astype(self.real_dtype), h.astype(self.real_dtype)
 
-    def _scan(self, x, mask, carry):
-        """``x`` (b, l, d), ``mask`` (b, l) or None, carry -> (hidden states (b, l, d), carry)."""
-        dtype = self.dtype or x.dtype
-        keep = jnp.ones(x.shape[:2], bool) if mask is None else mask
-
-        def body(carry, inputs):
-            x_t, keep_t = inputs
-            new = self._cell(carry, x_t)
-            carry = jax.tree.map(lambda n, o: jnp.where(keep_t[:, None], n, o), new, carry)
-            return carry, carry[1]
-
-        carry, hs = jax.lax.scan(body, carry, (jnp.swapaxes(x, 0, 1), keep.T), unroll=self.unroll)
-        y = jnp.swapaxes(hs, 0, 1).astype(dtype)
-        return (y if mask is None else jnp.where(mask[..., None], y, 0)), carry
-
     @accepts_unbatched()
-    def __call__(self, x, mask=None):
-        """The hidden states of the whole sequence, from the zero state.
+    def __call__(self, x, mask=None, *, segment_ids=None, initial_state=None, return_state=False):
+        """The hidden states of the whole sequence, from the zero state (or
+        ``initial_state``).
 
         Args:
           x: (batch, length, d_model), or one example (length, d_model).
           mask: (batch, length) (or (length,)) bool marking real tokens, or None:
             padded positions keep the carry and output zeros.
+          segment_ids: (batch, length) (or (length,)) int, or None: packed documents
+            (module :mod:`ssm.layers.segments`), the carry reset to zeros at each
+            boundary.
+          initial_state: the carry ``(c, h)`` before position 0, as :meth:`init_state`,
+            :meth:`step` or :meth:`prefill` make it (batch axis required), or None.
+          return_state: also return the carry after the last real position.
 
         Returns:
-          ``x``'s shape, in ``dtype`` (by default ``x``'s float dtype).
+          ``x``'s shape, in ``dtype`` (by default ``x``'s float dtype); with
+          ``return_state``, ``(y, (c, h))``.
         """
         x = check_sequence(x, mask, self.d_model)
-        return self._scan(x, mask, self.init_state(x.shape[0]))[0]
+        segment_ids = check_segment_ids(segment_ids, x.shape[:2])
+        carry = (self.init_state(x.shape[0]) if initial_state is None
+                 else tuple(check_state(self, tuple(initial_state), x.shape[0])))
+        carry = tuple(c.astype(self.real_dtype) for c in carry)
+        reset = None if segment_ids is None else boundaries(segment_ids, mask)
+
+        def cell(carry, x_t):
+            carry = self._cell(carry, x_t)
+            return carry, carry[1]
+
+        hs, carry = recurrent_scan(cell, carry, x, reset=reset, keep=mask, unroll=self.unroll)
+        y = hs.astype(self.dtype or x.dtype)
+        if mask is not None:
+            y = jnp.where(mask[..., None], y, 0)
+        return (y, carry) if return_state else y
 
     def init_state(self, batch_size: int):
         """``(c, h)``: zeros, (batch_size, d_model) each, float32 at least."""
@@ -120,5 +128,4 @@ class LSTM(nnx.Module):
         """A prompt ``x`` (batch, length, d_model) -> ``(y, state)``: y as ``layer(x)``
         (batch, length, d_model) and the carry ``(c, h)`` after the last position, for
         :meth:`step` (the batch axis required, as in :meth:`step`)."""
-        x = check_sequence(x, None, self.d_model)
-        return self._scan(x, None, self.init_state(x.shape[0]))
+        return self(check_sequence(x, None, self.d_model), return_state=True)

@@ -14,6 +14,7 @@ from ssm.checks import check_choice, check_positive_int, check_sequence, check_t
 from ssm.groups import ssm_param_dtype
 from ssm.layers.block import ACTIVATIONS
 from ssm.layers.conv1d import CausalConv1d
+from ssm.layers.segments import boundaries, check_segment_ids, check_state
 from ssm.layers.init import dt_bias_init, symmetric_uniform, torch_linear
 from ssm.layers.unbatched import accepts_unbatched
 
@@ -117,21 +118,28 @@ class Mamba(nnx.Module):
         delta = jax.nn.softplus(self.dt_proj(dt).astype(self.real_dtype))
         return delta, B, C
 
-    def _forward(self, x, mask, return_state: bool):
+    def _forward(self, x, mask, segment_ids, initial_state, return_state: bool):
         x = check_sequence(x, mask, self.d_model)
+        segment_ids = check_segment_ids(segment_ids, x.shape[:2])
+        if initial_state is not None:
+            initial_state = check_state(self, initial_state, x.shape[0])
         dtype = self.dtype or x.dtype
         if mask is not None:
             x = jnp.where(mask[..., None], x, 0)
         xs, z = jnp.split(self.in_proj(x), 2, axis=-1)
         if mask is not None:  # in_proj's bias must not enter the convolution window
             xs = jnp.where(mask[..., None], xs, 0)
-        conv_out, conv_state = (self.conv1d.prefill(xs, self.real_dtype) if return_state
-                                else (self.conv1d(xs), None))
+        conv = self.conv1d(xs, segment_ids=segment_ids, mask=mask, return_state=return_state,
+                           initial_state=None if initial_state is None else initial_state["conv"],
+                           state_dtype=self.real_dtype)
+        conv_out, conv_state = conv if return_state else (conv, None)
         u = self._act(conv_out)
         delta, B, C = self._ssm_inputs(u)
         if mask is not None:  # a zero step leaves the state untouched: padding is invisible
             delta = jnp.where(mask[..., None], delta, 0)
         out = scan.selective_scan(u, delta, self._A(), B, C, self.D[...], z=z,
+                                  initial_state=None if initial_state is None else initial_state["ssm"],
+                                  reset=None if segment_ids is None else boundaries(segment_ids, mask),
                                   return_last_state=return_state, method=self.scan_method)
         y, ssm_state = out if return_state else (out, None)
         y = self.out_proj(y.astype(dtype)).astype(dtype)
@@ -139,19 +147,28 @@ class Mamba(nnx.Module):
 
     # -------------------------------------------------------------------- modes
     @accepts_unbatched()
-    def __call__(self, x, mask=None):
+    def __call__(self, x, mask=None, *, segment_ids=None, initial_state=None, return_state=False):
         """The parallel pass: the selective scan over the whole sequence.
 
         Args:
           x: (batch, length, d_model), or one example (length, d_model).
           mask: (batch, length) (or (length,)) bool marking real tokens, or None: padded
             inputs are zeroed and take a zero step, so they change neither real outputs
-            nor the state.
+            nor the state (pad at the ends).
+          segment_ids: (batch, length) (or (length,)) int, or None: packed documents
+            (module :mod:`ssm.layers.segments`); the convolution stops and the scan's
+            state resets at each boundary.
+          initial_state: the state before position 0, as :meth:`init_state`,
+            :meth:`step` or :meth:`prefill` make it (batch axis required), or None.
+          return_state: also return the state after the last real position.
 
         Returns:
-          ``x``'s shape, in ``dtype`` (by default ``x``'s float dtype).
+          ``x``'s shape, in ``dtype`` (by default ``x``'s float dtype); with
+          ``return_state``, ``(y, state)``, the state of :meth:`step`'s type.
+          Differentiable with respect to the parameters and ``initial_state``.
         """
-        return self._forward(x, mask, return_state=False)[0]
+        y, state = self._forward(x, mask, segment_ids, initial_state, return_state)
+        return (y, state) if return_state else y
 
     def init_state(self, batch_size: int):
         """The zero state for ``batch_size`` sequences: ``{"conv": (batch, d_conv - 1,
@@ -192,4 +209,4 @@ class Mamba(nnx.Module):
           ``(y, state)``: y (batch, length, d_model) as ``layer(x)``, and the state
           after the last position, for :meth:`step`.
         """
-        return self._forward(x, None, return_state=True)
+        return self._forward(x, None, None, None, return_state=True)

@@ -15,6 +15,7 @@ from ssm.checks import check_choice, check_positive_int, check_sequence, check_t
 from ssm.groups import ssm_param_dtype
 from ssm.layers.block import ACTIVATIONS
 from ssm.layers.conv1d import CausalConv1d
+from ssm.layers.segments import boundaries, check_segment_ids, check_state
 from ssm.layers.init import dt_bias_init, torch_linear
 from ssm.layers.unbatched import accepts_unbatched
 from ssm.ssd import ssd_chunked, ssd_step
@@ -200,28 +201,33 @@ class Mamba2(nnx.Module):
         y = y + self._real(self.D)[:, None] * x.astype(y.dtype)
         return self.out_proj(self.norm(rearrange(y, "... h p -> ... (h p)"), z))
 
-    def _forward(self, x, mask, with_state: bool):
+    def _forward(self, x, mask, segment_ids, initial_state, return_state: bool):
         x = check_sequence(x, mask, self.d_model)
+        segment_ids = check_segment_ids(segment_ids, x.shape[:2])
+        if initial_state is not None:
+            initial_state = check_state(self, initial_state, x.shape[0])
         dtype = self.dtype or x.dtype
         z, xBC, dt = jnp.split(self.in_proj(x), [self.d_inner, self.d_inner + self.conv_dim], axis=-1)
         if mask is not None:  # padded positions never reach the convolution ...
             xBC = jnp.where(mask[..., None], xBC, 0)
-        if with_state:
-            xBC, conv_state = self.conv1d.prefill(xBC, self.real_dtype)
-        else:
-            xBC, conv_state = self.conv1d(xBC), None
+        conv = self.conv1d(xBC, segment_ids=segment_ids, mask=mask, return_state=return_state,
+                           initial_state=None if initial_state is None else initial_state["conv"],
+                           state_dtype=self.real_dtype)
+        xBC, conv_state = conv if return_state else (conv, None)
         xs, B, C = self._split_heads(ACTIVATIONS[self.activation](xBC))
         dt = self._step_sizes(dt)
         if mask is not None:  # ... and leave the SSM state as it was (dt = 0: no decay, no input)
             dt = jnp.where(mask[..., None], dt, 0)
-        y, ssm_state = ssd_chunked(xs, dt, self._A(), B, C, self.chunk_size, return_last_state=True)
+        y, ssm_state = ssd_chunked(xs, dt, self._A(), B, C, self.chunk_size, return_last_state=True,
+                                   initial_state=None if initial_state is None else initial_state["ssm"],
+                                   reset=None if segment_ids is None else boundaries(segment_ids, mask))
         out = self._readout(y, xs, z)
         if mask is not None:
             out = jnp.where(mask[..., None], out, 0)
         return out.astype(dtype), {"conv": conv_state, "ssm": ssm_state}
 
     @accepts_unbatched()
-    def __call__(self, x, mask=None):
+    def __call__(self, x, mask=None, *, segment_ids=None, initial_state=None, return_state=False):
         """The parallel pass: the chunked SSD over the whole sequence.
 
         ``mask`` marks real tokens: padded positions are zeroed before the convolution
@@ -231,11 +237,20 @@ class Mamba2(nnx.Module):
         Args:
           x: (batch, length, d_model), or one example (length, d_model).
           mask: (batch, length) (or (length,)) bool, or None.
+          segment_ids: (batch, length) (or (length,)) int, or None: packed documents
+            (module :mod:`ssm.layers.segments`); the convolution stops and the SSD's
+            state resets at each boundary.
+          initial_state: the state before position 0, as :meth:`init_state`,
+            :meth:`step` or :meth:`prefill` make it (batch axis required), or None.
+          return_state: also return the state after the last real position.
 
         Returns:
-          ``x``'s shape, in ``dtype`` (by default ``x``'s float dtype).
+          ``x``'s shape, in ``dtype`` (by default ``x``'s float dtype); with
+          ``return_state``, ``(y, state)``, the state of :meth:`step`'s type.
+          Differentiable with respect to the parameters and ``initial_state``.
         """
-        return self._forward(x, mask, with_state=False)[0]
+        y, state = self._forward(x, mask, segment_ids, initial_state, return_state)
+        return (y, state) if return_state else y
 
     # Recurrent mode ---------------------------------------------------------------
     def init_state(self, batch_size: int):
@@ -278,4 +293,4 @@ class Mamba2(nnx.Module):
           ``(y, state)``: the outputs (batch, length, d_model) (as ``layer(x)``, by the
           chunked SSD) and the state after the last position, ready for :meth:`step`.
         """
-        return self._forward(x, None, with_state=True)
+        return self._forward(x, None, None, None, return_state=True)

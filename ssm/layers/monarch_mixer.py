@@ -146,7 +146,7 @@ class MonarchMixer(nnx.Module):
         return y + v.astype(real) * self.D[...].astype(real)
 
     @accepts_unbatched()
-    def __call__(self, x, mask=None):
+    def __call__(self, x, mask=None, *, segment_ids=None, initial_state=None, return_state=False):
         """The mixer over the whole sequence (steps 1-4 of the class docstring).
 
         ``mask`` marks real tokens: the projected inputs and the gated values are
@@ -156,10 +156,19 @@ class MonarchMixer(nnx.Module):
         Args:
           x: (batch, length, d_model), or one example (length, d_model).
           mask: (batch, length) (or (length,)) bool, or None.
+          segment_ids, initial_state, return_state: refused with a ``ValueError``
+            (given): the long convolution can neither restart at a segment boundary
+            nor carry a finite state.
 
         Returns:
           ``x``'s shape, in ``dtype`` (by default ``x``'s float dtype).
         """
+        for name, given in (("segment_ids", segment_ids is not None), ("initial_state", initial_state is not None),
+                            ("return_state", return_state)):
+            if given:
+                raise ValueError(f"{name}: {type(self).__name__}'s long convolution has no finite state and cannot "
+                                 "restart at a segment boundary; pack and pass states with S4, S4D, Mamba, Mamba-2, "
+                                 "attention or the LSTM")
         x = check_sequence(x, mask, self.d_model)
         dtype = self.dtype or x.dtype
         keep = (lambda h: h) if mask is None else (lambda h: jnp.where(mask[..., None], h, 0))

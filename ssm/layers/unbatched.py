@@ -56,9 +56,10 @@ def accepts_unbatched(example: Callable[[Any], Dims] = model_width):
         ``("length", d_model)`` (the default, from ``layer.d_model``) or
         ``("length",)`` for token ids.
 
-    ``x`` of ``len(dims)`` axes is one example: it must match ``dims``, ``mask`` must
-    be None or (length,), and every leaf of the output loses its leading batch axis
-    of one. ``x`` of ``len(dims) + 1`` axes is a batch and goes to the layer as it
+    ``x`` of ``len(dims)`` axes is one example: it must match ``dims``, ``mask`` and
+    ``segment_ids`` must be None or (length,), state passing (``initial_state``,
+    ``return_state``) is refused (a state keeps its batch axis), and every leaf of the
+    output loses its leading batch axis of one. ``x`` of ``len(dims) + 1`` axes is a batch and goes to the layer as it
     is; any other number of axes raises a ``ValueError`` naming both forms.
     """
 
@@ -72,9 +73,17 @@ def accepts_unbatched(example: Callable[[Any], Dims] = model_width):
             if not _matches(shape, dims):
                 raise ValueError(f"x has shape {shape}; expected {describe(('batch', *dims))} "
                                  f"or, one example, {describe(dims)}")
-            if mask is not None and np.shape(mask) != shape[:1]:
-                raise ValueError(f"mask has shape {np.shape(mask)}; expected {shape[:1]} (length,) "
-                                 f"for x {shape} without a batch axis")
+            for name, value in (("mask", mask), ("segment_ids", kwargs.get("segment_ids"))):
+                if value is not None and np.shape(value) != shape[:1]:
+                    raise ValueError(f"{name} has shape {np.shape(value)}; expected {shape[:1]} (length,) "
+                                     f"for x {shape} without a batch axis")
+            for name, given in (("initial_state", kwargs.get("initial_state") is not None),
+                                ("return_state", bool(kwargs.get("return_state")))):
+                if given:
+                    raise ValueError(f"{name} needs the batch axis, as the state keeps it: x has shape {shape}; "
+                                     f"pass x[None] {describe(('batch', *dims))}, one example a batch of one")
+            if kwargs.get("segment_ids") is not None:
+                kwargs = {**kwargs, "segment_ids": jax.numpy.asarray(kwargs["segment_ids"])[None]}
             out = call(self, x[None], None if mask is None else mask[None], **kwargs)
             return jax.tree.map(lambda y: y[0], out)
 
