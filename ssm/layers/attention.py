@@ -184,10 +184,10 @@ class Attention(nnx.Module):
           max_len: positions the cache holds (prompt plus generated tokens); required.
 
         Returns:
-          ``{"k", "v": (batch, max_len, n_heads, head_dim), "valid": (batch, max_len)
-          bool, "pos": () int32}``: keys and values (float32 at least), the positions
-          the next token may attend to (its own sequence's, filled), and the number of
-          positions filled.
+          ``{"k", "v", "valid", "pos"}``: keys and values (batch, max_len, n_heads,
+          head_dim), float32 at least; ``valid`` (batch, max_len) bool, the positions
+          the next token may attend to (its own sequence's, filled); ``pos`` () int32,
+          the number of positions filled.
         """
         self._check_causal()
         check_positive_int("batch_size", batch_size)
