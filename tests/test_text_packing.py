@@ -231,3 +231,74 @@ def test_parameter_errors_name_the_field_and_what_was_expected(tmp_path):
         load_task("text", {"path": "t.txt", "pack": True, "separator": SEP, **FRACTIONS}, data_dir=tmp_path,
                   cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").iterdir())  # nothing cached
+
+
+def test_packing_does_not_change_the_loss_of_any_document(tmp_path, rng):
+    """A causal model scores each packed piece exactly as it scores that piece alone (a
+    document's unpacked window, the test above): per-piece summed losses agree, and so
+    do the split's totals (float32 rounding only)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
+
+    from ssm.layers import SequenceModel
+
+    write_files(tmp_path / "text", rng, [40, 7, 90, 3, 55], separator=SEP, rate=0.08)
+    params = {"seq_len": 16, "pack": True, "separator": SEP, **FRACTIONS}
+    ds, _ = load_task("text", params, data_dir=tmp_path / "text", cache_dir=tmp_path / "cache")
+    rows = ds["train"][:]
+    model = SequenceModel(d_model=8, n_layers=2, d_output=256, vocab_size=256, layer="mamba",
+                          layer_kwargs=dict(d_state=4), rngs=nnx.Rngs(0))
+
+    @nnx.jit
+    def losses(model, inputs, targets, mask, segment_ids):
+        logits = model(inputs, mask=mask, segment_ids=segment_ids)
+        out = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(mask, targets, 0))
+        return jnp.where(mask, out, 0.0)
+
+    mask = np.arange(16)[None] < rows["length"][:, None]
+    packed = np.asarray(losses(model, rows["inputs"], rows["targets"], mask, rows["segment_ids"]))
+    alone = []
+    for i in range(len(rows["length"])):
+        for s in range(1, rows["segment_ids"][i].max() + 1):
+            where = rows["segment_ids"][i] == s
+            x, y = rows["inputs"][i][where][None], rows["targets"][i][where][None]
+            piece = np.asarray(losses(model, x, y, np.ones_like(x, bool), np.ones_like(x)))
+            np.testing.assert_allclose(packed[i][where].sum(), piece.sum(), rtol=2e-6)
+            alone.append(piece.sum())
+    assert len(alone) > len(rows["length"])  # rows do hold several pieces
+    np.testing.assert_allclose(packed.sum(), np.sum(alone), rtol=2e-6)
+    assert not np.allclose(np.asarray(losses(model, rows["inputs"], rows["targets"], mask, np.ones_like(mask, int))),
+                           packed)  # without segment_ids the documents would leak into each other
+
+
+def test_the_trainer_trains_on_packed_rows_and_counts_real_tokens(tmp_path, rng):
+    """``task.params.pack: true`` through ``train_and_evaluate``: segment_ids reach the model
+    (a layer that cannot take them is a config error up front), and tokens/s counts the
+    real positions of each batch, not its padding."""
+    from pathlib import Path
+
+    from ssm.train import ConfigError, load_config, train_and_evaluate
+
+    write_files(tmp_path / "text", rng, [70, 9, 120, 30, 64], separator=SEP, rate=0.1)
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "text"
+    overrides = ["model.d_model=8", "model.n_layers=1", "model.layer_kwargs={d_state: 4}", "trainer.steps=3",
+                 "trainer.batch_size=2", "trainer.log_every=1", "trainer.eval_every=3", "trainer.devices=1",
+                 "checkpoint.every=3", "schedule.warmup_steps=1", "logging.progress=false", "logging.plot=false",
+                 f"task.params={{path: {tmp_path / 'text'}, glob: '*', seq_len: 16, pack: true, separator: {SEP}}}",
+                 "task.params.validation_fraction=0.2", "task.params.test_fraction=0.2",
+                 f"task.cache_dir={tmp_path / 'cache'}"]
+    config = load_config(shipped / "mamba.yaml", overrides)
+    summary = train_and_evaluate(config, tmp_path / "run")
+    assert summary["status"] == "completed" and np.isfinite(summary["final"]["test"]["loss"])
+    train, _ = load_task("text", dict(config.task.params), cache_dir=tmp_path / "cache")
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in logged if r["split"] == "train"]
+    assert [r["step"] for r in logged] == [1, 2, 3]
+    reals = [get_batch(train["train"], r["step"] - 1, 2, seed=config.trainer.seed)["mask"].sum() for r in logged]
+    assert min(reals) < 2 * 16  # some batch has padding, so counting it would show
+    for r, real in zip(logged, reals):
+        np.testing.assert_allclose(r["tokens_per_s"] * r["step_time_s"], real, rtol=1e-9)
+    with pytest.raises(ConfigError, match="task.params.pack: .*model.layer='m2'"):
+        train_and_evaluate(load_config(shipped / "m2.yaml", [*overrides, "~model.layer_kwargs"]), tmp_path / "m2")

@@ -189,13 +189,14 @@ class TrainerConfig:
     eval_examples: int | None = None  # validation examples per evaluation (default: the whole split)
     seed: int = 0  # parameter initialization, dropout and data order
     devices: int | None = None  # local devices to use (default: all)
+    tbptt: int | None = None  # truncated BPTT: train each row as windows of this many positions, the state carried between them and its gradient stopped (null: off)
 
     def check(self, path: str) -> None:
         for key in ("steps", "batch_size", "eval_every", "log_every"):
             positive(f"{path}.{key}", getattr(self, key))
         if self.steps >= 2**31:
             raise ConfigError(f"{path}.steps: {self.steps} must be below 2**31 (steps are counted in int32)")
-        for key in ("eval_batch_size", "eval_examples", "devices"):
+        for key in ("eval_batch_size", "eval_examples", "devices", "tbptt"):
             if getattr(self, key) is not None:
                 positive(f"{path}.{key}", getattr(self, key))
 

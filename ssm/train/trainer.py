@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import json
 import pathlib
@@ -81,6 +82,17 @@ def check_before_work(config: Config):
         abstract = nnx.eval_shape(lambda: build_model(config, info, nnx.Rngs(0)))
     except (ValueError, TypeError) as e:
         raise ConfigError(_model_key(str(e), config)) from None
+    if t.tbptt is not None:
+        if info.kind != "tokens" or info.seq_len % t.tbptt:
+            raise ConfigError(f"trainer.tbptt: {t.tbptt} needs a per-position task whose length it divides; task "
+                              f"{task_cfg.name!r} is {info.kind!r} with length {info.seq_len}")
+        if config.model.layer in ("attention", "m2"):
+            raise ConfigError(f"trainer.tbptt: model.layer={config.model.layer!r} has no fixed-size state to carry "
+                              "from window to window (a KV cache grows; M2 has none); use s4, s4d, mamba, mamba2 or lstm")
+    if info.packed and config.model.layer == "m2":
+        raise ConfigError(f"task.params.pack: packed rows need layers that restart at each document, and "
+                          f"model.layer={config.model.layer!r} (M2's long convolution) cannot; use s4, s4d, mamba, "
+                          "mamba2, attention or lstm, or pack: false")
     with _as_config_error(task_cfg.name):
         sizes, files = data.split_sizes(task, params, task_cfg.sizes, task_cfg.data_dir)
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
@@ -90,7 +102,8 @@ def check_before_work(config: Config):
         raise ConfigError(f"model: {n_params:,} parameters need about {need / 2**30:.1f} GiB with their gradients "
                           f"and optimizer state, more than the {have / 2**30:.1f} GiB of this device "
                           f"(model.d_model={config.model.d_model}, model.n_layers={config.model.n_layers})")
-    row = 4 * (info.seq_len * (info.d_input or 1) + (info.seq_len if info.kind == "tokens" else 1) + 1)
+    row = 4 * (info.seq_len * (info.d_input or 1) + (info.seq_len if info.kind == "tokens" else 1) + 1
+               + (info.seq_len if info.packed else 0))  # inputs, targets, length, segment_ids
     examples = 0 if files else sum(sizes.values())  # files: the sizes only cap what they hold
     host = devices.host_memory_bytes()
     if host is not None and examples * row > host:
@@ -146,17 +159,80 @@ def _zero_accumulators():
             "nonfinite_step": jnp.full((), -1, jnp.int32), "nonfinite_loss": zero()}
 
 
-def make_train_step(graphdef, tx, kind: str):
-    """``(state, batch, step) -> state``: one optimizer step on the split NNX state."""
+def _window_sums(graphdef, kind: str, params, rest, batch, initial_state=None):
+    """The summed objective of ``batch`` (rows, or one window of them) from ``initial_state``
+    (or none): ``(loss sum, (sums, rest, state))``, ``rest`` with its advanced dropout
+    streams, ``state`` the model's after the last position (None without one)."""
+    model = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables in this trace (flax#5050)
+    call = dict(mask=batch["mask"], segment_ids=batch.get("segment_ids"))
+    if initial_state is None:
+        outputs, state = model(batch["inputs"], **call), None
+    else:
+        outputs, state = model(batch["inputs"], initial_state=initial_state, return_state=True, **call)
+    sums = objective(kind, outputs, batch)
+    return sums["loss"], (sums, nnx.split(model, nnx.Param, ...)[2], state)
+
+
+def truncated_bptt(graphdef, kind: str, window: int):
+    """``(params, rest, batch) -> ((loss sum, (sums, rest)), grads)`` of the summed loss
+    over rows run as consecutive windows of ``window`` positions: the model's state
+    passes from each window to the next (so the outputs and losses are those of the
+    whole rows) and its gradient is stopped there (truncated backpropagation through
+    time), so the backward pass holds one window's activations, not a row's. A
+    ``lax.scan`` over the windows sums their gradients.
+
+    Args:
+      graphdef: the model's graph.
+      kind: the task kind (``"tokens"``).
+      window: K, positions per window; it divides the rows' length L.
+
+    Batch arrays (rows, L, ...) are cut into L / K windows; per-row ones pass whole.
+    """
+
+    def value_and_grad(params, rest, batch):
+        rows, length = batch["mask"].shape
+        windows = length // window
+        cut = {k: jnp.moveaxis(v.reshape(rows, windows, window, *v.shape[2:]), 1, 0)
+               for k, v in batch.items() if v.ndim >= 2 and v.shape[1] == length}
+        whole = {k: v for k, v in batch.items() if k not in cut}
+        state = nnx.merge(graphdef, params, rest).init_state(rows)
+        zero = jax.tree.map(jnp.zeros_like, params)
+        totals = {k: jnp.zeros((), jnp.float32) for k in ("loss", "correct", "count")}
+
+        def one_window(carry, piece):
+            grads, totals, rest, state = carry
+            (_, (sums, rest, state)), g = jax.value_and_grad(
+                functools.partial(_window_sums, graphdef, kind), has_aux=True)(
+                params, rest, {**piece, **whole}, jax.lax.stop_gradient(state))
+            grads = jax.tree.map(jnp.add, grads, g)
+            totals = {k: totals[k] + sums[k] for k in totals}
+            return (grads, totals, rest, state), None
+
+        (grads, sums, rest, _), _ = jax.lax.scan(one_window, (zero, totals, rest, state), cut)
+        return (sums["loss"], (sums, rest)), grads
+
+    return value_and_grad
+
+
+def make_train_step(graphdef, tx, kind: str, tbptt: int | None = None):
+    """``(state, batch, step) -> state``: one optimizer step on the split NNX state;
+    with ``tbptt`` (K positions), rows run as windows of K (:func:`truncated_bptt`)."""
+
+    def loss_and_grads(params, rest, batch):
+        """``((mean loss, (sums, rest)), gradients of the mean loss)``."""
+        if tbptt:
+            (total, (sums, rest)), grads = truncated_bptt(graphdef, kind, tbptt)(params, rest, batch)
+            count = jnp.maximum(sums["count"], 1.0)
+            return (total / count, (sums, rest)), jax.tree.map(lambda g: g / count, grads)
+
+        def loss_fn(params, rest):
+            total, (sums, rest, _) = _window_sums(graphdef, kind, params, rest, batch)
+            return total / jnp.maximum(sums["count"], 1.0), (sums, rest)
+
+        return jax.value_and_grad(loss_fn, has_aux=True)(params, rest)
 
     def train_step(state, batch, step):
-        def loss_fn(params, rest):
-            model = nnx.merge(graphdef, params, rest, copy=True)  # fresh Variables in this trace (flax#5050)
-            sums = objective(kind, model(batch["inputs"], mask=batch["mask"]), batch)
-            rest = nnx.split(model, nnx.Param, ...)[2]  # advanced dropout streams
-            return sums["loss"] / jnp.maximum(sums["count"], 1.0), (sums, rest)
-
-        (loss, (sums, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], state["rest"])
+        (loss, (sums, rest)), grads = loss_and_grads(state["params"], state["rest"], batch)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(grads))
         old = {k: state[k] for k in ("params", "rest", "opt_state")}
@@ -180,7 +256,8 @@ def make_eval_step(graphdef, kind: str):
 
     def eval_step(params, rest, batch):
         model = nnx.merge(graphdef, params, rest)
-        return objective(kind, model(batch["inputs"], mask=batch["mask"]), batch)
+        return objective(kind, model(batch["inputs"], mask=batch["mask"], segment_ids=batch.get("segment_ids")),
+                         batch)
 
     return eval_step
 
@@ -324,15 +401,16 @@ def _train(config: Config, workdir: pathlib.Path, splits: dict, info: "data.Task
     # Which process of the run this is (0, then 1 after a resume, ...), in every record it writes.
     process = 1 + max((r.get("process", 0) for r in log.read()), default=-1) if primary and start else 0
 
-    train_step = jax.jit(make_train_step(train_graph, tx, info.kind), donate_argnums=0)
+    train_step = jax.jit(make_train_step(train_graph, tx, info.kind, t.tbptt), donate_argnums=0)
     eval_step = jax.jit(make_eval_step(eval_graph, info.kind))
     compiled, memory = None, (None, "not compiled: no step ran")
 
     eval_batch_sizes: dict[str, int] = {}  # per split, chosen at its first evaluation
 
-    def batch_at(step: int) -> dict:
-        return devices.shard_batch({k: v[rows] for k, v in data.get_batch(
-            splits["train"], step, t.batch_size, seed=t.seed).items()}, mesh)
+    def batch_at(step: int) -> tuple[dict, int]:
+        """The sharded training batch of ``step`` and its real (unpadded) positions, all processes'."""
+        batch = data.get_batch(splits["train"], step, t.batch_size, seed=t.seed)
+        return devices.shard_batch({k: v[rows] for k, v in batch.items()}, mesh), int(batch["mask"].sum())
 
     def eval_batch_size_of(split: str) -> int:
         if split not in eval_batch_sizes:
@@ -376,15 +454,14 @@ def _train(config: Config, workdir: pathlib.Path, splits: dict, info: "data.Task
     note = config.schedule.warmup_note(t.steps)
     if note and primary and start < t.steps:
         print(f"note: {note}")
-    tokens_per_step = t.batch_size * info.seq_len
     progress = Progress(t.steps, start, config.logging.progress and primary)
     run_start = interval_start = time.perf_counter()
     history: list[dict] = []
     step = start
-    interval_steps = 0  # steps this process ran since the last log (for throughput)
+    interval_steps = interval_tokens = 0  # steps and real tokens since the last log (for throughput)
     with StopRequest() as stop:
         while step < t.steps:
-            batch = batch_at(step)
+            batch, real_tokens = batch_at(step)
             step_index = jnp.asarray(step, jnp.int32)
             if compiled is None:  # compiled ahead of time once, to read its memory analysis
                 compiled = train_step.lower(state, batch, step_index).compile()
@@ -393,6 +470,7 @@ def _train(config: Config, workdir: pathlib.Path, splits: dict, info: "data.Task
                 memory = devices.peak_memory_mib(compiled)
             step += 1
             interval_steps += 1
+            interval_tokens += real_tokens
             record = None
             if step % t.log_every == 0 or step == t.steps:
                 checkpoints.manager.check_for_errors()  # a failed background save (a full disk) stops the run now
@@ -401,13 +479,13 @@ def _train(config: Config, workdir: pathlib.Path, splits: dict, info: "data.Task
                 elapsed = time.perf_counter() - interval_start
                 record = {"step": step, "split": "train", **summarize(acc, info.kind),
                           "lr": float(schedules["lr"](step)), "ssm_lr": float(schedules["ssm_lr"](step)),
-                          "tokens_per_s": interval_steps * tokens_per_step / elapsed,
+                          "tokens_per_s": interval_tokens / elapsed,
                           "step_time_s": elapsed / interval_steps,
                           "wall_time_s": time.perf_counter() - run_start, "process": process}
                 log.write(record)
                 history.append(record)
                 state["acc"] = devices.replicate(_zero_accumulators(), mesh)
-                interval_start, interval_steps = time.perf_counter(), 0
+                interval_start, interval_steps, interval_tokens = time.perf_counter(), 0, 0
             progress.update(1, record)
             evaluating = step % t.eval_every == 0 or step == t.steps  # its line shows the train record too
             if record is not None and primary and not progress.shown and not evaluating:  # a log, not a terminal
@@ -443,7 +521,7 @@ def _train(config: Config, workdir: pathlib.Path, splits: dict, info: "data.Task
     log.write(test)
     checkpoints.close()
     if memory[0] is None:  # no step ran in this process (it resumed at the end): the same figure as one that did
-        memory = devices.peak_memory_mib(train_step.lower(state, batch_at(0), jnp.asarray(0, jnp.int32)).compile())
+        memory = devices.peak_memory_mib(train_step.lower(state, batch_at(0)[0], jnp.asarray(0, jnp.int32)).compile())
     for split in ("validation", "test"):  # (validation too when this process ran none)
         eval_batch_size_of(split)
     # Only the primary process reads the log back; the others summarize what they hold.
