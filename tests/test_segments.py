@@ -93,10 +93,11 @@ def test_a_packed_row_equals_its_documents_run_one_by_one(name, rng, x64):
 
 
 @pytest.mark.parametrize("name", list(LAYERS))
-@pytest.mark.parametrize("t", [1, 6])
-def test_state_out_then_in_continues_the_sequence(name, t, rng, x64):
+def test_state_out_then_in_continues_the_sequence(name, rng, x64):
     """``layer(x[:, :t], return_state=True)`` then ``layer(x[:, t:], initial_state=s)`` is
-    ``layer(x)``, the final states agree, and the returned state drives ``step``."""
+    ``layer(x)``, the final states agree, and the returned state drives ``step``. The
+    split at t = 2 leaves the first part shorter than the convolutions' width."""
+    t = 2
     m = layer(name)
     call = compiled(m)
     x = jnp.asarray(rng.normal(size=(2, 11, 4)))
@@ -196,6 +197,8 @@ def test_layers_without_a_recurrence_refuse_clearly(rng):
     s4d = S4D(4, d_state=8, bidirectional=True, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"bidirectional=True\) has no recurrent mode, which segment_ids needs"):
         s4d(x, segment_ids=np.ones((1, 8), int))
+    with pytest.raises(ValueError, match=r"bidirectional=True\) has no recurrent mode, which return_state needs"):
+        s4d(x, return_state=True)
     attn = Attention(4, n_heads=2, bidirectional=True, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"no recurrent mode, which return_state needs"):
         attn(x, return_state=True)
@@ -251,10 +254,10 @@ def test_recurrent_scan_resets_holds_and_checkpoints_exactly(chunk, rng, x64):
         np.testing.assert_allclose(g, e, rtol=1e-12)
 
 
-@pytest.mark.parametrize("starts", [(4,), (3, 5), (8, 9)])
-def test_ssd_resets_at_and_inside_chunk_boundaries(starts, rng, x64):
+def test_ssd_resets_at_and_inside_chunk_boundaries(rng, x64):
     """ssd_chunked with resets equals the pieces run separately (chunk 4: a reset on a
     chunk edge, inside one, two in a row); its gradients are finite."""
+    starts = (4, 6, 9, 10)
     b, length, h, p, n = 1, 12, 2, 3, 4
     x = jnp.asarray(rng.normal(size=(b, length, h, p)))
     dt = jnp.asarray(rng.uniform(0.05, 0.5, size=(b, length, h)))
@@ -262,16 +265,17 @@ def test_ssd_resets_at_and_inside_chunk_boundaries(starts, rng, x64):
     B, C = (jnp.asarray(rng.normal(size=(b, length, 1, n))) for _ in range(2))
     h0 = jnp.asarray(rng.normal(size=(b, h, p, n)))
     reset = jnp.zeros((b, length), bool).at[0, list(starts)].set(True)
-    y, last = ssd_chunked(x, dt, A, B, C, 4, initial_state=h0, reset=reset, return_last_state=True)
+    ssd = jax.jit(ssd_chunked, static_argnums=5, static_argnames="return_last_state")
+    y, last = ssd(x, dt, A, B, C, 4, initial_state=h0, reset=reset, return_last_state=True)
     edges = (0, *starts, length)
     pieces, state = [], h0
     for lo, hi in zip(edges[:-1], edges[1:]):
-        out, state = ssd_chunked(x[:, lo:hi], dt[:, lo:hi], A, B[:, lo:hi], C[:, lo:hi], 4,
+        out, state = ssd(x[:, lo:hi], dt[:, lo:hi], A, B[:, lo:hi], C[:, lo:hi], 4,
                                  initial_state=state if lo == 0 else None, return_last_state=True)
         pieces.append(out)
     np.testing.assert_allclose(y, jnp.concatenate(pieces, 1), rtol=1e-11, atol=1e-13)
     np.testing.assert_allclose(last, state, rtol=1e-11, atol=1e-13)
-    grads = jax.grad(lambda x, dt: jnp.sum(ssd_chunked(x, dt, A, B, C, 4, reset=reset) ** 2), (0, 1))(x, dt)
+    grads = jax.jit(jax.grad(lambda x, dt: jnp.sum(ssd_chunked(x, dt, A, B, C, 4, reset=reset) ** 2), (0, 1)))(x, dt)
     assert all(bool(jnp.isfinite(g).all()) for g in grads)
 
 

@@ -220,7 +220,10 @@ class ConvSSM(nnx.Module):
             real = jnp.promote_types(self.real_dtype, x.dtype)
             y = kernels.fft_conv(x, K, K_reverse, reverse_lag0=self.reverse_lag0).astype(real)
             y = y + x.astype(real) * self.real(self.D)
-            state = self._last_state(x, mask) if return_state else None
+            state = None
+            if return_state:  # the outputs by FFT, the last state by the recurrence
+                self._check_causal("return_state")
+                state = self._recurrence(x, mask, None, None)[1]
         else:
             self._check_causal("segment_ids" if initial_state is None else "initial_state")
             y, state = self._recurrence(x, mask, segment_ids, initial_state)
@@ -256,15 +259,6 @@ class ConvSSM(nnx.Module):
         y, last = recurrent_scan(cell, x0, x.astype(self.real_dtype), reset=reset, keep=mask,
                                  chunk=RECURRENCE_CHUNK)
         return y, {"x": last, "system": system}
-
-    def _last_state(self, x, mask):
-        """The state after the last real position of ``x`` (batch, length, H), by a
-        scan of the recurrence on the system computed once."""
-        state = self.init_state(x.shape[0])
-        system = state["system"]
-        _, last = recurrent_scan(lambda s, u_t: (self.advance(system, s, u_t), None), state["x"],
-                                 x.astype(self.real_dtype), keep=mask)
-        return {"x": last, "system": system}
 
     # Recurrent mode ---------------------------------------------------------------
     def _check_causal(self, what: str = "recurrent inference"):
