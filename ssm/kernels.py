@@ -287,7 +287,7 @@ def woodbury_step_factors(Lambda, P, B, dt):
       >>> sorted(factors), factors["R"].shape
       (['B2', 'D', 'E', 'P', 'R'], (4, 1, 4))
     """
-    P = jnp.broadcast_to(P, (Lambda.shape[0], *P.shape[-2:]))
+    P = _broadcast_P(P, Lambda.shape[0])
     two_dt = (2 / dt)[:, None]
     D = 1 / (two_dt - Lambda)
     PD = P.conj() * D[:, None]  # p^* D over the top half: (H, rank, N/2)

@@ -23,9 +23,12 @@ from flax import nnx
 from ssm.bench.common import emit, fmt_mib, fmt_ms, fmt_ratio, footnote, markdown_table, measure, parser, \
     run_header, started
 from ssm.checks import check_positive_int
+from ssm.layers import LAYERS as LAYER_CLASSES
+from ssm.train.trainer import NO_FIXED_STATE
 
-#: Layers whose state passes from window to window (a KV cache grows; M2 has no state).
-LAYERS = ("s4", "s4d", "mamba", "mamba2", "lstm")
+#: Layers whose state passes from window to window (not those of
+#: :data:`ssm.train.trainer.NO_FIXED_STATE`).
+LAYERS = tuple(name for name in LAYER_CLASSES if name not in NO_FIXED_STATE)
 
 
 def train_step_and_state(layer: str, batch: int, length: int, d_model: int, n_layers: int, tbptt: int | None):

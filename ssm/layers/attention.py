@@ -10,7 +10,7 @@ from flax import nnx
 
 from ssm.attention import apply_rope, dot_product_attention
 from ssm.checks import check_positive_int, check_sequence, check_token
-from ssm.layers.segments import check_segment_ids, check_state
+from ssm.layers.segments import check_segment_ids, check_state, last_real
 from ssm.layers.unbatched import accepts_unbatched
 
 
@@ -150,7 +150,7 @@ class Attention(nnx.Module):
         if not return_state:
             return y
         if segment_ids is not None:  # only the last segment is visible to what follows
-            last = length - 1 - jnp.argmax(real[:, ::-1], axis=1)
+            last = last_real(real)
             cache["valid"] = cache["valid"] & (key_ids == jnp.take_along_axis(ids, last[:, None], axis=1))
         dtype = self._cache_dtype()
         return y, {**cache, "k": cache["k"].astype(dtype), "v": cache["v"].astype(dtype)}

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssm.checks import check_positive_int
-from ssm.layers.segments import same_segment
+from ssm.layers.segments import last_real, same_segment
 
 
 class CausalConv1d(nnx.Module):
@@ -96,8 +96,8 @@ class CausalConv1d(nnx.Module):
             return y
         if mask is None and segment_ids is None:
             return y, inputs[:, L:].astype(state_dtype)
-        last = jnp.full((b,), L - 1) if mask is None else L - 1 - jnp.argmax(mask[:, ::-1], axis=1)
-        last = jnp.where(mask.any(1), last, -1) if mask is not None else last  # no real position: the head
+        last = (jnp.full((b,), L - 1) if mask is None
+                else jnp.where(mask.any(1), last_real(mask), -1))  # no real position: the head
         window = last[:, None] + 1 + jnp.arange(keep)  # indices into ``inputs`` of the last ``keep`` inputs
         state = jnp.take_along_axis(inputs, window[..., None], axis=1)
         if segment_ids is not None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["check_segment_ids", "boundaries", "same_segment", "recurrent_scan", "check_state"]
+__all__ = ["check_segment_ids", "boundaries", "same_segment", "last_real", "recurrent_scan", "check_state"]
 
 
 def check_segment_ids(segment_ids, shape: tuple[int, int]):
@@ -139,6 +139,25 @@ def same_segment(segment_ids, width: int):
     L = segment_ids.shape[1]
     taps = jnp.stack([padded[:, k : k + L] for k in range(width)], axis=-1)
     return taps == segment_ids[..., None]
+
+
+def last_real(mask):
+    """Each row's last real position: (batch,) int, ``length - 1`` for a row without one
+    (where a caller needs another answer, it tests ``mask.any(1)``).
+
+    Args:
+      mask: (batch, length) bool marking real positions.
+
+    Returns:
+      (batch,) int32.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from ssm.layers.segments import last_real
+      >>> last_real(jnp.array([[True, True, False], [True, True, True]]))
+      Array([1, 2], dtype=int32)
+    """
+    return (mask.shape[1] - 1 - jnp.argmax(mask[:, ::-1], axis=1)).astype(jnp.int32)
 
 
 def _where_rows(rows, a, b):

@@ -46,6 +46,9 @@ from ssm.train.optimizer import build_optimizer
 from ssm.train.signals import Interrupted, StopRequest
 
 POOL = {"tokens": None, "classification": "mean", "regression": "last"}
+#: Layers without a fixed-size recurrent state to carry from window to window
+#: (``trainer.tbptt``): attention's KV cache grows, M2 has no state.
+NO_FIXED_STATE = ("attention", "m2")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -86,7 +89,7 @@ def check_before_work(config: Config):
         if info.kind != "tokens" or info.seq_len % t.tbptt:
             raise ConfigError(f"trainer.tbptt: {t.tbptt} needs a per-position task whose length it divides; task "
                               f"{task_cfg.name!r} is {info.kind!r} with length {info.seq_len}")
-        if config.model.layer in ("attention", "m2"):
+        if config.model.layer in NO_FIXED_STATE:
             raise ConfigError(f"trainer.tbptt: model.layer={config.model.layer!r} has no fixed-size state to carry "
                               "from window to window (a KV cache grows; M2 has none); use s4, s4d, mamba, mamba2 or lstm")
     if info.packed and config.model.layer == "m2":
@@ -255,9 +258,7 @@ def make_eval_step(graphdef, kind: str):
     """``(params, rest, batch) -> sums`` in evaluation mode (no dropout)."""
 
     def eval_step(params, rest, batch):
-        model = nnx.merge(graphdef, params, rest)
-        return objective(kind, model(batch["inputs"], mask=batch["mask"], segment_ids=batch.get("segment_ids")),
-                         batch)
+        return _window_sums(graphdef, kind, params, rest, batch)[1][0]
 
     return eval_step
 
