@@ -124,6 +124,7 @@ def test_generate_py_writes_text_from_a_byte_level_run_as_users_run_it(tmp_path)
     import sys
 
     from ssm.train import load_config, train_and_evaluate
+    from ssm.train.config import dump
 
     root = pathlib.Path(__file__).resolve().parents[1]
     overrides = ["task.name=text", "task.params={path: 'stdlib:json', glob: '*.py', seq_len: 32, "
@@ -146,10 +147,9 @@ def test_generate_py_writes_text_from_a_byte_level_run_as_users_run_it(tmp_path)
     assert run(console).stdout == greedy.stdout  # the same command
     sampled = run([sys.executable, "-m", "ssm.generate"], "--seed", "3", "--top-k", "5")  # (reproducible: above)
     assert sampled.returncode == 0 and sampled.stdout.startswith("def é")
-    other = tmp_path / "copying-run"
-    train_and_evaluate(load_config(None, ["trainer.steps=2", "trainer.batch_size=8", "trainer.devices=1",
-                                          "task.sizes={train: 64, validation: 8, test: 8}", "logging.plot=false",
-                                          f"task.cache_dir={tmp_path / 'cache'}"]), other)
+    other = tmp_path / "copying-run"  # a run folder of another task: refused from its config alone
+    other.mkdir()
+    (other / "config.yaml").write_text(dump(load_config(None, [])))
     refused = subprocess.run([*script, "--model", str(other), "--prompt", "x"], capture_output=True, text=True, timeout=240)
     assert refused.returncode == 2 and "trained on the 'copying' task" in refused.stderr
 

@@ -76,7 +76,7 @@ def _load(args):
     pretrained folder with its tokenizer."""
     import pathlib
 
-    from ssm.train import ConfigError, load_model
+    from ssm.train import ConfigError, load_model, run_config
 
     folder = pathlib.Path(args.model)
     if (folder / "config.json").is_file() and not (folder / "config.yaml").is_file():
@@ -93,10 +93,11 @@ def _load(args):
         eos = hf_config.get("eos_token_id")
         return (model, lambda text: tokenizer.encode(text).ids, tokenizer.decode,
                 eos if isinstance(eos, int) else None)
-    model, config = load_model(folder, step=args.step)
-    if config.task.name != "text":
-        raise ConfigError(f"{folder} was trained on the {config.task.name!r} task; only text (byte-level) runs "
+    task = run_config(folder).task.name  # refused before the model is built and restored
+    if task != "text":
+        raise ConfigError(f"{folder} was trained on the {task!r} task; only text (byte-level) runs "
                           f"turn a prompt into tokens here")
+    model, _ = load_model(folder, step=args.step)
     return (model, lambda text: list(text.encode("utf-8")),
             lambda ids: bytes(ids).decode("utf-8", errors="replace"), None)
 
