@@ -125,6 +125,11 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, *, initial_state=None, return_l
          (plus the decayed initial state), by ``segsum`` over the chunk totals;
       4. ``Y_off[t] = exp(s_t) C_t . h_c``.
 
+    B and C are never copied to the heads: the scores ``C_t . B_s`` of step 1 are
+    computed once per group, (batch, chunks, G, Q, Q), and each of the group's H/G
+    heads multiplies them by its own decay; steps 2 and 4 contract B and C per group
+    likewise, as state-spaces/mamba's Triton path does (``_bmm_chunk_fwd`` over ``ngroups``).
+
     Example:
       >>> import numpy as np, jax.numpy as jnp
       >>> from ssm.ssd import ssd_chunked, ssd_sequential, ssd_step
