@@ -29,6 +29,7 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m ssm.bench.kernels $(ARGS)
 	$(PY) -m ssm.bench.scan $(ARGS)
+	$(PY) -m ssm.bench.ssd $(ARGS)
 	$(PY) -m ssm.bench.msign $(ARGS)
 	$(PY) -m ssm.bench.monarch $(ARGS)
 

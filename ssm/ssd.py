@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from einops import rearrange, repeat
+from einops import rearrange
 
 from ssm.checks import as_arrays, check_positive_int
 
@@ -65,11 +65,6 @@ def _check(x, dt, A, B, C, initial_state):
     if initial_state is not None and initial_state.shape != (b, h, p, n):
         raise ValueError(f"initial_state has shape {initial_state.shape}; expected {(b, h, p, n)}")
     return b, l, h, p, g, n
-
-
-def _heads(M, heads: int):
-    """Group-shared (..., g, n) -> per head (..., h, n): head h reads group h // (H/G)."""
-    return repeat(M, "... g n -> ... (g r) n", r=heads // M.shape[-2])
 
 
 def segsum(a):
@@ -130,6 +125,11 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, *, initial_state=None, return_l
          (plus the decayed initial state), by ``segsum`` over the chunk totals;
       4. ``Y_off[t] = exp(s_t) C_t . h_c``.
 
+    B and C are never copied to the heads: the scores ``C_t . B_s`` of step 1 are
+    computed once per group, (batch, chunks, G, Q, Q), and each of the group's H/G
+    heads multiplies them by its own decay; steps 2 and 4 contract B and C per group
+    likewise, as state-spaces/mamba's Triton path does (``_bmm_chunk_fwd`` over ``ngroups``).
+
     Example:
       >>> import numpy as np, jax.numpy as jnp
       >>> from ssm.ssd import ssd_chunked, ssd_sequential, ssd_step
@@ -161,35 +161,44 @@ def ssd_chunked(x, dt, A, B, C, chunk_size: int, *, initial_state=None, return_l
     a = dt * A
     if reset is not None:  # exp(-inf) = 0: nothing decays into a reset position (exact, and no NaN:
         a = jnp.where(jnp.asarray(reset)[..., None], -jnp.inf, a)  # segsum only adds, never subtracts)
-    B, C = _heads(B, h), _heads(C, h)
     if pad:
         X, a, B, C = (jnp.pad(v, [(0, 0), (0, pad)] + [(0, 0)] * (v.ndim - 2)) for v in (X, a, B, C))
-    X, B, C = (rearrange(v, "b (c q) h k -> b c q h k", q=Q) for v in (X, B, C))
-    a = rearrange(a, "b (c q) h -> b h c q", q=Q)
-    a_cumsum = jnp.cumsum(a, axis=-1)  # (b, h, c, q)
+    # Heads as (g r): the r = H/G heads of group g. B and C stay one per group; every
+    # product with them is contracted per group and broadcast over r afterwards.
+    X = rearrange(X, "b (c q) (g r) p -> b c q g r p", q=Q, g=g)
+    B, C = (rearrange(v, "b (c q) g n -> b c q g n", q=Q) for v in (B, C))
+    a = rearrange(a, "b (c q) (g r) -> b c g r q", q=Q, g=g)
+    a_cumsum = jnp.cumsum(a, axis=-1)  # (b, c, g, r, q)
 
-    # 1. Inside each chunk (diagonal blocks): a masked attention with decay matrix L.
-    L = jnp.exp(segsum(a))  # (b, h, c, q, s)
-    Y_diag = jnp.einsum("bcqhn,bcshn,bhcqs,bcshp->bcqhp", C, B, L, X)
+    # 1. Inside each chunk (diagonal blocks): a masked attention with decay matrix L,
+    #    its scores C_t . B_s computed once per group.
+    L = jnp.exp(segsum(a))  # (b, c, g, r, q, s)
+    CB = jnp.einsum("bcqgn,bcsgn->bcgqs", C, B)
+    Y_diag = jnp.einsum("bcgrqs,bcsgrp->bcqgrp", CB[:, :, :, None] * L, X)
 
     # 2. Each chunk's own contribution to the state at its end. exp(s_Q - s_s) is
-    #    the last row of L (the stable form of that difference).
-    decay_to_end = L[..., -1, :]  # (b, h, c, s)
-    states = jnp.einsum("bcshn,bhcs,bcshp->bchpn", B, decay_to_end, X)
+    #    the last row of L (the stable form of that difference); it weighs X, per
+    #    head, before the contraction with its group's B.
+    decay_to_end = rearrange(L[..., -1, :], "b c g r s -> b c s g r")
+    states = jnp.einsum("bcsgn,bcsgrp->bcgrpn", B, decay_to_end[..., None] * X)
 
-    # 3. Recurrence over chunks: the state entering chunk c, and the final state.
+    # 3. Recurrence over chunks, per head: the state entering chunk c, and the final state.
     if initial_state is None:
         initial_state = jnp.zeros((b, h, p, n), dtype)
+    states = rearrange(states, "b c g r p n -> b c (g r) p n")
     states = jnp.concatenate([initial_state.astype(dtype)[:, None], states], axis=1)  # (b, c+1, ...)
-    totals = jnp.pad(a_cumsum[..., -1], [(0, 0), (0, 0), (1, 0)])  # (b, h, c+1)
+    totals = jnp.pad(rearrange(a_cumsum[..., -1], "b c g r -> b (g r) c"), [(0, 0), (0, 0), (1, 0)])
     decay_chunks = jnp.exp(segsum(totals))  # (b, h, c+1, c+1)
     states = jnp.einsum("bhzc,bchpn->bzhpn", decay_chunks, states)
     entering, last_state = states[:, :-1], states[:, -1]
 
-    # 4. The entering state read out inside each chunk (off-diagonal blocks).
-    Y_off = jnp.einsum("bcqhn,bchpn,bhcq->bcqhp", C, entering, jnp.exp(a_cumsum))
+    # 4. The entering state read out inside each chunk (off-diagonal blocks): C per
+    #    group against the states of its heads, then each head's decay from the chunk start.
+    entering = rearrange(entering, "b c (g r) p n -> b c g r p n", g=g)
+    Y_off = jnp.einsum("bcqgn,bcgrpn->bcqgrp", C, entering)
+    Y_off = Y_off * rearrange(jnp.exp(a_cumsum), "b c g r q -> b c q g r")[..., None]
 
-    y = rearrange(Y_diag + Y_off, "b c q h p -> b (c q) h p")[:, :length]
+    y = rearrange(Y_diag + Y_off, "b c q g r p -> b (c q) (g r) p")[:, :length]
     return (y, last_state) if return_last_state else y
 
 
@@ -222,12 +231,13 @@ def ssd_step(state, x_t, dt_t, A, B_t, C_t):
     """
     state, x_t, dt_t, A, B_t, C_t = _as_arrays(state, x_t, dt_t, A, B_t, C_t)
     dtype = _compute_dtype(state, x_t, dt_t, A, B_t, C_t)
-    heads = x_t.shape[1]
-    x_t, dt_t, A, state = (v.astype(dtype) for v in (x_t, dt_t, A, state))
-    B_t, C_t = _heads(B_t.astype(dtype), heads), _heads(C_t.astype(dtype), heads)
-    decay = jnp.exp(dt_t * A)[..., None, None]
-    state = decay * state + jnp.einsum("bhp,bhn->bhpn", x_t * dt_t[..., None], B_t)
-    return jnp.einsum("bhpn,bhn->bhp", state, C_t), state
+    g = B_t.shape[1]
+    x_t, dt_t, A, state, B_t, C_t = (v.astype(dtype) for v in (x_t, dt_t, A, state, B_t, C_t))
+    X_t = rearrange(x_t * dt_t[..., None], "b (g r) p -> b g r p", g=g)  # the heads of each group
+    decay = rearrange(jnp.exp(dt_t * A), "b (g r) -> b g r", g=g)[..., None, None]
+    state = decay * rearrange(state, "b (g r) p n -> b g r p n", g=g) + jnp.einsum("bgrp,bgn->bgrpn", X_t, B_t)
+    y_t = jnp.einsum("bgrpn,bgn->bgrp", state, C_t)
+    return rearrange(y_t, "b g r p -> b (g r) p"), rearrange(state, "b g r p n -> b (g r) p n")
 
 
 def ssd_sequential(x, dt, A, B, C, *, initial_state=None, return_last_state=False):

@@ -85,6 +85,19 @@ def test_chunked_equals_sequential_equals_float64_loop(L, chunk, rng, x64):
     assert rel(chunked(x, dt, A, B, C, chunk), y0_ref) < 1e-12
 
 
+@pytest.mark.parametrize("G", [1, 4])
+def test_one_group_and_one_group_per_head_equal_float64_loop(G, rng, x64):
+    """B and C shared by all four heads (Mamba-2's G = 1) and one pair per head (G = H),
+    beside the two groups of two above: chunks of 4 over 11 positions, steps by ssd_step."""
+    x, dt, A, B, C, h0 = ssd_inputs(rng, L=11, H=4, G=G)
+    y_ref, s_ref = ref.ssd_loop(x, dt, A, B, C, initial_state=np.asarray(h0))
+    y_c, s_c = chunked(x, dt, A, B, C, 4, initial_state=h0, return_last_state=True)
+    y_s, s_s = sequential(x, dt, A, B, C, initial_state=h0, return_last_state=True)
+    errs = [rel(y_c, y_ref), rel(s_c, s_ref), rel(y_s, y_ref), rel(s_s, s_ref)]
+    print(f"G={G}: chunked y {errs[0]:.1e} state {errs[1]:.1e}, sequential y {errs[2]:.1e} state {errs[3]:.1e}")
+    assert max(errs) < 1e-12
+
+
 def test_chunked_in_float32_matches_float64_loop(rng):
     x, dt, A, B, C, h0 = ssd_inputs(rng, L=37, dtype=np.float32)
     y_ref, s_ref = ref.ssd_loop(x, dt, A, B, C, initial_state=np.asarray(h0))
@@ -128,10 +141,13 @@ def test_ssd_step_advances_the_state_once(rng, x64):
     assert rel(y, y_ref[:, 0]) < 1e-14 and rel(s, s_ref) < 1e-14
 
 
-def test_gradients_of_chunked_equal_sequential_and_finite_differences(rng, x64):
-    inputs = ssd_inputs(rng, b=1, L=7, H=2, P=2, G=1, N=3)
-    w_y = jnp.asarray(rng.normal(size=(1, 7, 2, 2)))
-    w_s = jnp.asarray(rng.normal(size=(1, 2, 2, 3)))
+@pytest.mark.parametrize("H, G", [(2, 1), (4, 2)])
+def test_gradients_of_chunked_equal_sequential_and_finite_differences(H, G, rng, x64):
+    """Heads sharing one B and C, and two groups of two: B's and C's gradients sum over
+    the heads of their group."""
+    inputs = ssd_inputs(rng, b=1, L=7, H=H, P=2, G=G, N=3)
+    w_y = jnp.asarray(rng.normal(size=(1, 7, H, 2)))
+    w_s = jnp.asarray(rng.normal(size=(1, H, 2, 3)))
 
     def loss(fn):
         def f(args):

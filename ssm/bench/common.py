@@ -11,6 +11,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ssm.train.devices import live_bytes
 
@@ -20,7 +21,8 @@ MiB = 2**20
 
 class Timing(NamedTuple):
     """One :func:`measure` result: compile time, median seconds per run, whether the runs were capped by the
-    time budget, XLA's temp and live bytes, and the warm-up run's output."""
+    time budget, XLA's temp and live bytes, the warm-up run's output, and XLA's count of the program's work
+    (:func:`xla_cost`)."""
 
     compile_s: float
     seconds: float  # median over the timed runs
@@ -28,6 +30,22 @@ class Timing(NamedTuple):
     temp_bytes: int | None  # XLA's temp allocation, None where the backend does not say
     output: Any  # of the warm-up run
     live_bytes: int | None = None  # ssm.train.devices.live_bytes of the compiled program
+    flops: float | None = None  # XLA's cost analysis, None where the backend does not say
+    bytes_accessed: float | None = None  # likewise
+
+
+def xla_cost(compiled) -> tuple[float | None, float | None]:
+    """XLA's own count of a compiled program's work, from its ``cost_analysis()``:
+    ``(flops, bytes accessed)``. Flops count 2 per multiply-add and 1 per elementwise
+    arithmetic op (exp and other transcendentals apart, not counted); bytes are every
+    operand and result of the program's ops after fusion, read or written. Deterministic
+    for a program and backend (no timing); None where the backend gives no analysis."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):  # one dict per program in older JAX
+        analysis = analysis[0] if analysis else None
+    if not analysis:
+        return None, None
+    return analysis.get("flops"), analysis.get("bytes accessed")
 
 
 def measure(fn: Callable, *args, repeats: int) -> Timing:
@@ -48,7 +66,18 @@ def measure(fn: Callable, *args, repeats: int) -> Timing:
         jax.block_until_ready(compiled(*args))
         times.append(time.perf_counter() - start)
     temp = None if analysis is None else analysis.temp_size_in_bytes
-    return Timing(compile_s, statistics.median(times), runs < repeats, temp, output, live)
+    return Timing(compile_s, statistics.median(times), runs < repeats, temp, output, live, *xla_cost(compiled))
+
+
+def value_and_grad_of(fn: Callable) -> Callable:
+    """``*args -> (sum(fn(*args)**2), gradients with respect to every argument)``: the
+    forward + backward program a benchmark times."""
+
+    def value_and_grad(*args):
+        loss = lambda *a: jnp.sum(fn(*a) ** 2)  # noqa: E731
+        return jax.value_and_grad(loss, argnums=tuple(range(len(args))))(*args)
+
+    return value_and_grad
 
 
 def matmul_and_read_rates(repeats: int) -> tuple[float, float]:
@@ -105,6 +134,14 @@ def fmt_mib(t: Timing | None) -> str:
 def fmt_ratio(a: float | None, b: float | None) -> str:
     """``a / b`` as ``"2.5×"``, or ``"—"`` when either is missing or zero."""
     return "—" if not a or not b else f"{a / b:.1f}×"
+
+
+def max_rel_diff(a, b) -> str:
+    """``max |a - b| / max |b|`` over the leaves of two pytrees of arrays, worst leaf, as ``"1.2e-07"``."""
+    pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    worst = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))) / np.max(np.abs(np.asarray(y))))
+                for x, y in pairs)
+    return f"{worst:.1e}"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

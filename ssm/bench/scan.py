@@ -41,12 +41,12 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from ssm import scan
 from ssm.bench.common import (MiB, Timing, cpu_name, emit, fmt_mib, fmt_ms, fmt_ratio, footnote,
-                              markdown_table, matmul_and_read_rates, measure, parser)
+                              markdown_table, matmul_and_read_rates, max_rel_diff, measure, parser,
+                              value_and_grad_of)
 from ssm.scan.recurrence import time_step
 from ssm.scan.sequential import scan_sequential
 
@@ -121,11 +121,6 @@ def checkpointed_chunked_scan(u, delta, A, B, C, D, z, delta_bias, chunk: int = 
     return y * jax.nn.silu(z)
 
 
-def value_and_grad_of(fn: Callable) -> Callable:
-    """``args -> (sum(y**2), grads w.r.t. every argument)``."""
-    return jax.value_and_grad(lambda *args: jnp.sum(fn(*args) ** 2), argnums=tuple(range(8)))
-
-
 # ------------------------------------------------------------------- work and machine
 
 
@@ -178,13 +173,6 @@ def floor_seconds(c: Cost, machine: Machine) -> float:
 # -------------------------------------------------------------------------- reporting
 
 
-def _rel_diff(a, b) -> str:
-    a, b = jax.tree.leaves(a), jax.tree.leaves(b)
-    worst = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))) / np.max(np.abs(np.asarray(y))))
-                for x, y in zip(a, b))
-    return f"{worst:.1e}"
-
-
 HEADER = ["method", "L", "ms", "baseline/ours time", "temp MiB", "baseline/ours memory",
           "compile s", "GFLOP", "G exp", "min MB", "floor ms", "% of floor", "loop ms",
           "max rel. diff"]
@@ -197,7 +185,7 @@ def row(name: str, L: int, t: Timing, base: Timing, c: Cost, machine: Machine) -
             fmt_ratio(base.temp_bytes, t.temp_bytes), f"{t.compile_s:.1f}", f"{c.flops / 1e9:.2f}",
             f"{c.exps / 1e9:.3f}", f"{c.bytes / 1e6:.0f}", f"{1e3 * floor:.1f}",
             f"{100 * floor / t.seconds:.1f}", f"{1e3 * L * machine.step_seconds:.1f}",
-            "—" if t is base else _rel_diff(t.output, base.output)]
+            "—" if t is base else max_rel_diff(t.output, base.output)]
 
 
 def bench_length(L: int, machine: Machine, repeats: int, log) -> tuple[list, list]:
