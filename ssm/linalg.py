@@ -87,7 +87,8 @@ COEFFS: dict[str, np.ndarray] = {
 for _table in COEFFS.values():
     _table.setflags(write=False)
 
-#: The ``(scale, eps)`` each schedule expects, with ``X0 = M / (‖M‖_F · scale + eps)``.
+#: The ``(scale, eps)`` each schedule expects, with ``X0 = M / (‖M‖_F · scale + eps)``
+#: (:func:`msign` takes this eps relative to ``max|M|`` unless it is given an absolute one).
 NORMALIZATION: dict[str, tuple[float, float]] = {
     "cubic": (1.0, 1e-7),
     "jordan": (1.0, 1e-7),
@@ -231,17 +232,25 @@ def _ns_step(X, A, A2, abc):
     return a * X + (b * A + c * A2) @ X
 
 
-def msign(M, steps=None, coeffs="polar_express", *, normalize: Normalize = "frobenius", compute_dtype=None):
+def msign(M, steps=None, coeffs="polar_express", *, normalize: Normalize = "frobenius", eps=None,
+          compute_dtype=None):
     """Matrix sign ``msign(M) = U V^H`` by Newton–Schulz.
 
-    ``X_0 = M / (‖M‖_F · s + eps)`` (after dividing ``M`` by its largest absolute
-    entry, which changes nothing but keeps ``‖M‖_F`` from overflowing or underflowing
-    in float32: entries of 1e18 or 1e-20 would) with the schedule's ``(s, eps)`` (polar_express:
-    s = 1.01, eps = 1e-7; polar_express_5: s = 1.02, eps = 1e-6; the others s = 1,
-    eps = 1e-7), then for each row (a, b, c) ``X <- a X + (b A + c A^2) X`` with
-    ``A = X X^H``. Tall matrices are transposed to wide first
-    (``msign(M^T) = msign(M)^T``), so ``A`` is (k, k). ``steps`` past the schedule's
-    rows repeat its last row, which diverges for ``su`` (see :func:`schedule`).
+    ``X_0 = M / (‖M‖_F · s + ε)`` with the schedule's scale ``s`` (polar_express:
+    s = 1.01; polar_express_5: s = 1.02; the others s = 1), then for each row
+    (a, b, c) ``X <- a X + (b A + c A^2) X`` with ``A = X X^H``.
+
+    The epsilon ``ε`` (``eps``): by default the schedule's (:data:`NORMALIZATION`:
+    1e-7, polar_express_5 1e-6) times ``M``'s largest absolute entry, so that
+    ``msign(cM) = msign(M)`` for every c > 0, even where ``‖M‖_F`` overflows or
+    underflows float32 (entries of 1e18 or 1e-20). A number given as ``eps`` is
+    absolute, ``ε = eps``, as in optax's Muon and Jordan's ``muon.py`` (1e-8 and 1e-7
+    there): a matrix far below ``eps`` in norm then maps to nearly 0. Either way the
+    division runs on ``M / max|M|``, so ``‖M‖_F`` itself is never formed.
+
+    Tall matrices are transposed to wide first (``msign(M^T) = msign(M)^T``), so ``A``
+    is (k, k). ``steps`` past the schedule's rows repeat its last row, which diverges
+    for ``su`` (see :func:`schedule`).
 
     Renormalization (``normalize``): a smaller norm than ``‖M‖_F`` that still bounds
     ``σ_max`` starts the small σ larger, so they reach 1 in fewer steps. Step 1 has
@@ -255,13 +264,16 @@ def msign(M, steps=None, coeffs="polar_express", *, normalize: Normalize = "frob
       seed's trick ``n = (Σ (A^2)_ij^2)^{1/8}``, with ``A = X X^T``.
 
     ``σ_max ≤ ‖M‖_{S8} ≤ ‖M‖_{S4} ≤ ‖M‖_F``, so every σ of ``X_0`` stays in [0, 1/s].
-    ``ν`` is floored at ``sqrt(eps)`` (relative to ``‖X_0‖_F ≈ 1``) so ``M = 0`` gives 0.
+    ``ν`` is floored at the square root of the schedule's epsilon (relative to
+    ``‖X_0‖_F ≈ 1``) so ``M = 0`` gives 0.
 
     Args:
       M: (..., m, n) real or complex.
       steps: number of steps; ``None`` runs the schedule's rows, more repeat the last row.
       coeffs: schedule name in :data:`COEFFS` or a (rows, 3) table.
       normalize: ``"frobenius"``, ``"schatten4"`` or ``"schatten8"``.
+      eps: ``None`` (the schedule's epsilon relative to ``max|M|``) or an absolute
+        epsilon, a real number >= 0 (see above).
       compute_dtype: dtype of the iteration (e.g. ``jnp.bfloat16``); the result is
         returned in ``compute_dtype`` if given, else in ``M``'s dtype.
 
@@ -284,22 +296,29 @@ def msign(M, steps=None, coeffs="polar_express", *, normalize: Normalize = "frob
     """
     M = _check_matrix(M)
     check_choice("normalize", normalize, NORMALIZES)
-    table, scale, eps = schedule(coeffs, steps)
+    table, scale, floor = schedule(coeffs, steps)
+    if eps is not None and not isinstance(eps, jax.Array) and (
+            isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not eps >= 0):
+        raise ValueError(f"eps={eps!r}; expected None (the schedule's, relative) or a real number >= 0")
     out_dtype = M.dtype if compute_dtype is None else jnp.dtype(compute_dtype)
     if not jnp.issubdtype(out_dtype, jnp.inexact):
         out_dtype = jnp.float32
     tall = M.shape[-2] > M.shape[-1]
     X = (_mT(M) if tall else M).astype(out_dtype)
     real_dtype = jnp.finfo(out_dtype).dtype
-    peak = jnp.max(jnp.abs(X), axis=(-2, -1), keepdims=True).astype(real_dtype)  # msign(c M) = msign(M), c > 0:
-    X = X / jnp.where(peak > 0, peak, 1).astype(real_dtype)  # entries at most 1 first, so ‖X‖_F cannot overflow
-    X = X / (_fro(X).astype(real_dtype) * scale + eps).astype(real_dtype)  # or underflow to 0
+    peak = jnp.max(jnp.abs(X), axis=(-2, -1), keepdims=True).astype(real_dtype)
+    peak = jnp.where(peak > 0, peak, 1).astype(real_dtype)
+    X = X / peak  # entries at most 1 first, so ‖X‖_F can neither overflow nor underflow
+    # ε / max|M| on this scale: the schedule's ε (relative to max|M|) or an absolute one
+    rel_eps = floor if eps is None else eps / peak
+    denom = (_fro(X).astype(real_dtype) * scale + rel_eps).astype(real_dtype)
+    X = X / jnp.where(denom > 0, denom, 1)  # M = 0 with eps = 0 stays 0
     rows = jnp.asarray(table, real_dtype)
     if normalize != "frobenius":
         A = X @ _mH(X)
         A2 = A @ A
         nu = jnp.sqrt(_fro(A)) if normalize == "schatten4" else jnp.sqrt(jnp.sqrt(_fro(A2)))
-        r = (jnp.maximum(nu.astype(real_dtype), np.sqrt(eps)) * scale).astype(real_dtype)  # s ‖X_0‖_p
+        r = (jnp.maximum(nu.astype(real_dtype), np.sqrt(floor)) * scale).astype(real_dtype)  # s ‖X_0‖_p
         X = _ns_step(X / r, A / r**2, A2 / r**4, rows[0])
         rows = rows[1:]
 

@@ -5,6 +5,7 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import reference
 from flax import nnx
 from stepping import check_gradients, rel, run_steps
 
@@ -196,6 +197,65 @@ def test_bidirectional_output_depends_on_the_future_and_has_no_step(rng):
     np.testing.assert_allclose(causal(x)[:, :8], causal(x2)[:, :8], rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="bidirectional=True.*no recurrent mode"):
         m.init_state(1)
+
+
+def _complex(pair):
+    """A stored real-pair parameter (..., 2) as a NumPy complex array."""
+    pair = np.asarray(pair[...], np.float64)
+    return pair[..., 0] + 1j * pair[..., 1]
+
+
+def _plain_output(Lambda, P, B, C_tilde, dt, l_max):
+    """S4's stored C~ = C (I - Abar^l_max) back to C (H, N/2), per channel on the dense
+    conjugate-completed bilinear system, with an explicit matrix power."""
+    C = []
+    for h in range(len(dt)):
+        A, Bf, Ct = reference.conjugate_completed(Lambda[h], P[h], B[h], C_tilde[h])
+        Abar, _ = reference.discretize_bilinear(A, Bf, float(dt[h]))
+        C_full = np.linalg.solve((np.eye(len(Ct)) - np.linalg.matrix_power(Abar, l_max)).T, Ct)
+        half = len(Ct) // 2
+        np.testing.assert_allclose(C_full[half:], np.conj(C_full[:half]), atol=1e-10)  # still conjugate-symmetric
+        C.append(C_full[:half])
+    return np.stack(C)
+
+
+@pytest.mark.parametrize("layer, reverse_lag0", [("s4d", False), ("s4d", True), ("s4d-bilinear", False),
+                                                 ("s4", False), ("s4", True)])
+def test_bidirectional_output_is_both_kernels_of_the_discrete_system(layer, reverse_lag0, rng, x64):
+    """A bidirectional layer's output, float64, against the two-sided convolution built
+    in NumPy from its parameters: one system (Lambda, B, P, dt), two output matrices C and
+    C_reverse, K[l] = C Abar^l Bbar by explicit powers of the conjugate-completed
+    discrete system, and
+
+        y[t] = sum_{s <= t} K[t - s] u[s] + sum_{s > t} K_rev[s - t - 1] u[s] + D u[t],
+
+    S4's convention (its kernel's second half flipped and padded: the reverse part has
+    no lag 0, safari#7), or with ``reverse_lag0`` ``sum_{s >= t} K_rev[s - t] u[s]``.
+    S4's kernels come from its stored C~ (truncated at l_max = 32) turned back into C;
+    the input is shorter (16), so the first taps are used."""
+    L, H = 16, 3
+    m = build(layer, d_model=H, param_dtype=jnp.float64, bidirectional=True, reverse_lag0=reverse_lag0)
+    x = rng.normal(size=(2, L, H))
+    y = np.asarray(m(jnp.asarray(x)))
+    Lambda = -np.exp(np.asarray(m.log_A_real[...])) + 1j * np.asarray(m.A_imag[...])
+    B, dt, D = _complex(m.B), np.exp(np.asarray(m.log_dt[...])), np.asarray(m.D[...])
+    C, C_rev = _complex(m.C), _complex(m.C_reverse)
+    if isinstance(m, S4):
+        P = _complex(m.P)  # (H, rank, N/2)
+        C, C_rev = (_plain_output(Lambda, P, B, c, dt, m.l_max) for c in (C, C_rev))
+        K, K_rev = (reference.ssm_kernel(Lambda, P, B, c, dt, L, "bilinear") for c in (C, C_rev))
+    else:
+        K, K_rev = (reference.ssm_kernel(Lambda, None, B, c, dt, L, m.discretization) for c in (C, C_rev))
+    want = np.zeros_like(x)
+    for b in range(2):
+        for h in range(H):
+            u = x[b, :, h]
+            want[b, :, h] = (reference.causal_conv(u, K[h]) + reference.anticausal_conv(u, K_rev[h], reverse_lag0)
+                             + D[h] * u)
+    err = rel(y, want)
+    print(f"{layer} reverse_lag0={reverse_lag0}: output vs float64 two-sided convolution, relative error {err:.1e}; "
+          f"|K_rev| up to {np.abs(K_rev).max():.2f}")
+    assert err < 1e-10
 
 
 def test_dropout_only_in_training_mode(rng):

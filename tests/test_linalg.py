@@ -349,6 +349,27 @@ def test_msign_of_huge_or_tiny_entries_in_float32_is_still_the_polar_factor(rng,
     assert np.isfinite(np.asarray(X)).all() and _rel(X, want) < 1e-5
 
 
+def test_msign_with_an_absolute_eps_divides_by_the_norm_plus_eps(rng):
+    """``eps`` given is absolute, X_0 = M / (‖M‖_F s + eps) (optax's and Jordan's Muon):
+    with ‖M‖_F = 1e-7 the singular values come out as p(σ / (‖σ‖ s + eps)) for eps
+    1e-8, 1e-7, 1e-6 (float64 scalar reference); entries of 1e18
+    still give the polar factor (the norm is taken after dividing by the largest entry),
+    and M = 0 with eps = 0 gives 0, not NaN."""
+    s = np.geomspace(1.0, 1e-1, 16)
+    M, U, V = _matrix(rng, 16, 24, s)
+    table, scale, _ = linalg.schedule("jordan")
+    c = 1e-7 / np.linalg.norm(s)
+    for eps in (1e-8, 1e-7, 1e-6):
+        X = np.asarray(msign(jnp.asarray(M * c, jnp.float32), coeffs="jordan", eps=eps), np.float64)
+        d = np.einsum("mk,mn,nk->k", U, X, V)
+        want = _scalar_ns(s * c / (np.linalg.norm(s * c) * scale + eps), table)
+        print(f"eps={eps:g}: output σ in [{d.min():.3f}, {d.max():.3f}], max |σ_out - p(x)| {np.abs(d - want).max():.1e}")
+        assert np.abs(d - want).max() < 1e-4
+    U_, _, Vh = np.linalg.svd(M, full_matrices=False)
+    assert _rel(msign(jnp.asarray(M * 1e18, jnp.float32), eps=1e-8), U_ @ Vh) < 1e-5
+    assert np.array_equal(np.asarray(msign(jnp.zeros((4, 6)), eps=0.0)), np.zeros((4, 6)))
+
+
 @pytest.mark.parametrize("form", ["interval", "cancelling"])
 def test_mclip_with_hi_inf_clips_only_from_below(x64, rng, form):
     s = np.geomspace(4.0, 0.05, 12)
@@ -444,6 +465,7 @@ def test_spectral_norm_matches_svd(rng):
     (lambda: linalg.msign(jnp.ones((2, 3)), coeffs=[(1.0, 2.0)]), "coeffs has shape"),
     (lambda: linalg.msign(jnp.ones((2, 3)), steps=0), "steps=0"),
     (lambda: linalg.msign(jnp.ones((2, 3)), normalize="spectral"), "normalize='spectral'"),
+    (lambda: linalg.msign(jnp.ones((2, 3)), eps=-1.0), "eps=-1.0"),
     (lambda: linalg.mclip(jnp.ones((2, 3)), 2.0, 1.0), "lo=2.0 > hi=1.0"),
     (lambda: linalg.mclip(jnp.ones((2, 3)), -1.0, 1.0), "lo=-1.0"),
     (lambda: linalg.mclip(jnp.ones((2, 3)), 0.0, 1.0, form="v9"), "form='v9'"),

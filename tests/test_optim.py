@@ -13,7 +13,7 @@ import ssm.linen
 from ssm import linalg
 from ssm.groups import param_labels
 from ssm.layers import SequenceModel
-from ssm.optim import clip_spectral, muon, scale_by_msign
+from ssm.optim import MatrixAxes, clip_spectral, muon, scale_by_msign
 
 # Jordan's schedule, 5 steps: output singular values for inputs with σ/‖M‖_F in
 # [1e-2, 1] lie in [0.682, 1.134] (references, measured envelope); a little slack.
@@ -43,18 +43,32 @@ def plain_msign():
     return scale_by_msign(5, "jordan", beta=0.0, nesterov=False, bias_correction=False, shape_scaling=None)
 
 
-def test_updates_equal_optax_contrib_muon_on_matrices(rng):
-    """Same settings (Jordan, 5 steps, Nesterov, bias-corrected momentum, decoupled weight
-    decay, NAdamW for the rest): our updates equal optax's over several jitted steps.
+@pytest.mark.parametrize("conv", [False, True])
+def test_updates_equal_optax_contrib_muon_on_matrices(rng, conv):
+    """Same settings (Jordan, 5 steps, Nesterov, bias-corrected momentum, the one eps
+    1e-8 in the normalization and in AdamW, decoupled weight decay, NAdamW for the
+    rest): our updates equal optax's over several jitted steps. With ``conv``, two
+    convolution kernels go to Muon as matrices, (width, in, out) as (width·in, out) and
+    torch's (out, in, width) as (in·width, out): our ``matrix_axes`` against optax's
+    ``muon_weight_dimension_numbers``.
 
-    Tolerance: both run the same float32 arithmetic except the normalization eps
-    (optax 1e-8, ours 1e-7, on ‖u‖_F ~ 10: ~1e-8 relative) and the order of operations
-    (our scan vs optax's unrolled loop); float32 roundoff (1.2e-7) grows by at most
-    |p'| per Newton–Schulz step. Measured: ~1e-6 of the update's size; we allow 1e-5."""
+    Tolerance: both run the same float32 arithmetic except for the order of operations
+    (our scan vs optax's unrolled loop, our division by the largest entry before the
+    norm); float32 roundoff (1.2e-7) grows by at most |p'| per Newton–Schulz step.
+    Measured: ~1e-6 of the update's size; we allow 1e-5."""
     params = {"w": normal(rng, (8, 16)), "v": normal(rng, (24, 12)), "b": normal(rng, (16,)),
               "t": normal(rng, (2, 3, 4))}
     kw = dict(weight_decay=0.1, adam_learning_rate=1e-3, adam_weight_decay=0.01)
     ours, theirs = muon(0.02, **kw), optax.contrib.muon(0.02, **kw)
+    if conv:
+        from optax.contrib import MuonDimensionNumbers
+
+        params |= {"conv": normal(rng, (3, 4, 8)), "torch": normal(rng, (8, 4, 3))}
+        axes = {"conv": MatrixAxes(fan_in=(0, 1), fan_out=2), "torch": MatrixAxes(fan_in=(1, 2), fan_out=0)}
+        dims = {"w": MuonDimensionNumbers(), "v": MuonDimensionNumbers(), "b": None, "t": None,
+                "conv": MuonDimensionNumbers((0, 1), 2), "torch": MuonDimensionNumbers((1, 2), 0)}
+        ours = muon(0.02, matrix_axes=lambda path, x: axes.get(path[-1]), **kw)
+        theirs = optax.contrib.muon(0.02, muon_weight_dimension_numbers=dims, **kw)
     s_ours, s_theirs = ours.init(params), theirs.init(params)
     p_ours = p_theirs = params
     worst = 0.0
@@ -69,6 +83,116 @@ def test_updates_equal_optax_contrib_muon_on_matrices(rng):
             worst = max(worst, diff / scale)
         p_ours, p_theirs = optax.apply_updates(p_ours, u_ours), optax.apply_updates(p_theirs, u_theirs)
     print(f"max |ours - optax| / max |update| over 4 steps: {worst:.2e}")
+
+
+# Jordan's Newton–Schulz row (references: KellerJordan/Muon muon.py, optax's 'standard'),
+# written here, not read from ssm.linalg, for the float64 references below.
+JORDAN = (3.4445, -4.7750, 2.0315)
+
+
+def newton_schulz64(M, eps, steps=5):
+    """Jordan's iteration in float64, written out: on the wide side of M,
+    X_0 = M / (‖M‖_F + eps), then X <- a X + (b A + c A²) X with A = X Xᵀ."""
+    M = np.asarray(M, np.float64)
+    tall = M.shape[0] > M.shape[1]
+    X = M.T if tall else M
+    X = X / (np.linalg.norm(X) + eps)
+    a, b, c = JORDAN
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.T if tall else X
+
+
+def first_step_direction64(g, beta):
+    """Bias-corrected Nesterov momentum at step 1 (Muon's and NAdam's):
+    β m̂ + (1 - β) ĝ with m = (1 - β) g, m̂ = m / (1 - β²), ĝ = g / (1 - β)."""
+    return (beta / (1 + beta) + 1) * np.asarray(g, np.float64)
+
+
+def first_muon_update64(g, w, lr, wd, eps, beta=0.95):
+    """Muon's first update of a (fan_in, fan_out) matrix in float64:
+    -lr (sqrt(max(1, fan_out/fan_in)) NS5(u) + wd W)."""
+    u = first_step_direction64(g, beta)
+    fan_in, fan_out = u.shape
+    return -lr * (max(1.0, fan_out / fan_in) ** 0.5 * newton_schulz64(u, eps) + wd * np.asarray(w, np.float64))
+
+
+def first_nadamw_update64(g, w, lr, wd, eps, b1=0.9):
+    """NAdamW's first update in float64 (v̂ = g² at step 1): -lr (m̂_nesterov / (|g| + eps) + wd w)."""
+    g = np.asarray(g, np.float64)
+    return -lr * (first_step_direction64(g, b1) / (np.abs(g) + eps) + wd * np.asarray(w, np.float64))
+
+
+def test_first_update_equals_float64_newton_schulz_of_each_matrix_layout(rng):
+    """The first Muon update, against Jordan's iteration written out in NumPy float64 on
+    the matrix each layout names: a dense (8, 16); a conv kernel (width 3, in 4, out 8)
+    as one (12, 8) matrix; torch's (out 8, in 4, width 3) as (in·width, out), transposed
+    back; (in 4, k 2, out 6) with its middle axis batched, one (4, 6) matrix per k. The
+    shape factor is the matrix's: sqrt(8/12) < 1 gives 1 for the kernels, sqrt(6/4) for
+    the last. Tolerance as for the optax parity test (float32 roundoff grown by the
+    iteration, measured ~1e-6 of the update's size)."""
+    lr, wd, eps = 0.02, 0.1, 1e-8
+    params = {"dense": normal(rng, (8, 16)), "conv": normal(rng, (3, 4, 8)), "torch": normal(rng, (8, 4, 3)),
+              "mid": normal(rng, (4, 2, 6))}
+    axes = {"conv": MatrixAxes(fan_in=(0, 1), fan_out=2), "torch": MatrixAxes(fan_in=(1, 2), fan_out=0),
+            "mid": MatrixAxes(fan_in=0, fan_out=-1)}
+    tx = muon(lr, weight_decay=wd, eps=eps, matrix_axes=lambda path, x: axes.get(path[-1]))  # labels: all matrix
+    grads = jax.tree.map(lambda x: normal(rng, x.shape), params)
+    updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+    g, w = ({k: np.asarray(v, np.float64) for k, v in t.items()} for t in (grads, params))
+    want = {
+        "dense": first_muon_update64(g["dense"], w["dense"], lr, wd, eps),
+        "conv": first_muon_update64(g["conv"].reshape(12, 8), w["conv"].reshape(12, 8), lr, wd, eps).reshape(3, 4, 8),
+        "torch": first_muon_update64(g["torch"].transpose(1, 2, 0).reshape(12, 8),
+                                     w["torch"].transpose(1, 2, 0).reshape(12, 8), lr, wd, eps
+                                     ).reshape(4, 3, 8).transpose(2, 0, 1),
+        "mid": np.stack([first_muon_update64(g["mid"][:, k], w["mid"][:, k], lr, wd, eps) for k in range(2)], 1),
+    }
+    errs = {k: float(np.max(np.abs(np.asarray(updates[k], np.float64) - want[k])) / np.max(np.abs(want[k])))
+            for k in params}
+    print(f"max |update - float64 reference| / max |reference|: { {k: f'{v:.1e}' for k, v in errs.items()} }")
+    assert max(errs.values()) < 1e-5, errs
+    # Without matrix_axes a (width, in, out) kernel is width separate (in, out) matrices: another update.
+    per_tap = muon(lr, weight_decay=wd, labels={"k": "matrix"})
+    u_tap, _ = per_tap.update({"k": grads["conv"]}, per_tap.init({"k": params["conv"]}), {"k": params["conv"]})
+    apart = np.max(np.abs(np.asarray(u_tap["k"], np.float64) - want["conv"])) / np.max(np.abs(want["conv"]))
+    print(f"conv kernel per tap (no matrix_axes) vs as one matrix: {apart:.2f} of the update's size apart")
+    assert apart > 1e-2
+
+
+def test_one_eps_reaches_the_normalization_and_adamw(rng):
+    """Gradients of size ~1e-8, where eps matters: for eps = 1e-8 and 1e-6 the first
+    updates of a matrix (Muon, X_0 = u / (‖u‖_F + eps)) and of a vector (NAdamW,
+    m̂ / (|g| + eps)) equal their float64 formulas with that eps, and change with it.
+    With eps=None, scale_by_msign's ε is relative (ssm.linalg.msign): the update of the
+    tiny gradient is that of the gradient times 1e8. Tolerance as above; NAdamW's
+    float32 bias correction 1 - 0.999 (1.3e-5 off) moves |g| / (|g| + eps) by up to
+    ~3e-6 where |g| ≈ eps (optax's arithmetic; measured 5e-6)."""
+    lr, wd = 0.02, 0.1
+    params = {"w": normal(rng, (8, 16)), "b": normal(rng, (16,))}
+    grads = {k: 1e-8 * normal(rng, v.shape) for k, v in params.items()}
+    g, w = ({k: np.asarray(v, np.float64) for k, v in t.items()} for t in (grads, params))
+    out = {}
+    for eps in (1e-8, 1e-6):
+        tx = muon(lr, weight_decay=wd, adam_weight_decay=wd, eps=eps)
+        updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+        want = {"w": first_muon_update64(g["w"], w["w"], lr, wd, eps),
+                "b": first_nadamw_update64(g["b"], w["b"], lr, wd, eps)}
+        errs = {k: float(np.max(np.abs(np.asarray(updates[k], np.float64) - want[k])) / np.max(np.abs(want[k])))
+                for k in params}
+        print(f"eps={eps:g}: max |update - float64 formula| / max |formula|: "
+              f"{ {k: f'{v:.1e}' for k, v in errs.items()} }")
+        assert max(errs.values()) < 1e-5, (eps, errs)
+        out[eps] = want
+    for k in params:  # eps is not lost in the noise: the two formulas differ by far more than the tolerance
+        change = np.max(np.abs(out[1e-8][k] - out[1e-6][k])) / np.max(np.abs(out[1e-8][k]))
+        print(f"{k}: eps 1e-8 -> 1e-6 changes the update by {change:.2f} of its size")
+        assert change > 1e-2, (k, change)
+    tx = scale_by_msign(eps=None)
+    tiny, _ = tx.update(grads["w"], tx.init(grads["w"]))
+    unit, _ = tx.update(1e8 * grads["w"], tx.init(grads["w"]))
+    np.testing.assert_allclose(tiny, unit, rtol=1e-5, atol=1e-6)
 
 
 def test_orthogonalized_update_is_in_jordans_band(rng):
@@ -236,10 +360,32 @@ def test_clip_spectral_bounds_the_spectral_norm_after_an_update(rng):
     (lambda: muon(0.01, weight_decay=-0.1), "weight_decay"),
     (lambda: muon(0.01, beta=1.5), "beta"),
     (lambda: clip_spectral(0.0), "max_norm"),
+    (lambda: scale_by_msign(eps=-1e-8), "eps"),
+    (lambda: muon(0.01, eps=-1e-8), "eps"),
+    (lambda: muon(0.01, matrix_axes=MatrixAxes()), "matrix_axes"),
+    (lambda: MatrixAxes(fan_in=()), "fan_in"),
+    (lambda: MatrixAxes(fan_in=1.5), "fan_in"),
+    (lambda: MatrixAxes(fan_out=(1, 1)), "fan_out"),
 ])
 def test_bad_input_names_the_argument(make, name):
     with pytest.raises(ValueError, match=f"{name}="):
         make()
+
+
+@pytest.mark.parametrize("axes, match", [
+    (MatrixAxes(fan_in=0, fan_out=3), r"fan_out=\(3,\) has an axis outside \[-3, 3\)"),
+    (MatrixAxes(fan_in=(0, 1), fan_out=-2), r"fan_in \(0, 1\) and fan_out \(1,\) .*must be distinct"),
+    ((0, 1), r"matrix_axes returned \(0, 1\); expected a MatrixAxes or None"),
+])
+def test_matrix_axes_that_do_not_fit_a_parameter_are_refused_at_init(axes, match):
+    """The error comes from ``init``, names the shape (3, 4, 8) and the parameter's path."""
+    tx = muon(0.02, matrix_axes=lambda path, x: axes if path == ("conv",) else None)
+    params = {"conv": jnp.ones((3, 4, 8)), "w": jnp.ones((4, 8))}
+    with pytest.raises(ValueError, match=match) as error:
+        tx.init(params)
+    assert "('conv',)" in str(error.value)
+    if isinstance(axes, MatrixAxes):
+        assert "shape (3, 4, 8)" in str(error.value)
 
 
 def test_vector_leaf_in_scale_by_msign_is_refused():

@@ -130,7 +130,7 @@ class OptimConfig:
     weight_decay: float = 0.01  # AdamW's decoupled weight decay (matrix and adamw groups)
     b1: float = 0.9  # Adam's first-moment decay (Muon's momentum)
     b2: float = 0.999  # Adam's second-moment decay
-    eps: float = 1e-8  # Adam's epsilon
+    eps: float = 1e-8  # Adam's epsilon; with name: muon also the Newton-Schulz normalization's, as optax
     grad_clip: float | None = 1.0  # global-norm clip; null: off
 
     def check(self, path: str) -> None:
