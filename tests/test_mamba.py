@@ -7,6 +7,8 @@ import pytest
 from flax import nnx
 from stepping import check_bf16_activations, check_padding_either_side, rel, run_steps
 
+import reference as ref
+
 from ssm.groups import param_labels
 from ssm.layers.mamba import Mamba
 from ssm.layers.mamba2 import Mamba2
@@ -91,6 +93,27 @@ def test_ssm_parameters_are_routed_to_the_ssm_group():
 
 def test_bf16_activations_with_float32_state(rng):
     check_bf16_activations(layer, jnp.asarray(rng.normal(size=(2, 32, 8)), jnp.float32))
+
+
+def test_bf16_step_sizes_add_the_dt_bias_in_float32(rng):
+    """delta = softplus(W dt + b) with the bias added in float32, as the reference does
+    (dt_proj's matmul without its bias, the bias handed to the scan as a float32
+    ``delta_bias``). In bf16 the bias (-2.3 to -6.9) rounds by up to 0.4%: delta was
+    1-3% off. W is made of powers of two and dt_rank is 1, so W dt is exact in bf16 and
+    only the bias's addition can round."""
+    m = Mamba(8, d_state=4, dt_rank=1, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    W = rng.choice([-1.0, 1.0], size=(1, 16)) * 2.0 ** rng.integers(-2, 1, size=(1, 16))
+    m.dt_proj.kernel[...] = jnp.asarray(W, jnp.float32)
+    u = jnp.asarray(rng.normal(size=(2, 16, 16)), jnp.bfloat16)  # the convolution's output
+    delta, _, _ = m._ssm_inputs(u)
+    dt = np.asarray(m.x_proj(u)[..., :1], np.float64)  # x_proj's dt part, bf16 values
+    pre, b = dt @ W, np.asarray(m.dt_proj.bias[...], np.float64)
+    want = ref.softplus(pre + b)
+    in_bf16 = ref.softplus(np.asarray(jnp.asarray(pre, jnp.bfloat16) + jnp.asarray(b, jnp.bfloat16), np.float64))
+    err, err_bf16 = (float(np.max(np.abs(np.asarray(v, np.float64) - want) / want)) for v in (delta, in_bf16))
+    print(f"delta vs softplus(W dt + b), b added in float32: {err:.1e}; the bf16 addition's error: {err_bf16:.1e}")
+    assert delta.dtype == jnp.float32 and err < 2e-6
+    assert err_bf16 > 1e-3 and float(np.max(np.abs(np.asarray(delta, np.float64) - in_bf16) / want)) > 1e-3
 
 
 def test_jit_matches_eager(rng):
