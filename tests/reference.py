@@ -529,6 +529,14 @@ def selective_scan_vjp(dy, d_last, u, delta, A, B, C, D=None, z=None, delta_bias
     return grads
 
 
+# ------------------------------------------------------------------ distributions
+
+
+def uniform_cdf(lo: float, hi: float):
+    """The CDF of U(lo, hi), as a NumPy function."""
+    return lambda x: np.clip((np.asarray(x, np.float64) - lo) / (hi - lo), 0.0, 1.0)
+
+
 # ------------------------------------------------------------ attention and LSTM
 
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from stepping import check_bf16_activations, check_padding_either_side, rel, run_steps
+from stepping import check_bf16_activations, check_distribution, check_padding_either_side, rel, run_steps
 
 import reference as ref
 
@@ -90,17 +90,49 @@ def test_padding_is_invisible_with_projection_biases(rng):
 
 
 def test_initialization_follows_the_reference():
-    m = Mamba(32, d_state=16, dt_min=1e-3, dt_max=0.1, dt_init_floor=1e-4, rngs=nnx.Rngs(0))
-    assert m.d_inner == 64 and m.dt_rank == 2  # expand 2, ceil(32 / 16)
-    dt = jax.nn.softplus(m.dt_proj.bias[...])
-    assert float(dt.min()) >= 1e-3 * (1 - 1e-5) and float(dt.max()) <= 0.1 * (1 + 1e-5)
-    np.testing.assert_allclose(m.A_log[...], np.log(np.broadcast_to(np.arange(1, 17), (64, 16))), rtol=1e-6)
-    np.testing.assert_array_equal(m.D[...], np.ones(64))
-    bound = 2 ** -0.5  # dt_proj.weight ~ U(+-dt_rank^-1/2)
-    assert float(jnp.abs(m.dt_proj.kernel[...]).max()) <= bound
-    assert float(jnp.abs(m.in_proj.kernel[...]).max()) <= 32 ** -0.5  # PyTorch's Linear default
-    floor = Mamba(8, dt_min=1e-6, dt_max=1e-5, dt_init_floor=1e-4, rngs=nnx.Rngs(1))
-    np.testing.assert_allclose(jax.nn.softplus(floor.dt_proj.bias[...]), 1e-4, rtol=1e-4)
+    """The distributions of mamba_simple.py's initialization, not only their bounds
+    (a zero init passes a bound): dt = softplus(dt_proj.bias) log-uniform in [dt_min,
+    dt_max]; dt_proj.weight U(+-dt_rank^-1/2); in_proj, x_proj, out_proj PyTorch's Linear
+    U(+-fan_in^-1/2); the conv kernel and bias U(+-d_conv^-1/2) (PyTorch's Conv1d);
+    A_log = log(1..N); D = 1."""
+    small = Mamba(32, rngs=nnx.Rngs(0))
+    assert (small.d_inner, small.dt_rank) == (64, 2)  # expand 2, ceil(32 / 16)
+    m = Mamba(128, d_state=16, expand=4, dt_min=1e-3, dt_max=0.1, dt_init_floor=1e-4, rngs=nnx.Rngs(0))
+    assert m.d_inner == 512 and m.dt_rank == 8
+    log_dt = np.log(ref.softplus(np.asarray(m.dt_proj.bias[...], np.float64)))
+    check_distribution("log dt", log_dt, ref.uniform_cdf(np.log(1e-3), np.log(0.1)))
+    assert log_dt.min() >= np.log(1e-3) - 1e-5 and log_dt.max() <= np.log(0.1) + 1e-5
+    for name, w, fan_in in [("dt_proj", m.dt_proj.kernel, 8), ("in_proj", m.in_proj.kernel, 128),
+                            ("x_proj", m.x_proj.kernel, 512), ("out_proj", m.out_proj.kernel, 512),
+                            ("conv1d.kernel", m.conv1d.kernel, 4), ("conv1d.bias", m.conv1d.bias, 4)]:
+        w = np.asarray(w[...])
+        check_distribution(name, w, ref.uniform_cdf(-fan_in**-0.5, fan_in**-0.5))
+        assert np.abs(w).max() <= fan_in**-0.5
+    np.testing.assert_allclose(m.A_log[...], np.log(np.broadcast_to(np.arange(1, 17), (512, 16))), rtol=1e-6)
+    np.testing.assert_array_equal(m.D[...], np.ones(512))
+
+
+def test_dt_init_floor_raises_the_small_steps():
+    """dt = max(dt, dt_init_floor): with dt log-uniform in [1e-5, 1e-3] and the floor at
+    1e-4, half the steps sit at the floor and the rest are log-uniform above it."""
+    m = Mamba(256, d_state=4, dt_min=1e-5, dt_max=1e-3, dt_init_floor=1e-4, rngs=nnx.Rngs(1))
+    dt = ref.softplus(np.asarray(m.dt_proj.bias[...], np.float64))
+    floored = np.abs(dt / 1e-4 - 1) < 1e-5
+    n = dt.size
+    print(f"{floored.sum()} of {n} steps at the floor (expected {n // 2}, within {4 * np.sqrt(n / 4):.0f})")
+    assert abs(floored.mean() - 0.5) < 4 * np.sqrt(0.25 / n)  # binomial, 4 standard deviations
+    check_distribution("log dt above the floor", np.log(dt[~floored]), ref.uniform_cdf(np.log(1e-4), np.log(1e-3)))
+    all_floored = Mamba(8, dt_min=1e-6, dt_max=1e-5, dt_init_floor=1e-4, rngs=nnx.Rngs(1))
+    np.testing.assert_allclose(jax.nn.softplus(all_floored.dt_proj.bias[...]), 1e-4, rtol=1e-4)
+
+
+def test_out_init_scale_multiplies_the_out_projection_exactly():
+    """out_init_scale (the LM's residual rescaling) scales out_proj's draw and nothing else."""
+    plain, scaled = Mamba(16, d_state=4, rngs=nnx.Rngs(3)), Mamba(16, d_state=4, out_init_scale=0.3, rngs=nnx.Rngs(3))
+    for (path, a), (_, b) in zip(nnx.to_flat_state(nnx.state(plain, nnx.Param)),
+                                 nnx.to_flat_state(nnx.state(scaled, nnx.Param))):
+        factor = 0.3 if path == ("out_proj", "kernel") else 1.0
+        np.testing.assert_allclose(b.get_value(), factor * a.get_value(), rtol=1e-6, err_msg=str(path))
 
 
 def test_ssm_parameters_are_routed_to_the_ssm_group():
