@@ -537,6 +537,17 @@ def uniform_cdf(lo: float, hi: float):
     return lambda x: np.clip((np.asarray(x, np.float64) - lo) / (hi - lo), 0.0, 1.0)
 
 
+def normal_cdf(std: float, truncate: float | None = None):
+    """The CDF of N(0, std^2), or of its truncation to [-truncate std, truncate std]
+    (renormalized), as a NumPy function."""
+    erf = np.vectorize(math.erf)
+    phi = lambda z: 0.5 * (1 + erf(z / math.sqrt(2)))  # noqa: E731
+    if truncate is None:
+        return lambda x: phi(np.asarray(x, np.float64) / std)
+    lo, hi = phi(-truncate), phi(truncate)
+    return lambda x: np.clip((phi(np.asarray(x, np.float64) / std) - lo) / (hi - lo), 0.0, 1.0)
+
+
 # ------------------------------------------------------------ attention and LSTM
 
 

@@ -38,7 +38,7 @@ class Mamba(nnx.Module):
         (``"silu"``, the reference's; Hugging Face's ``hidden_act``). The gate is
         ``silu(z)`` whatever it is, as in both references.
       out_init_scale: multiplies out_proj's initial kernel (the backbone passes
-        1/sqrt(n_layers), the reference LM's prenorm-residual rescaling).
+        1/sqrt(n_residuals * n_layers), the reference LM's prenorm-residual rescaling).
       scan_method: :func:`ssm.scan.selective_scan` method ("auto": fastest here).
 
     Parameters: ``A_log`` (d_inner, N), ``D`` (d_inner,), ``dt_proj.bias``: group
