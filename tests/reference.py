@@ -323,6 +323,51 @@ def selective_scan_loop(u, delta, A, B, C):
     return y
 
 
+def silu(v: np.ndarray) -> np.ndarray:
+    """``v sigmoid(v)``."""
+    return v / (1 + np.exp(-v))
+
+
+def depthwise_conv_loop(x, kernel, bias=None):
+    """The causal depthwise convolution of Mamba's blocks (PyTorch's ``Conv1d(groups=C,
+    padding=K-1)`` cut to the length), a loop over taps: ``x`` (b, L, C), ``kernel``
+    (K, C), ``bias`` (C,) or None; ``y[t] = bias + sum_k kernel[k] x[t - (K - 1) + k]``
+    with zeros before the start. Returns (b, L, C)."""
+    x, kernel = np.asarray(x, np.float64), np.asarray(kernel, np.float64)
+    K, L = kernel.shape[0], x.shape[1]
+    y = np.zeros_like(x) + (0.0 if bias is None else np.asarray(bias, np.float64))
+    for t in range(L):
+        for k in range(K):  # kernel[k] meets x[t - (K - 1) + k]
+            if t - (K - 1) + k >= 0:
+                y[:, t] += kernel[k] * x[:, t - (K - 1) + k]
+    return y
+
+
+def mamba_forward_loop(p: dict, x, *, dt_rank: int, d_state: int):
+    """Mamba's block (state-spaces/mamba ``modules/mamba_simple.py``, the reference
+    path without fused kernels) in float64 from its weights ``p``: ``in_kernel`` (d,
+    2 d_inner), ``conv_kernel`` (K, d_inner), ``x_kernel`` (d_inner, dt_rank + 2 N),
+    ``dt_kernel`` (dt_rank, d_inner), ``dt_bias``, ``D`` (d_inner,), ``A_log``
+    (d_inner, N), ``out_kernel`` (d_inner, d), and optional ``in_bias``, ``conv_bias``,
+    ``out_bias``. ``x`` (b, L, d).
+
+    in_proj -> [x, z]; causal depthwise convolution of x and SiLU -> u; x_proj(u) ->
+    [dt, B, C] (dt_rank, N, N, in that order); delta = softplus(dt dt_kernel + dt_bias);
+    :func:`selective_scan_loop` with A = -exp(A_log); y += D u; y *= silu(z); out_proj.
+    """
+    p = {k: None if v is None else np.asarray(v, np.float64) for k, v in p.items()}
+    x = np.asarray(x, np.float64)
+    bias = lambda name: 0.0 if p.get(name) is None else p[name]  # noqa: E731
+    xz = np.einsum("bld,de->ble", x, p["in_kernel"]) + bias("in_bias")
+    xs, z = np.split(xz, 2, axis=-1)
+    u = silu(depthwise_conv_loop(xs, p["conv_kernel"], p.get("conv_bias")))
+    dt, B, C = np.split(np.einsum("ble,ef->blf", u, p["x_kernel"]), [dt_rank, dt_rank + d_state], axis=-1)
+    delta = softplus(np.einsum("blr,re->ble", dt, p["dt_kernel"]) + p["dt_bias"])
+    y = selective_scan_loop(u, delta, -np.exp(p["A_log"]), B[:, :, None], C[:, :, None])
+    y = (y + p["D"] * u) * silu(z)
+    return np.einsum("ble,ed->bld", y, p["out_kernel"]) + bias("out_bias")
+
+
 def mamba2_forward_loop(p: dict, x, *, headdim: int, ngroups: int, eps: float = 1e-5,
                         dt_limit=(0.0, math.inf)):
     """Mamba-2's mixer (state-spaces/mamba ``Mamba2``, simple path) in float64 from
@@ -338,18 +383,13 @@ def mamba2_forward_loop(p: dict, x, *, headdim: int, ngroups: int, eps: float = 
     p = {k: np.asarray(v, np.float64) for k, v in p.items()}
     x = np.asarray(x, np.float64)
     b, L, _ = x.shape
-    K, conv_dim = p["conv_kernel"].shape
+    conv_dim = p["conv_kernel"].shape[1]
     H = len(p["A_log"])
     d_inner = H * headdim
     N = (conv_dim - d_inner) // (2 * ngroups)
-    silu = lambda v: v / (1 + np.exp(-v))  # noqa: E731
     zxbcdt = np.einsum("bld,de->ble", x, p["in_kernel"])
     z, xBC, dt = np.split(zxbcdt, [d_inner, d_inner + conv_dim], axis=-1)
-    conv = np.zeros_like(xBC) + p["conv_bias"]
-    for t in range(L):
-        for k in range(K):  # kernel[k] meets x[t - (K - 1) + k]
-            if t - (K - 1) + k >= 0:
-                conv[:, t] += p["conv_kernel"][k] * xBC[:, t - (K - 1) + k]
+    conv = depthwise_conv_loop(xBC, p["conv_kernel"], p["conv_bias"])
     xs, B, C = np.split(silu(conv), [d_inner, d_inner + ngroups * N], axis=-1)
     xs = xs.reshape(b, L, H, headdim)
     dt = np.clip(np.log1p(np.exp(dt + p["dt_bias"])), *dt_limit)
@@ -487,6 +527,25 @@ def selective_scan_vjp(dy, d_last, u, delta, A, B, C, D=None, z=None, delta_bias
         grads["delta_bias"] = np.sum(d_pre, axis=(0, 1))
     grads.update(u=du, delta=d_pre, A=dA, B=per_group(dBx, B), C=per_group(dCx, C))
     return grads
+
+
+# ------------------------------------------------------------------ distributions
+
+
+def uniform_cdf(lo: float, hi: float):
+    """The CDF of U(lo, hi), as a NumPy function."""
+    return lambda x: np.clip((np.asarray(x, np.float64) - lo) / (hi - lo), 0.0, 1.0)
+
+
+def normal_cdf(std: float, truncate: float | None = None):
+    """The CDF of N(0, std^2), or of its truncation to [-truncate std, truncate std]
+    (renormalized), as a NumPy function."""
+    erf = np.vectorize(math.erf)
+    phi = lambda z: 0.5 * (1 + erf(z / math.sqrt(2)))  # noqa: E731
+    if truncate is None:
+        return lambda x: phi(np.asarray(x, np.float64) / std)
+    lo, hi = phi(-truncate), phi(truncate)
+    return lambda x: np.clip((phi(np.asarray(x, np.float64) / std) - lo) / (hi - lo), 0.0, 1.0)
 
 
 # ------------------------------------------------------------ attention and LSTM

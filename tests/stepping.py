@@ -1,5 +1,6 @@
 """Helpers shared by the layer tests: run a model token by token, compare outputs,
-check parameter gradients against finite differences."""
+check parameter gradients against finite differences, check an initialization's
+distribution."""
 
 import jax
 import jax.flatten_util
@@ -24,6 +25,21 @@ def run_steps(model, x, state=None, **init):
 def rel(a, b):
     """Relative L2 error of ``a`` against ``b``."""
     return float(jnp.linalg.norm((a - b).ravel()) / jnp.linalg.norm(b.ravel()))
+
+
+def check_distribution(name, samples, cdf, alpha=1e-3):
+    """A Kolmogorov-Smirnov test that ``samples`` (any shape, flattened) are draws of the
+    distribution with CDF ``cdf`` (a NumPy function): the largest gap between the
+    empirical and the given CDF stays below ``sqrt(log(2 / alpha) / (2 n))``, which
+    ``n`` true draws exceed with probability at most ``alpha`` (the
+    Dvoretzky-Kiefer-Wolfowitz inequality with Massart's constant, for every n)."""
+    x = np.sort(np.asarray(samples, np.float64).ravel())
+    n = len(x)
+    F = cdf(x)
+    gap = max(np.max(np.arange(1, n + 1) / n - F), np.max(F - np.arange(n) / n))
+    bound = np.sqrt(np.log(2 / alpha) / (2 * n))
+    print(f"{name}: KS distance {gap:.3f} over {n} draws (bound {bound:.3f})")
+    assert gap < bound, name
 
 
 def check_gradients(layer, x, rng, n_checks=16, eps=1e-6, **call):

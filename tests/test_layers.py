@@ -7,10 +7,12 @@ import numpy as np
 import pytest
 import reference
 from flax import nnx
-from stepping import check_gradients, rel, run_steps
+from stepping import check_distribution, check_gradients, rel, run_steps
+
+import reference as ref
 
 from ssm import kernels
-from ssm.layers import S4, S4D, SequenceModel
+from ssm.layers import S4, S4D, GatedMLP, SequenceModel
 
 LAYER_KW = {
     "s4d": dict(d_state=8),
@@ -349,15 +351,71 @@ def _mamba_lm(**kw):
 
 
 def test_norm_eps_reaches_every_block_norm_and_the_final_norm(rng):
-    m = _mamba_lm(norm_eps=1e-5)
+    m = _mamba_lm(norm_eps=1e-4)
+    assert [b.norm.epsilon for b in m.blocks] == [1e-4, 1e-4] and m.final_norm.epsilon == 1e-4
+    # The default: mamba_ssm's 1e-5 for Mamba models, Flax's 1e-6 for the others.
+    m = _mamba_lm(norm_eps=None)
     assert [b.norm.epsilon for b in m.blocks] == [1e-5, 1e-5] and m.final_norm.epsilon == 1e-5
-    assert _mamba_lm().final_norm.epsilon == 1e-6  # Flax's default stays the default
+    s4d = SequenceModel(d_model=8, n_layers=1, d_output=7, vocab_size=7, layer_kwargs=dict(d_state=4),
+                        rngs=nnx.Rngs(0))
+    assert s4d.blocks[0].norm.epsilon == s4d.final_norm.epsilon == 1e-6
     # The final norm is x / sqrt(mean(x^2) + eps) * scale, at a scale where eps matters.
     h = jnp.asarray(rng.normal(size=(2, 8)) * 0.01, jnp.float32)
     want = h / np.sqrt(np.mean(np.square(h), -1, keepdims=True) + 1e-5)
     np.testing.assert_allclose(m.final_norm(h), want, rtol=1e-5)
     with pytest.raises(ValueError, match="norm_eps=0"):
         _mamba_lm(norm_eps=0)
+
+
+# Flax's lecun-normal kernels: a standard normal truncated to [-2, 2], scaled to std fan_in^-1/2.
+LECUN_TRUNCATION_STD = 0.87962566103423978  # the standard deviation of N(0, 1) truncated to [-2, 2]
+
+
+@pytest.mark.parametrize("layer, layer_kwargs", [("mamba", dict(d_state=4)),
+                                                 ("mamba2", dict(d_state=4, headdim=16, chunk_size=8))])
+@pytest.mark.parametrize("mlp", [None, "dense"])
+def test_mamba_lm_initialization_follows_mixer_seq_simple(layer, layer_kwargs, mlp):
+    """mamba_ssm's _init_weights: each residual branch's output projection (the mixer's
+    out_proj, the MLP's fc2) is its usual draw divided by sqrt(n_residuals * n_layers),
+    2 residuals per block with an MLP, else 1; the embedding is N(0, 0.02^2); the norms'
+    epsilon is 1e-5."""
+    n_layers, d, expand = 3, 32, 4
+    kw = dict(d_model=d, n_layers=n_layers, d_output=256, vocab_size=256, layer=layer, norm="rms", post=None,
+              mlp=mlp, mlp_expand=expand)
+    lm = SequenceModel(layer_kwargs=layer_kwargs, **kw, rngs=nnx.Rngs(0))
+    unscaled = SequenceModel(layer_kwargs={**layer_kwargs, "out_init_scale": 1.0}, **kw, rngs=nnx.Rngs(0))
+    factor = 1 / np.sqrt((1 if mlp is None else 2) * n_layers)
+    for block, plain in zip(lm.blocks, unscaled.blocks):
+        np.testing.assert_allclose(block.mixer.out_proj.kernel[...], factor * plain.mixer.out_proj.kernel[...],
+                                   rtol=1e-6)
+    if mlp is not None:  # lecun-normal, times the factor
+        down = np.stack([np.asarray(b.mlp.down.kernel[...]) for b in lm.blocks])
+        std = factor / np.sqrt(expand * d)
+        check_distribution("mlp.down", down, ref.normal_cdf(std / LECUN_TRUNCATION_STD, truncate=2))
+    check_distribution("embedding", lm.encoder.embedding[...], ref.normal_cdf(0.02))
+    norms = [b.norm for b in lm.blocks] + [b.norm2 for b in lm.blocks if b.norm2 is not None] + [lm.final_norm]
+    assert {n.epsilon for n in norms} == {1e-5}
+
+
+def test_other_lms_keep_flax_initialization():
+    """Models of other layers: Flax's embedding N(0, 1/d) and an unscaled MLP."""
+    d, expand = 32, 4
+    lm = SequenceModel(d_model=d, n_layers=3, d_output=256, vocab_size=256, layer="s4d", layer_kwargs=dict(d_state=4),
+                       mlp="dense", mlp_expand=expand, rngs=nnx.Rngs(0))
+    check_distribution("embedding", lm.encoder.embedding[...], ref.normal_cdf(d**-0.5))
+    down = np.stack([np.asarray(b.mlp.down.kernel[...]) for b in lm.blocks])
+    check_distribution("mlp.down", down, ref.normal_cdf((expand * d) ** -0.5 / LECUN_TRUNCATION_STD, truncate=2))
+
+
+@pytest.mark.parametrize("linear", ["dense", "monarch"])
+def test_gated_mlp_out_init_scale_multiplies_the_down_projection_exactly(linear):
+    plain = GatedMLP(16, expand=2, linear=linear, rngs=nnx.Rngs(2))
+    scaled = GatedMLP(16, expand=2, linear=linear, out_init_scale=0.25, rngs=nnx.Rngs(2))
+    dense = (lambda m: m.down.kernel[...]) if linear == "dense" else (lambda m: m.down.to_dense())
+    np.testing.assert_allclose(dense(scaled), 0.25 * dense(plain), rtol=1e-6)
+    for (path, a), (_, b) in zip(nnx.to_flat_state(nnx.state(plain.up, nnx.Param)),
+                                 nnx.to_flat_state(nnx.state(scaled.up, nnx.Param))):
+        np.testing.assert_array_equal(a.get_value(), b.get_value(), err_msg=str(path))
 
 
 def test_residual_in_fp32_keeps_the_stream_float32_under_bf16_activations(rng):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any
 
@@ -26,6 +25,9 @@ from ssm.layers.unbatched import accepts_unbatched, check_batched
 LAYERS: dict[str, type[nnx.Module]] = {"s4": S4, "s4d": S4D, "mamba": Mamba, "mamba2": Mamba2, "m2": MonarchMixer,
                                        "attention": Attention, "lstm": LSTM}
 MLPS: tuple[str | None, ...] = (None, *LINEARS)
+#: Layers whose models SequenceModel builds as mamba_ssm's language model
+#: (``models/mixer_seq_simple.py``): its initialization and norm epsilon.
+MAMBA_LM_LAYERS: tuple[str, ...] = ("mamba", "mamba2")
 POOLS: tuple[str | None, ...] = (None, "mean", "last")
 
 
@@ -56,9 +58,8 @@ class SequenceModel(nnx.Module):
       vocab_size: token inputs: ids in [0, vocab_size); give it or ``d_input``.
       d_input: feature inputs of this width; give it or ``vocab_size``.
       layer: a name in :data:`LAYERS`.
-      layer_kwargs: its options. A layer that takes ``out_init_scale`` (Mamba, Mamba-2)
-        gets 1/sqrt(n_layers) unless given: the reference LM's rescaling of each
-        residual branch's output projection.
+      layer_kwargs: its options (an ``out_init_scale`` given here overrides the
+        rescaling below for the layer, not for the MLP).
       norm, prenorm, activation, post, dropout: of each :class:`ResidualBlock`
         (a Mamba LM: ``norm="rms", post=None``).
       mlp: None, or a :class:`GatedMLP` sublayer in every block with ``"dense"`` or
@@ -68,13 +69,25 @@ class SequenceModel(nnx.Module):
       tie_embeddings: the head is the transposed embedding (token inputs and
         ``d_output == vocab_size`` only), as in the Mamba LM.
       head_bias: an untied head has a bias (Hugging Face's untied ``lm_head`` has none).
-      norm_eps: epsilon of every block's norms and of the final norm (Flax's default
-        1e-6; Hugging Face's Mamba configs and mamba_ssm use 1e-5).
+      norm_eps: epsilon of every block's norms and of the final norm; None: 1e-5 for
+        ``layer="mamba"`` and ``"mamba2"`` (mamba_ssm's and Hugging Face's), else 1e-6
+        (Flax's default).
       residual_in_fp32: of each :class:`ResidualBlock`: the residual stream stays in
         float32 when activations are bf16 (mamba_ssm's and Hugging Face's option).
 
     Parameter groups: the embedding (or the feature encoder's matrix) and the head are
     ``adamw`` (never Muon).
+
+    Mamba and Mamba-2 models (``layer="mamba"`` or ``"mamba2"``) start as mamba_ssm's
+    language model (``mixer_seq_simple.py``, ``_init_weights``): the embedding is drawn
+    N(0, 0.02^2), and the output projection of every residual branch (the layer's
+    ``out_proj`` and the MLP's ``down``) is its usual draw divided by
+    ``sqrt(n_residuals * n_layers)``, with 2 residuals per block with an MLP, else 1
+    (GPT-2's rescaling of pre-norm residual branches). Other layers keep Flax's
+    embedding, N(0, 1/d_model), and unscaled projections: changing them would change
+    their shipped results with no reference to match. The MLP itself is
+    this library's :class:`GatedMLP` (Flax's lecun-normal projections, ``[gate,
+    value]``), not mamba_ssm's (PyTorch's uniform ones, ``[value, gate]``, SiLU).
 
     Example:
       >>> import jax.numpy as jnp
@@ -108,7 +121,7 @@ class SequenceModel(nnx.Module):
         pool: str | None = None,
         tie_embeddings: bool = False,
         head_bias: bool = True,
-        norm_eps: float = 1e-6,
+        norm_eps: float | None = None,
         residual_in_fp32: bool = False,
         dtype=None,
         param_dtype=jnp.float32,
@@ -126,12 +139,17 @@ class SequenceModel(nnx.Module):
             raise ValueError(f"tie_embeddings needs token inputs and d_output == vocab_size; got "
                              f"vocab_size={vocab_size!r}, d_output={d_output!r}")
         layer_kwargs = dict(layer_kwargs or {})
-        if "out_init_scale" in inspect.signature(LAYERS[layer].__init__).parameters:
-            layer_kwargs.setdefault("out_init_scale", 1 / math.sqrt(n_layers))
+        mamba_lm = layer in MAMBA_LM_LAYERS
+        if norm_eps is None:
+            norm_eps = 1e-5 if mamba_lm else 1e-6
+        residual_scale = 1 / math.sqrt((1 if mlp is None else 2) * n_layers) if mamba_lm else 1.0
+        if mamba_lm:
+            layer_kwargs.setdefault("out_init_scale", residual_scale)
         kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         if vocab_size is not None:
+            embedding_init = {"embedding_init": nnx.initializers.normal(0.02)} if mamba_lm else {}
             self.encoder = nnx.Embed(check_positive_int("vocab_size", vocab_size), d_model,
-                                     embedding_metadata={"group": "adamw"}, **kw)
+                                     embedding_metadata={"group": "adamw"}, **embedding_init, **kw)
         else:
             self.encoder = nnx.Linear(check_positive_int("d_input", d_input), d_model,
                                       kernel_metadata={"group": "adamw"}, **kw)
@@ -139,7 +157,8 @@ class SequenceModel(nnx.Module):
         def make_mlp():
             if mlp is None:
                 return None
-            return GatedMLP(d_model, expand=mlp_expand, activation=activation, linear=mlp, dropout=dropout, **kw)
+            return GatedMLP(d_model, expand=mlp_expand, activation=activation, linear=mlp, dropout=dropout,
+                            out_init_scale=residual_scale, **kw)
 
         self.blocks = nnx.List([
             ResidualBlock(d_model, LAYERS[layer](d_model, **layer_kwargs, **kw), norm=norm,

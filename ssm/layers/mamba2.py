@@ -71,7 +71,7 @@ class Mamba2(nnx.Module):
         the norm is ``silu(z)`` whatever it is, as in both references.
       norm_eps: epsilon of the gated RMSNorm.
       out_init_scale: multiplies out_proj's initial kernel (the backbone passes
-        1/sqrt(n_layers), the reference LM's prenorm-residual rescaling).
+        1/sqrt(n_residuals * n_layers), the reference LM's prenorm-residual rescaling).
       dtype: activation dtype (default: the input's); the SSD, the norm and the
         recurrent state run in float32 (float64 with ``param_dtype=float64``).
       param_dtype: parameter dtype.

@@ -25,6 +25,9 @@ class GatedMLP(nnx.Module):
         Monarch matrix with ``L = I``).
       nblocks: of the Monarch projections.
       dropout: after the gate (the only dropout of the sublayer, as M2).
+      out_init_scale: multiplies ``down``'s initial kernel (of a Monarch ``down``, its
+        ``R`` factor: ``W`` is linear in it). :class:`~ssm.layers.SequenceModel` sets it for
+        Mamba language models (mamba_ssm's rescaling of ``fc2``).
 
     Parameters: ``up`` (d → 2·expand·d) and ``down`` (expand·d → d), group
     ``matrix``; their biases ``no_decay``.
@@ -43,8 +46,8 @@ class GatedMLP(nnx.Module):
     """
 
     def __init__(self, d_model: int, *, expand: int = 4, activation: str = "gelu", linear: str = "dense",
-                 nblocks: int | None = None, dropout: float = 0.0, dtype=None, param_dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+                 nblocks: int | None = None, dropout: float = 0.0, out_init_scale: float = 1.0, dtype=None,
+                 param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.d_model = check_positive_int("d_model", d_model)
         self.hidden = d_model * check_positive_int("expand", expand)
         check_choice("activation", activation, ACTIVATIONS)
@@ -52,6 +55,9 @@ class GatedMLP(nnx.Module):
         kw = dict(nblocks=nblocks, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.up = make_linear(linear, d_model, 2 * self.hidden, **kw)
         self.down = make_linear(linear, self.hidden, d_model, **kw)
+        if out_init_scale != 1:
+            kernel = self.down.kernel if linear == "dense" else self.down.R
+            kernel[...] = kernel[...] * out_init_scale
         self.dropout = make_dropout(dropout, rngs)
 
     def __call__(self, x):

@@ -50,7 +50,7 @@ class ModelConfig:
     pool: str = "auto"  # auto: none for token tasks, mean for classification, last for regression
     tie_embeddings: bool = False  # head = transposed embedding (token tasks; the Mamba LM)
     head_bias: bool = True  # an untied head has a bias (Hugging Face's Mamba heads have none)
-    norm_eps: float = 1e-6  # epsilon of every norm (Flax's default; Mamba's references use 1e-5)
+    norm_eps: float | None = None  # epsilon of every norm (null: 1e-5 for mamba and mamba2, as mamba_ssm; else 1e-6, Flax's)
     residual_in_fp32: bool = False  # keep the residual stream float32 under bf16 activations (mamba_ssm's Block)
     dtype: str | None = None  # activations: null (= param_dtype) or bfloat16 (mixed precision)
     param_dtype: str = "float32"  # parameters (and optimizer state); SSM state and loss stay float32 at least
@@ -70,7 +70,8 @@ class ModelConfig:
         choose(f"{path}.mlp", self.mlp, MLPS)
         positive(f"{path}.mlp_expand", self.mlp_expand)
         choose(f"{path}.pool", self.pool, ("auto", "none", "mean", "last"))
-        positive(f"{path}.norm_eps", self.norm_eps)
+        if self.norm_eps is not None:
+            positive(f"{path}.norm_eps", self.norm_eps)
         choose(f"{path}.dtype", self.dtype, (None, *DTYPES))
         choose(f"{path}.param_dtype", self.param_dtype, DTYPES)
         signature = inspect.signature(LAYERS[self.layer].__init__).parameters
