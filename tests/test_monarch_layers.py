@@ -211,6 +211,42 @@ def test_mixer_jit_bf16_monarch_projections_and_errors(rng):
         mixer(filter_emb_dim=4)
 
 
+def test_bidirectional_implicit_filters_share_one_frequency(rng, x64):
+    """M2's two filter MLPs use one ``Sin`` module, so one frequency vector: one
+    parameter (under ``filter``), whose gradient sums both filters' (checked against
+    central differences of the reference formula with that one frequency)."""
+    layer = mixer(bidirectional=True, filter_emb_dim=5, filter_order=6, l_max=10, param_dtype=jnp.float64)
+    assert layer.filter_reverse.freq is layer.filter.freq
+    paths = [path for path, _ in nnx.to_flat_state(nnx.state(layer, nnx.Param)) if path[-1] == "freq"]
+    assert paths == [("filter", "freq")]
+    layer.filter.freq[...] = jnp.asarray(10 + rng.standard_normal(6))
+    assert np.array_equal(layer.filter_reverse.freq[...], layer.filter.freq[...])
+    w, w_rev = rng.standard_normal((2, 8, 10))
+
+    def taps(f, freq):
+        return reference.hyena_filter([np.asarray(lin.kernel[...]) for lin in f.layers],
+                                      [np.asarray(lin.bias[...]) for lin in f.layers], freq,
+                                      np.asarray(f.out.kernel[...]), l_max=10, emb_dim=5, length=10)
+
+    def loss_ref(freq):
+        return np.sum(w * taps(layer.filter, freq)) + np.sum(w_rev * taps(layer.filter_reverse, freq))
+
+    graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
+
+    @jax.jit
+    def loss(params):
+        K, K_rev = nnx.merge(graphdef, params, rest).kernel(10)
+        return jnp.sum(w * K) + jnp.sum(w_rev * K_rev)
+
+    freq = np.asarray(layer.filter.freq[...])
+    np.testing.assert_allclose(loss(params), loss_ref(freq), rtol=1e-12)
+    grad = np.asarray(jax.grad(loss)(params)["filter"]["freq"][...])
+    eps = 1e-6
+    fd = [(loss_ref(freq + eps * e) - loss_ref(freq - eps * e)) / (2 * eps) for e in np.eye(6)]
+    print("shared freq: gradient vs central differences, max abs error", np.abs(grad - fd).max())
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-7)
+
+
 def test_filters_and_skip_are_ssm_group_projections_matrix(rng):
     layer = mixer(projection="monarch", nblocks=2)
     by_path = labels_by_path(layer)
