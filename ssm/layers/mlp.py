@@ -25,6 +25,7 @@ class GatedMLP(nnx.Module):
         Monarch matrix with ``L = I``).
       nblocks: of the Monarch projections.
       dropout: after the gate (the only dropout of the sublayer, as M2).
+      up_bias: ``up`` has a bias (M2's ``gated_layers`` has none; ``down`` always has one).
 
     Parameters: ``up`` (d → 2·expand·d) and ``down`` (expand·d → d), group
     ``matrix``; their biases ``no_decay``.
@@ -43,14 +44,14 @@ class GatedMLP(nnx.Module):
     """
 
     def __init__(self, d_model: int, *, expand: int = 4, activation: str = "gelu", linear: str = "dense",
-                 nblocks: int | None = None, dropout: float = 0.0, dtype=None, param_dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+                 nblocks: int | None = None, dropout: float = 0.0, up_bias: bool = True, dtype=None,
+                 param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.d_model = check_positive_int("d_model", d_model)
         self.hidden = d_model * check_positive_int("expand", expand)
         check_choice("activation", activation, ACTIVATIONS)
         self.activation = activation
         kw = dict(nblocks=nblocks, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.up = make_linear(linear, d_model, 2 * self.hidden, **kw)
+        self.up = make_linear(linear, d_model, 2 * self.hidden, use_bias=bool(up_bias), **kw)
         self.down = make_linear(linear, self.hidden, d_model, **kw)
         self.dropout = make_dropout(dropout, rngs)
 

@@ -29,8 +29,12 @@ class MonarchMixer(nnx.Module):
        two implicit filters share one ``freq``, as M2's share their ``Sin`` module);
     4. ``y <- y · x2``, dropout, ``out_proj``: d → d.
 
-    In a block, M2 pairs it with a Monarch MLP (:class:`~ssm.layers.GatedMLP` with
-    ``linear="monarch"``): ``SequenceModel(layer="m2", post=None, mlp="monarch")``.
+    M2's own BERT layer (:class:`~ssm.layers.M2Block`) feeds the mixer's output to a
+    post-norm GLU MLP with no residual around the mixer:
+    ``SequenceModel(layer="m2", block="m2", prenorm=False, post=None, mlp="monarch")``.
+    In the library's pre-norm :class:`~ssm.layers.ResidualBlock` (``block="residual"``)
+    it is one more sequence layer, with a residual around it and a pre-norm MLP:
+    ``SequenceModel(layer="m2", post=None, mlp="monarch")``.
 
     Args:
       d_model: width d.
