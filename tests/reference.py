@@ -200,6 +200,46 @@ def hyena_filter(weights: list, biases: list, freq: np.ndarray, out: np.ndarray,
     return (k * np.exp(-t[:, None] * np.abs(deltas)[None, :])).T
 
 
+def gelu_erf(x: np.ndarray) -> np.ndarray:
+    """The exact GELU ``x Φ(x) = x (1 + erf(x / sqrt 2)) / 2`` (PyTorch's ``nn.GELU()``)."""
+    return np.vectorize(lambda v: 0.5 * v * (1 + math.erf(v / math.sqrt(2))))(x)
+
+
+def m2_bert_layer(x: np.ndarray, p: dict, eps: float) -> np.ndarray:
+    """M2's BERT layer on one example x (L, d), as HazyResearch/m2 writes it
+    (``BertLayer``: ``MonarchMixerSequenceMixing`` then ``BertGatedLinearUnitMLP``), from
+    the weights in ``p`` (``x @ W`` layout), with loops over time:
+
+    mixer: u = x W_in + b_in (3d); depthwise causal conv of width K with bias; split
+    x1, x2, v; v <- v x1; y[t] = sum_{s<=t} K[s] v[t-s] + sum_{m>=1} K_rev[m-1] v[t+m]
+    + D v[t]; y <- y x2; h = y W_out + b_out (no residual, no norm).
+    GLU MLP: [g, n] = h W_up (no bias); out = LayerNorm(h + (gelu(g) n) W_down + b_down).
+    """
+    L, d = x.shape
+    u = x @ p["W_in"] + p["b_in"]
+    width = p["conv_w"].shape[0]
+    uc = np.zeros_like(u)
+    for t in range(L):
+        uc[t] = p["conv_b"]
+        for k in range(width):
+            if t - (width - 1) + k >= 0:
+                uc[t] += p["conv_w"][k] * u[t - (width - 1) + k]
+    x1, x2, v = uc[:, :d], uc[:, d:2 * d], uc[:, 2 * d:]
+    v = v * x1
+    y = np.zeros((L, d))
+    for c in range(d):
+        y[:, c] = causal_conv(v[:, c], p["K"][c]) + p["D"][c] * v[:, c]
+        if p.get("K_rev") is not None:
+            y[:, c] += anticausal_conv(v[:, c], p["K_rev"][c], lag0=False)
+    h = (y * x2) @ p["W_out"] + p["b_out"]
+    hidden = p["W_down"].shape[0]
+    gn = h @ p["W_up"]
+    z = h + (gelu_erf(gn[:, :hidden]) * gn[:, hidden:]) @ p["W_down"] + p["b_down"]
+    mean = z.mean(-1, keepdims=True)
+    var = ((z - mean) ** 2).mean(-1, keepdims=True)
+    return (z - mean) / np.sqrt(var + eps) * p["ln_scale"] + p["ln_bias"]
+
+
 def recurrence(Abar, Bbar, C, u: np.ndarray) -> np.ndarray:
     """``x_t = Abar x_{t-1} + Bbar u_t`` from ``x_{-1} = 0``; ``y_t = C x_t``
     (the update comes first, so y_0 = C Bbar u_0)."""

@@ -55,6 +55,7 @@ BAD = [
     ({"optim": {"lr": -1}}, r"optim\.lr: -1\.0 must be > 0"),
     ({"model": {"layer": "gru"}}, r"model\.layer='gru'; expected one of \('s4', 's4d'"),
     ({"model": {"dropout": 1.0}}, r"model\.dropout: 1\.0 must be in \[0, 1\)"),
+    ({"model": {"block": "bert"}}, r"model\.block='bert'; expected one of \('residual', 'm2'\)"),
     ({"model": {"layer_kwargs": {"d_stat": 8}}}, r"model\.layer_kwargs\.d_stat: not an option of layer 's4d'"),
     ({"task": {"name": "sorting"}}, r"task\.name='sorting'; expected one of \("),
     ({"task": {"params": {"l_nois": 3}}}, r"task\.params\.l_nois: not a parameter of task 'copying'"),
@@ -246,3 +247,19 @@ def test_the_pretrained_model_options_reach_the_model(tmp_path):
     assert model.blocks[0].residual_in_fp32 and model.head.bias is None
     with pytest.raises(ConfigError, match=r"model\.norm_eps: 0\.0 must be > 0"):
         load_config(None, ["model.norm_eps=0.0"])
+
+
+def test_model_block_m2_reaches_the_model_and_a_contradiction_names_its_key():
+    from flax import nnx
+
+    from ssm import data
+    from ssm.layers import M2Block
+    from ssm.train.trainer import build_model, check_before_work
+
+    m2 = ["model.layer=m2", "model.block=m2", "model.post=null", "model.mlp=monarch"]
+    config = load_config(None, [*m2, "model.prenorm=false"])
+    task = data.get_task(config.task.name)
+    model = build_model(config, task.info(data.make_params(task, config.task.params)), nnx.Rngs(0))
+    assert all(isinstance(block, M2Block) for block in model.blocks) and model.final_norm is None
+    with pytest.raises(ConfigError, match=r"^model\.prenorm=True with block='m2': .* set prenorm=False"):
+        check_before_work(load_config(None, m2))

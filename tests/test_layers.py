@@ -55,6 +55,19 @@ def test_step_equals_convolution_in_float32(layer, rng):
     assert err < 1e-4
 
 
+def test_m2_block_steps_and_prefill_equal_the_full_pass_with_a_recurrent_mixer(rng, x64):
+    """block="m2" around a layer with a state (S4D): step and prefill run M2's layer
+    structure and give the full pass."""
+    m = model("s4d", block="m2", prenorm=False, post=None, mlp="dense", mlp_expand=2, param_dtype=jnp.float64)
+    x = jnp.asarray(rng.normal(size=(2, 12, 2)))
+    full = m(x)
+    steps, _ = run_steps(m, x)
+    y_prompt, _ = nnx.jit(lambda m, x: m.prefill(x))(m, x[:, :7])
+    errors = rel(steps, full), rel(y_prompt, full[:, :7])
+    print("M2Block step, prefill vs the full pass:", errors)
+    assert max(errors) < 1e-9
+
+
 @pytest.mark.parametrize("layer", ["s4d", "s4"])
 def test_prefill_then_steps_equals_full_pass(layer, rng, x64):
     m = model(layer, param_dtype=jnp.float64)

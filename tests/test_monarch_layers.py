@@ -1,5 +1,5 @@
 """Monarch layers: ``MonarchLinear``, ``from_linear``, the Hyena filter, the M2
-sequence mixer and the block's MLP sublayer."""
+sequence mixer, the block's MLP sublayer and M2's own BERT layer (``M2Block``)."""
 
 import jax
 import jax.numpy as jnp
@@ -9,8 +9,8 @@ from flax import nnx
 
 from ssm import monarch
 from ssm.groups import param_labels
-from ssm.layers import (GatedMLP, HyenaFilter, MonarchLinear, MonarchMixer, ResidualBlock, SequenceModel,
-                        from_linear)
+from ssm.layers import (GatedMLP, HyenaFilter, M2Block, MonarchLinear, MonarchMixer, ResidualBlock,
+                        SequenceModel, from_linear)
 from ssm.layers.hyena import decay_window
 from tests import reference
 from tests.stepping import rel
@@ -211,6 +211,42 @@ def test_mixer_jit_bf16_monarch_projections_and_errors(rng):
         mixer(filter_emb_dim=4)
 
 
+def test_bidirectional_implicit_filters_share_one_frequency(rng, x64):
+    """M2's two filter MLPs use one ``Sin`` module, so one frequency vector: one
+    parameter (under ``filter``), whose gradient sums both filters' (checked against
+    central differences of the reference formula with that one frequency)."""
+    layer = mixer(bidirectional=True, filter_emb_dim=5, filter_order=6, l_max=10, param_dtype=jnp.float64)
+    assert layer.filter_reverse.freq is layer.filter.freq
+    paths = [path for path, _ in nnx.to_flat_state(nnx.state(layer, nnx.Param)) if path[-1] == "freq"]
+    assert paths == [("filter", "freq")]
+    layer.filter.freq[...] = jnp.asarray(10 + rng.standard_normal(6))
+    assert np.array_equal(layer.filter_reverse.freq[...], layer.filter.freq[...])
+    w, w_rev = rng.standard_normal((2, 8, 10))
+
+    def taps(f, freq):
+        return reference.hyena_filter([np.asarray(lin.kernel[...]) for lin in f.layers],
+                                      [np.asarray(lin.bias[...]) for lin in f.layers], freq,
+                                      np.asarray(f.out.kernel[...]), l_max=10, emb_dim=5, length=10)
+
+    def loss_ref(freq):
+        return np.sum(w * taps(layer.filter, freq)) + np.sum(w_rev * taps(layer.filter_reverse, freq))
+
+    graphdef, params, rest = nnx.split(layer, nnx.Param, ...)
+
+    @jax.jit
+    def loss(params):
+        K, K_rev = nnx.merge(graphdef, params, rest).kernel(10)
+        return jnp.sum(w * K) + jnp.sum(w_rev * K_rev)
+
+    freq = np.asarray(layer.filter.freq[...])
+    np.testing.assert_allclose(loss(params), loss_ref(freq), rtol=1e-12)
+    grad = np.asarray(jax.grad(loss)(params)["filter"]["freq"][...])
+    eps = 1e-6
+    fd = [(loss_ref(freq + eps * e) - loss_ref(freq - eps * e)) / (2 * eps) for e in np.eye(6)]
+    print("shared freq: gradient vs central differences, max abs error", np.abs(grad - fd).max())
+    np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-7)
+
+
 def test_filters_and_skip_are_ssm_group_projections_matrix(rng):
     layer = mixer(projection="monarch", nblocks=2)
     by_path = labels_by_path(layer)
@@ -242,6 +278,100 @@ def test_block_mlp_sublayer_post_norm(rng):
     np.testing.assert_allclose(block(x), block.norm2(h + block.mlp(h)), rtol=1e-6, atol=1e-6)
 
 
+def test_m2_block_equals_the_reference_bert_layer_formula(rng, x64):
+    """M2Block around a bidirectional MonarchMixer against M2's ``BertLayer`` written
+    out in NumPy (tests/reference.py): no residual around the mixer, a bias-free gated
+    projection, the exact GELU, a post-norm residual around the GLU, both filters
+    through one frequency; every parameter drawn at random, one jitted call."""
+    d, L = 8, 12
+    rngs = nnx.Rngs(0)
+    f64 = dict(param_dtype=jnp.float64)
+    mix = MonarchMixer(d, l_max=L, bidirectional=True, filter_emb_dim=5, filter_order=8, rngs=rngs, **f64)
+    block = M2Block(d, mix, expand=2, linear="monarch", nblocks=2, activation="gelu_exact", norm_eps=1e-5,
+                    rngs=rngs, **f64)
+    for var in (mix.in_proj.bias, mix.out_proj.bias, block.mlp.down.bias, block.norm.scale, block.norm.bias):
+        var[...] = randn(rng, *var.shape, dtype=np.float64)
+    mix.filter.freq[...] = jnp.asarray(10 + rng.standard_normal(8))  # the reverse filter's too
+    x = randn(rng, 2, L, d, dtype=np.float64)
+    y = nnx.jit(lambda block, x: block(x))(block, x)
+
+    def numpy(*variables):
+        return [np.asarray(v[...]) for v in variables]
+
+    def taps(f):
+        return reference.hyena_filter(numpy(*(lin.kernel for lin in f.layers)), numpy(*(lin.bias for lin in f.layers)),
+                                      np.asarray(mix.filter.freq[...]), np.asarray(f.out.kernel[...]), l_max=L,
+                                      emb_dim=5, length=L)
+
+    def dense(linear, n_in, n_out):
+        return reference.monarch_dense(*numpy(linear.R, linear.L))[:n_in, :n_out]
+
+    p = dict(zip(("W_in", "b_in", "conv_w", "conv_b", "D", "W_out", "b_out", "b_down", "ln_scale", "ln_bias"),
+                 numpy(mix.in_proj.kernel, mix.in_proj.bias, mix.conv.kernel, mix.conv.bias, mix.D,
+                       mix.out_proj.kernel, mix.out_proj.bias, block.mlp.down.bias, block.norm.scale,
+                       block.norm.bias)))
+    p.update(K=taps(mix.filter), K_rev=taps(mix.filter_reverse), W_up=dense(block.mlp.up, d, 4 * d),
+             W_down=dense(block.mlp.down, 2 * d, d))
+    expected = np.stack([reference.m2_bert_layer(np.asarray(x[b]), p, eps=1e-5) for b in range(2)])
+    print("M2Block vs the reference layer: max abs error", float(np.abs(y - expected).max()))
+    np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_m2_block_has_the_reference_parameters_and_biases():
+    """M2's layer with dense projections: the gated projection has no bias, ``wo``, the
+    mixer's projections and short convolution have one; the count is the reference's
+    (which also trains its positional features, l_max x emb_dim, fixed here)."""
+    d, e, o, emb, inner = 8, 2, 6, 5, 2
+    block = M2Block(d, mixer(bidirectional=True, filter_order=o, filter_emb_dim=emb, filter_inner_mlps=inner),
+                    expand=e, rngs=nnx.Rngs(1))
+    assert block.mlp.up.bias is None and block.mlp.down.bias is not None
+    assert all(m.bias is not None for m in (block.mixer.in_proj, block.mixer.out_proj, block.mixer.conv))
+    assert block.mixer.filter.out.bias is None and block.mixer.filter_reverse.out.bias is None
+    mlp_filter = (emb * o + o) + inner * (o * o + o) + o * d  # Linear, inner Linears, Linear without bias
+    expected = ((d * 3 * d + 3 * d) + (3 * 3 * d + 3 * d)  # in_linear; depthwise short conv (width 3)
+                + 2 * mlp_filter + o + d  # forward and reverse filter MLPs, their one Sin frequency, bias (D)
+                + (d * d + d)  # out_linear
+                + d * 2 * e * d + (e * d * d + d) + 2 * d)  # gated_layers (no bias), wo, LayerNorm
+    count = sum(v.size for v in jax.tree.leaves(nnx.state(block, nnx.Param)))
+    assert count == expected, (count, expected)
+
+
+def test_m2_model_parameter_groups_of_every_filter_parameter():
+    """SequenceModel(block="m2"): both filters' MLPs, their shared frequency and the skip
+    D land in ``ssm`` (AdamW at ssm_lr, no weight decay: tests/test_optimizer.py),
+    the gated and output projections' Monarch factors in ``matrix`` (decayed), biases
+    and norms in ``no_decay``. M2 itself decays its forward filter's MLP (hyena_wd 0.1)
+    and trains the reverse one and D in its base group: a documented choice here."""
+    model = SequenceModel(d_model=8, n_layers=1, d_output=3, vocab_size=3, layer="m2", block="m2", prenorm=False,
+                          post=None, mlp="monarch", mlp_expand=2, layer_kwargs={"l_max": 8, "bidirectional": True},
+                          rngs=nnx.Rngs(0))
+    block = model.blocks[0]
+    assert isinstance(block, M2Block) and model.final_norm is None
+    by_path = {p.removeprefix("['blocks'][0]"): lab for p, lab in labels_by_path(model).items()}
+    filters = {p: lab for p, lab in by_path.items() if p.startswith("['mixer']['filter")}
+    assert len(filters) == 2 * 7 + 1  # 3 Linears with bias and 1 without, twice; one freq
+    assert set(filters.values()) == {"ssm"} and "['mixer']['filter']['freq']" in filters
+    assert by_path["['mixer']['D']"] == "ssm"
+    mlp = {p: lab for p, lab in by_path.items() if p.startswith("['mlp']")}
+    assert mlp == {"['mlp']['up']['R']": "matrix", "['mlp']['up']['L']": "matrix", "['mlp']['down']['R']": "matrix",
+                   "['mlp']['down']['L']": "matrix", "['mlp']['down']['bias']": "no_decay"}
+    assert by_path["['norm']['scale']"] == by_path["['norm']['bias']"] == "no_decay"
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(), r"^prenorm=True with block='m2': M2's layer is post-norm"),
+    (dict(prenorm=False, post="glu"), r"^post='glu' with block='m2': .* set post=None"),
+    (dict(prenorm=False, post=None, mlp=None), r"^mlp=None with block='m2': .*'dense' or 'monarch'"),
+    (dict(prenorm=False, post=None, residual_in_fp32=True), r"^residual_in_fp32=True with block='m2'"),
+])
+def test_m2_block_refuses_the_arguments_of_the_other_structure(kw, match):
+    with pytest.raises(ValueError, match=match):
+        SequenceModel(d_model=8, n_layers=1, d_output=3, vocab_size=3, layer="m2", block="m2",
+                      **{"mlp": "dense", **kw}, layer_kwargs={"l_max": 8}, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"block='bert'; expected one of \('residual', 'm2'\)"):
+        SequenceModel(d_model=8, n_layers=1, d_output=3, vocab_size=3, block="bert", rngs=nnx.Rngs(0))
+
+
 def test_m2_model_has_no_recurrent_mode():
     model = SequenceModel(d_model=8, n_layers=1, d_output=3, vocab_size=3, layer="m2", post=None,
                           layer_kwargs={"l_max": 8}, rngs=nnx.Rngs(0))
@@ -249,13 +379,16 @@ def test_m2_model_has_no_recurrent_mode():
         model.init_state(2)
 
 
-def test_m2_model_trains_a_step_and_lowers_its_loss(rng):
-    """SequenceModel(layer="m2", post=None, mlp="monarch"): gradients reach every
-    parameter and a few Adam steps lower the loss on a fixed batch."""
+@pytest.mark.parametrize("block", ["residual", "m2"])
+def test_m2_model_trains_a_step_and_lowers_its_loss(block, rng):
+    """SequenceModel(layer="m2", post=None, mlp="monarch"), in the library's block and
+    in M2's: gradients reach every parameter and a few Adam steps lower the loss on a
+    fixed batch."""
     import optax
 
-    model = SequenceModel(d_model=16, n_layers=2, d_output=5, vocab_size=5, layer="m2", post=None, mlp="monarch",
-                          mlp_expand=2, layer_kwargs={"l_max": 16}, rngs=nnx.Rngs(0))
+    model = SequenceModel(d_model=16, n_layers=2, d_output=5, vocab_size=5, layer="m2", block=block,
+                          prenorm=block == "residual", post=None, mlp="monarch", mlp_expand=2,
+                          layer_kwargs={"l_max": 16, "bidirectional": block == "m2"}, rngs=nnx.Rngs(0))
     tokens = jnp.asarray(rng.integers(0, 5, (4, 16)))
     optimizer = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
 

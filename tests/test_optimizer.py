@@ -13,12 +13,19 @@ from ssm.train.config import OptimConfig, ScheduleConfig
 from ssm.train.optimizer import build_optimizer, schedule
 
 
-@pytest.mark.parametrize("layer, kwargs", [("mamba", {"d_state": 4}), ("s4d", {"d_state": 4})])
-def test_weight_decay_skips_ssm_parameters_norms_and_biases(layer, kwargs):
+M2_BLOCK = dict(block="m2", prenorm=False, post=None, mlp="monarch", mlp_expand=2)
+
+
+@pytest.mark.parametrize("layer, kwargs, model_kw", [
+    ("mamba", {"d_state": 4}, {"post": None}), ("s4d", {"d_state": 4}, {}),
+    ("m2", {"l_max": 8, "bidirectional": True}, M2_BLOCK),
+])
+def test_weight_decay_skips_ssm_parameters_norms_and_biases(layer, kwargs, model_kw):
     """With zero gradients AdamW moves a parameter only through weight decay: SSM
-    dynamics (Mamba A_log, D, dt bias; S4D Lambda, B, dt), norms and biases must not move."""
+    dynamics (Mamba A_log, D, dt bias; S4D Lambda, B, dt), M2's filters (both MLPs and
+    their shared frequency) and skip, norms and biases must not move."""
     model = SequenceModel(vocab_size=5, d_model=8, n_layers=1, d_output=5, layer=layer, layer_kwargs=kwargs,
-                          post=None if layer == "mamba" else "glu", rngs=nnx.Rngs(0))
+                          **model_kw, rngs=nnx.Rngs(0))
     params = nnx.state(model, nnx.Param)
     tx, _ = build_optimizer(model, OptimConfig(lr=0.1, ssm_lr=0.1, weight_decay=0.5, grad_clip=None),
                             ScheduleConfig(warmup_steps=0, decay="constant"), steps=10)

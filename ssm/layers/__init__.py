@@ -17,6 +17,7 @@ from ssm.layers.conv1d import CausalConv1d
 from ssm.layers.mamba import Mamba
 from ssm.layers.hyena import ExplicitFilter, HyenaFilter
 from ssm.layers.lstm import LSTM
+from ssm.layers.m2_block import M2Block
 from ssm.layers.mamba2 import Mamba2
 from ssm.layers.mlp import GatedMLP
 from ssm.layers.monarch_linear import MonarchLinear, from_linear
@@ -25,7 +26,7 @@ from ssm.layers.s4 import S4
 from ssm.layers.s4d import S4D
 
 __all__ = ["LAYERS", "Attention", "CausalConv1d", "ExplicitFilter", "GatedMLP", "HyenaFilter",
-           "LSTM", "Mamba", "Mamba2", "MonarchLinear", "MonarchMixer", "ResidualBlock", "S4", "S4D",
+           "LSTM", "M2Block", "Mamba", "Mamba2", "MonarchLinear", "MonarchMixer", "ResidualBlock", "S4", "S4D",
            "SequenceModel", "from_linear"]
 
 #: The sequence layers a config can name (``model.layer``), a dict from names (``"s4d"``,

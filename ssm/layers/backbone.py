@@ -12,6 +12,7 @@ from ssm.checks import check_choice, check_positive_int
 from ssm.layers.attention import Attention
 from ssm.layers.block import ResidualBlock, make_norm
 from ssm.layers.lstm import LSTM
+from ssm.layers.m2_block import M2Block
 from ssm.layers.mamba import Mamba
 from ssm.layers.mamba2 import Mamba2
 from ssm.layers.mlp import GatedMLP
@@ -29,12 +30,28 @@ MLPS: tuple[str | None, ...] = (None, *LINEARS)
 #: (``models/mixer_seq_simple.py``): its initialization and norm epsilon.
 MAMBA_LM_LAYERS: tuple[str, ...] = ("mamba", "mamba2")
 POOLS: tuple[str | None, ...] = (None, "mean", "last")
+BLOCKS: tuple[str, ...] = ("residual", "m2")  # the ``block`` structures: ResidualBlock, M2Block
 
 
 def example_dims(model: SequenceModel) -> tuple:
     """One example of ``model``'s input, without the batch axis: token ids (length,)
     or features (length, d_input)."""
     return ("length",) if isinstance(model.encoder, nnx.Embed) else ("length", model.encoder.in_features)
+
+
+def _check_m2_block(*, prenorm: bool, post: str | None, mlp: str | None, residual_in_fp32: bool) -> None:
+    """A ValueError for each ``SequenceModel`` argument that contradicts ``block="m2"``
+    (M2's post-norm layer with its GLU MLP and nothing after its mixer)."""
+    if prenorm:
+        raise ValueError("prenorm=True with block='m2': M2's layer is post-norm (it normalizes its output); "
+                         "set prenorm=False")
+    if post is not None:
+        raise ValueError(f"post={post!r} with block='m2': M2's layer has no projection after its mixer; set post=None")
+    if mlp is None:
+        raise ValueError("mlp=None with block='m2': M2's layer ends in its GLU MLP; set mlp='dense' or 'monarch'")
+    if residual_in_fp32:
+        raise ValueError("residual_in_fp32=True with block='m2': M2's layer keeps no residual stream of its own; "
+                         "set residual_in_fp32=False")
 
 
 class SequenceModel(nnx.Module):
@@ -60,10 +77,20 @@ class SequenceModel(nnx.Module):
       layer: a name in :data:`LAYERS`.
       layer_kwargs: its options (an ``out_init_scale`` given here overrides the
         rescaling below for the layer, not for the MLP).
+      block: ``"residual"``: every block a :class:`ResidualBlock`, the library's
+        general block (a residual around each sublayer, pre-norm by default, as
+        mamba_ssm's); ``"m2"``: every block an :class:`M2Block`, M2's BERT layer (no
+        residual around the mixer, then a post-norm GLU MLP with a bias-free gated
+        projection). ``"m2"`` needs ``prenorm=False`` (the layer normalizes its
+        output; no final norm), ``post=None``, an ``mlp`` and no ``residual_in_fp32``;
+        M2's BERT: ``layer="m2", block="m2", prenorm=False, post=None,
+        mlp="monarch"``, the exact GELU and ``norm_eps=1e-12``.
       norm, prenorm, activation, post, dropout: of each :class:`ResidualBlock`
-        (a Mamba LM: ``norm="rms", post=None``).
+        (a Mamba LM: ``norm="rms", post=None``); of an :class:`M2Block`, ``norm``,
+        ``activation`` (of its gate) and ``dropout``.
       mlp: None, or a :class:`GatedMLP` sublayer in every block with ``"dense"`` or
-        ``"monarch"`` projections (M2: ``layer="m2", post=None, mlp="monarch"``).
+        ``"monarch"`` projections (M2 in the library's block: ``layer="m2", post=None,
+        mlp="monarch"``).
       mlp_expand: its hidden width in multiples of d_model.
       pool: ``None``, ``"mean"`` or ``"last"``.
       tie_embeddings: the head is the transposed embedding (token inputs and
@@ -111,6 +138,7 @@ class SequenceModel(nnx.Module):
         d_input: int | None = None,
         layer: str = "s4d",
         layer_kwargs: dict[str, Any] | None = None,
+        block: str = "residual",
         norm: str = "layer",
         prenorm: bool = True,
         activation: str = "gelu",
@@ -135,6 +163,9 @@ class SequenceModel(nnx.Module):
         check_choice("layer", layer, LAYERS)
         check_choice("mlp", mlp, MLPS)
         check_choice("pool", pool, POOLS)
+        check_choice("block", block, BLOCKS)
+        if block == "m2":
+            _check_m2_block(prenorm=prenorm, post=post, mlp=mlp, residual_in_fp32=residual_in_fp32)
         if tie_embeddings and (vocab_size is None or d_output != vocab_size):
             raise ValueError(f"tie_embeddings needs token inputs and d_output == vocab_size; got "
                              f"vocab_size={vocab_size!r}, d_output={d_output!r}")
@@ -160,12 +191,16 @@ class SequenceModel(nnx.Module):
             return GatedMLP(d_model, expand=mlp_expand, activation=activation, linear=mlp, dropout=dropout,
                             out_init_scale=residual_scale, **kw)
 
-        self.blocks = nnx.List([
-            ResidualBlock(d_model, LAYERS[layer](d_model, **layer_kwargs, **kw), norm=norm,
-                          prenorm=prenorm, activation=activation, post=post, dropout=dropout,
-                          mlp=make_mlp(), norm_eps=norm_eps, residual_in_fp32=residual_in_fp32, **kw)
-            for _ in range(n_layers)
-        ])
+        def make_block():
+            mixer = LAYERS[layer](d_model, **layer_kwargs, **kw)
+            if block == "m2":
+                return M2Block(d_model, mixer, expand=mlp_expand, linear=mlp, activation=activation, dropout=dropout,
+                               norm=norm, norm_eps=norm_eps, **kw)
+            return ResidualBlock(d_model, mixer, norm=norm, prenorm=prenorm, activation=activation, post=post,
+                                 dropout=dropout, mlp=make_mlp(), norm_eps=norm_eps,
+                                 residual_in_fp32=residual_in_fp32, **kw)
+
+        self.blocks = nnx.List([make_block() for _ in range(n_layers)])
         self.final_norm = make_norm(norm, d_model, eps=norm_eps, **kw) if prenorm else None
         self.head = (None if tie_embeddings else
                      nnx.Linear(d_model, d_output, use_bias=head_bias, kernel_metadata={"group": "adamw"}, **kw))

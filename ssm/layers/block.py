@@ -34,10 +34,27 @@ def make_norm(kind: str, d_model: int, *, eps: float = 1e-6, dtype, param_dtype,
     return cls(d_model, epsilon=float(eps), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
+def max_len_option(mixer: nnx.Module, method: str, max_len: int | None) -> dict:
+    """``{"max_len": max_len}`` for a mixer method that takes it (a KV cache's size);
+    SSM states need none, so theirs ignore it: ``{}``."""
+    takes = "max_len" in inspect.signature(getattr(mixer, method)).parameters
+    return {"max_len": max_len} if takes and max_len is not None else {}
+
+
+def state_options(segment_ids, initial_state, return_state: bool) -> dict:
+    """The keyword arguments a block hands its mixer: ``segment_ids``,
+    ``initial_state`` and ``return_state`` only when set, so a mixer without them runs."""
+    passing = {name: value for name, value in (("segment_ids", segment_ids), ("initial_state", initial_state))
+               if value is not None}
+    return {**passing, "return_state": True} if return_state else passing
+
+
 class ResidualBlock(nnx.Module):
     """``x + post(mixer(norm(x)))`` (pre-norm) or ``norm(x + post(mixer(x)))``,
     then, with an ``mlp``, a second sublayer ``x + mlp(norm2(x))`` (or
-    ``norm2(x + mlp(x))``), as mamba_ssm's ``Block`` and M2's layers.
+    ``norm2(x + mlp(x))``), as mamba_ssm's ``Block``: the library's general block,
+    with a residual around every sublayer. M2's BERT layer is another structure (no
+    residual around its mixer, a bias-free gated projection): :class:`~ssm.layers.M2Block`.
 
     ``post`` is what S4 puts after its SSM: activation, dropout, then an output
     projection, ``"glu"`` (Linear d -> 2d and a gated linear unit, S4's default)
@@ -140,25 +157,16 @@ class ResidualBlock(nnx.Module):
           (batch, length, d) (float32 at least with ``residual_in_fp32``); with
           ``return_state``, ``(y, state)``, the mixer's state.
         """
-        passing = {name: value for name, value in (("segment_ids", segment_ids), ("initial_state", initial_state))
-                   if value is not None}
-        if return_state:
-            passing["return_state"] = True
+        passing = state_options(segment_ids, initial_state, return_state)
         out = self.mixer(self.norm(x) if self.prenorm else x, mask=mask, **passing)
         h, state = out if return_state else (out, None)
         y = self._mlp(self._residual(x, self._post(h), self.norm))
         return (y, state) if return_state else y
 
-    def _max_len(self, method: str, max_len: int | None) -> dict:
-        """``{"max_len": max_len}`` for a mixer method that takes it (a KV cache's
-        size); SSM states need none, so theirs ignore it."""
-        takes = "max_len" in inspect.signature(getattr(self.mixer, method)).parameters
-        return {"max_len": max_len} if takes and max_len is not None else {}
-
     def init_state(self, batch_size: int, max_len: int | None = None):
         """The mixer's :meth:`init_state` for ``batch_size`` sequences; ``max_len``:
         positions a KV cache must hold (attention; SSM mixers ignore it)."""
-        return self.mixer.init_state(batch_size, **self._max_len("init_state", max_len))
+        return self.mixer.init_state(batch_size, **max_len_option(self.mixer, "init_state", max_len))
 
     def step(self, x_t, state):
         """One position through the mixer's ``step``: ``x_t`` (batch, d) and the state ->
@@ -169,5 +177,6 @@ class ResidualBlock(nnx.Module):
     def prefill(self, x, max_len: int | None = None):
         """A prompt through the mixer's ``prefill``: ``x`` (batch, length, d) ->
         ``(y (batch, length, d), state)``; ``max_len`` as :meth:`init_state`."""
-        h, state = self.mixer.prefill(self.norm(x) if self.prenorm else x, **self._max_len("prefill", max_len))
+        h, state = self.mixer.prefill(self.norm(x) if self.prenorm else x,
+                                      **max_len_option(self.mixer, "prefill", max_len))
         return self._mlp(self._residual(x, self._post(h), self.norm)), state

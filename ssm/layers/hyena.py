@@ -82,8 +82,11 @@ class HyenaFilter(nnx.Module):
       freq: initial frequency of the sines.
       target, fast_decay_pct, slow_decay_pct: of :func:`decay_window`.
 
-    Parameters: the MLP's kernels, biases and ``freq``, all group ``ssm`` (own
-    learning rate, no weight decay, never Muon), as the reference's optimizer groups.
+    Parameters: the MLP's kernels, biases and ``freq``, all group ``ssm`` (``ssm_lr``,
+    no weight decay, never Muon). The reference gives them their own optimizer group
+    too, but with weight decay: lr 1e-3 and ``wd`` (its ``HyenaFilter`` default 0; M2's
+    mixer and BERT configs pass ``hyena_wd = 0.1``); see
+    :class:`~ssm.layers.MonarchMixer` for what its reverse filter gets.
 
     Poli et al. (2023), "Hyena Hierarchy: Towards Larger Convolutional Language Models".
 

@@ -28,6 +28,7 @@ class GatedMLP(nnx.Module):
       out_init_scale: multiplies ``down``'s initial kernel (of a Monarch ``down``, its
         ``R`` factor: ``W`` is linear in it). :class:`~ssm.layers.SequenceModel` sets it for
         Mamba language models (mamba_ssm's rescaling of ``fc2``).
+      up_bias: ``up`` has a bias (M2's ``gated_layers`` has none; ``down`` always has one).
 
     Parameters: ``up`` (d → 2·expand·d) and ``down`` (expand·d → d), group
     ``matrix``; their biases ``no_decay``.
@@ -46,14 +47,15 @@ class GatedMLP(nnx.Module):
     """
 
     def __init__(self, d_model: int, *, expand: int = 4, activation: str = "gelu", linear: str = "dense",
-                 nblocks: int | None = None, dropout: float = 0.0, out_init_scale: float = 1.0, dtype=None,
+                 nblocks: int | None = None, dropout: float = 0.0, out_init_scale: float = 1.0,
+                 up_bias: bool = True, dtype=None,
                  param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.d_model = check_positive_int("d_model", d_model)
         self.hidden = d_model * check_positive_int("expand", expand)
         check_choice("activation", activation, ACTIVATIONS)
         self.activation = activation
         kw = dict(nblocks=nblocks, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-        self.up = make_linear(linear, d_model, 2 * self.hidden, **kw)
+        self.up = make_linear(linear, d_model, 2 * self.hidden, use_bias=bool(up_bias), **kw)
         self.down = make_linear(linear, self.hidden, d_model, **kw)
         if out_init_scale != 1:
             kernel = self.down.kernel if linear == "dense" else self.down.R

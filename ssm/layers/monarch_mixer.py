@@ -25,11 +25,16 @@ class MonarchMixer(nnx.Module):
     2. ``v <- v · x1``;
     3. long convolution by FFT: ``y = K * v + D · v`` with taps ``K`` (d, L) from the
        ``filter`` (Hyena's implicit MLP filter or an explicit one), causal, or over
-       both directions when ``bidirectional`` (a second filter for the lags after t);
+       both directions when ``bidirectional`` (a second filter for the lags after t;
+       two implicit filters share one ``freq``, as M2's share their ``Sin`` module);
     4. ``y <- y · x2``, dropout, ``out_proj``: d → d.
 
-    In a block, M2 pairs it with a Monarch MLP (:class:`~ssm.layers.GatedMLP` with
-    ``linear="monarch"``): ``SequenceModel(layer="m2", post=None, mlp="monarch")``.
+    M2's own BERT layer (:class:`~ssm.layers.M2Block`) feeds the mixer's output to a
+    post-norm GLU MLP with no residual around the mixer:
+    ``SequenceModel(layer="m2", block="m2", prenorm=False, post=None, mlp="monarch")``.
+    In the library's pre-norm :class:`~ssm.layers.ResidualBlock` (``block="residual"``)
+    it is one more sequence layer, with a residual around it and a pre-norm MLP:
+    ``SequenceModel(layer="m2", post=None, mlp="monarch")``.
 
     Args:
       d_model: width d.
@@ -48,8 +53,13 @@ class MonarchMixer(nnx.Module):
       dropout: before ``out_proj``.
 
     Parameters: projections group ``matrix`` (biases ``no_decay``); the short
-    convolution ``adamw``; the filters and the skip ``D`` (d,) group ``ssm`` (M2
-    trains them at lr 1e-3 without weight decay).
+    convolution ``adamw``; both filters (their one shared ``freq`` under ``filter``)
+    and the skip ``D`` (d,) group ``ssm``: ``ssm_lr``, no weight decay, never Muon.
+    That is this library's choice, not M2's: M2's BERT configs give the forward
+    filter's MLP and the shared frequency their own group at lr 1e-3 with weight
+    decay ``hyena_wd = 0.1``, and leave the reverse filter's MLP and the skip (its
+    ``bias``) in the base group (M2-BERT-base pretraining: lr 8e-4, weight decay
+    1e-5); ``param_labels(..., override=...)`` regroups them.
 
     The long convolution has no finite state, so this layer has no ``step``: it
     raises a clear error.
@@ -107,6 +117,8 @@ class MonarchMixer(nnx.Module):
 
         self.filter = make_filter()
         self.filter_reverse = make_filter() if self.bidirectional else None
+        if isinstance(self.filter_reverse, HyenaFilter):  # one Sin module serves both of M2's MLPs
+            self.filter_reverse.freq = self.filter.freq
         self.D = nnx.Param(jax.random.normal(rngs.params(), (d_model,), ssm_param_dtype(param_dtype)), group="ssm")
         self.dropout = make_dropout(dropout, rngs)
         self.out_proj = make_linear(projection, d_model, d_model, **proj)

@@ -40,6 +40,7 @@ class ModelConfig:
     d_model: int = 64  # width of the residual stream
     n_layers: int = 2  # residual blocks
     layer_kwargs: dict = field(default_factory=dict)  # keyword options of the layer's class (see "Layer options")
+    block: str = "residual"  # residual (a residual around each sublayer) or m2 (M2's BERT layer: prenorm false, post null, an mlp)
     norm: str = "layer"  # layer (LayerNorm) or rms (RMSNorm)
     prenorm: bool = True  # normalize each block's input (true) or its output (false)
     activation: str = "gelu"  # after the sequence layer: gelu, silu, relu, tanh or identity
@@ -57,12 +58,13 @@ class ModelConfig:
 
     def check(self, path: str) -> None:
         from ssm.layers import LAYERS
-        from ssm.layers.backbone import MLPS
+        from ssm.layers.backbone import BLOCKS, MLPS
         from ssm.layers.block import ACTIVATIONS, NORMS, POSTS
 
         choose(f"{path}.layer", self.layer, tuple(LAYERS))
         positive(f"{path}.d_model", self.d_model)
         positive(f"{path}.n_layers", self.n_layers)
+        choose(f"{path}.block", self.block, BLOCKS)
         choose(f"{path}.norm", self.norm, NORMS)
         choose(f"{path}.activation", self.activation, tuple(ACTIVATIONS))
         choose(f"{path}.post", self.post, POSTS)

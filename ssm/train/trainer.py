@@ -64,7 +64,7 @@ def build_model(config: Config, info: "data.TaskInfo", rngs: nnx.Rngs) -> Sequen
     pool = POOL[info.kind] if m.pool == "auto" else (None if m.pool == "none" else m.pool)
     return SequenceModel(
         d_model=m.d_model, n_layers=m.n_layers, d_output=info.d_output,
-        vocab_size=info.vocab_size, d_input=info.d_input, layer=m.layer, layer_kwargs=layer_kwargs,
+        vocab_size=info.vocab_size, d_input=info.d_input, layer=m.layer, layer_kwargs=layer_kwargs, block=m.block,
         norm=m.norm, prenorm=m.prenorm, activation=m.activation, post=m.post, dropout=m.dropout,
         mlp=m.mlp, mlp_expand=m.mlp_expand, pool=pool, tie_embeddings=m.tie_embeddings, head_bias=m.head_bias,
         norm_eps=m.norm_eps, residual_in_fp32=m.residual_in_fp32,
