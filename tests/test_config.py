@@ -263,3 +263,25 @@ def test_model_block_m2_reaches_the_model_and_a_contradiction_names_its_key():
     assert all(isinstance(block, M2Block) for block in model.blocks) and model.final_norm is None
     with pytest.raises(ConfigError, match=r"^model\.prenorm=True with block='m2': .* set prenorm=False"):
         check_before_work(load_config(None, m2))
+
+
+def test_the_layers_the_task_sizes_are_the_layers_built_for_a_length():
+    """``trainer.SIZED_BY_LENGTH`` names the layers whose constructor takes ``l_max``, and
+    the task's length reaches theirs unless the config gives one."""
+    import inspect
+
+    from ssm.layers import LAYERS
+    from ssm.train.trainer import SIZED_BY_LENGTH, build_model
+
+    assert set(SIZED_BY_LENGTH) == {name for name, cls in LAYERS.items()
+                                    if "l_max" in inspect.signature(cls.__init__).parameters}
+    from flax import nnx
+
+    from ssm import data
+
+    for given, expected in (([], None), (["model.layer_kwargs={l_max: 40}"], 40)):
+        config = load_config(None, ["task.params={l_noise: 16, l_memorize: 4}", "model.d_model=4", "model.n_layers=1",
+                                    "model.layer=s4", *given])
+        task = data.get_task(config.task.name)
+        info = task.info(data.make_params(task, config.task.params))
+        assert build_model(config, info, nnx.Rngs(0)).blocks[0].mixer.l_max == (expected or info.seq_len)

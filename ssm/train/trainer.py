@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import inspect
 import json
 import pathlib
 import statistics
@@ -34,7 +33,7 @@ import yaml
 from flax import nnx
 
 from ssm import data
-from ssm.layers import LAYERS, SequenceModel
+from ssm.layers import SequenceModel
 from ssm.train import devices
 from ssm.train.checkpoint import Checkpoints
 from ssm.train.config import Config, ConfigError, dump, to_dict
@@ -49,6 +48,9 @@ POOL = {"tokens": None, "classification": "mean", "regression": "last"}
 #: Layers without a fixed-size recurrent state to carry from window to window
 #: (``trainer.tbptt``): attention's KV cache grows, M2 has no state.
 NO_FIXED_STATE = ("attention", "m2")
+#: Layers built for a length (``l_max``: S4's truncated kernel, M2's filters), which
+#: the task's sets unless ``model.layer_kwargs`` gives one.
+SIZED_BY_LENGTH = ("s4", "m2")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -59,7 +61,7 @@ def build_model(config: Config, info: "data.TaskInfo", rngs: nnx.Rngs) -> Sequen
     """The experiment's network, sized by the task (vocabulary, outputs, length)."""
     m = config.model
     layer_kwargs = dict(m.layer_kwargs)
-    if "l_max" in inspect.signature(LAYERS[m.layer].__init__).parameters:  # S4, M2: sized by the task
+    if m.layer in SIZED_BY_LENGTH:
         layer_kwargs.setdefault("l_max", info.seq_len)
     pool = POOL[info.kind] if m.pool == "auto" else (None if m.pool == "none" else m.pool)
     return SequenceModel(
