@@ -51,6 +51,10 @@ class Attention(nnx.Module):
       ((2, 16, 4), dtype('float32'))
     """
 
+    #: Its state is sized by a length (a KV cache of ``max_len`` positions): :meth:`init_state`
+    #: and :meth:`prefill` take ``max_len``, and the blocks hand theirs on.
+    state_takes_max_len = True
+
     def __init__(
         self,
         d_model: int,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Callable
 
 import jax
@@ -34,11 +33,11 @@ def make_norm(kind: str, d_model: int, *, eps: float = 1e-6, dtype, param_dtype,
     return cls(d_model, epsilon=float(eps), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
-def max_len_option(mixer: nnx.Module, method: str, max_len: int | None) -> dict:
-    """``{"max_len": max_len}`` for a mixer method that takes it (a KV cache's size);
-    SSM states need none, so theirs ignore it: ``{}``."""
-    takes = "max_len" in inspect.signature(getattr(mixer, method)).parameters
-    return {"max_len": max_len} if takes and max_len is not None else {}
+def max_len_option(mixer: nnx.Module, max_len: int | None) -> dict:
+    """``{"max_len": max_len}`` for a mixer whose state a length sizes (a KV cache; its
+    class sets ``state_takes_max_len = True``, as :class:`~ssm.layers.Attention`); SSM
+    states need none: ``{}``."""
+    return {"max_len": max_len} if getattr(mixer, "state_takes_max_len", False) and max_len is not None else {}
 
 
 def state_options(segment_ids, initial_state, return_state: bool) -> dict:
@@ -166,7 +165,7 @@ class ResidualBlock(nnx.Module):
     def init_state(self, batch_size: int, max_len: int | None = None):
         """The mixer's :meth:`init_state` for ``batch_size`` sequences; ``max_len``:
         positions a KV cache must hold (attention; SSM mixers ignore it)."""
-        return self.mixer.init_state(batch_size, **max_len_option(self.mixer, "init_state", max_len))
+        return self.mixer.init_state(batch_size, **max_len_option(self.mixer, max_len))
 
     def step(self, x_t, state):
         """One position through the mixer's ``step``: ``x_t`` (batch, d) and the state ->
@@ -178,5 +177,5 @@ class ResidualBlock(nnx.Module):
         """A prompt through the mixer's ``prefill``: ``x`` (batch, length, d) ->
         ``(y (batch, length, d), state)``; ``max_len`` as :meth:`init_state`."""
         h, state = self.mixer.prefill(self.norm(x) if self.prenorm else x,
-                                      **max_len_option(self.mixer, "prefill", max_len))
+                                      **max_len_option(self.mixer, max_len))
         return self._mlp(self._residual(x, self._post(h), self.norm)), state

@@ -92,7 +92,7 @@ class M2Block(nnx.Module):
     def init_state(self, batch_size: int, max_len: int | None = None):
         """The mixer's :meth:`init_state` for ``batch_size`` sequences; ``max_len``:
         positions a KV cache must hold (attention; SSM mixers ignore it)."""
-        return self.mixer.init_state(batch_size, **max_len_option(self.mixer, "init_state", max_len))
+        return self.mixer.init_state(batch_size, **max_len_option(self.mixer, max_len))
 
     def step(self, x_t, state):
         """One position through the mixer's ``step``: ``x_t`` (batch, d) and the state ->
@@ -103,5 +103,5 @@ class M2Block(nnx.Module):
     def prefill(self, x, max_len: int | None = None):
         """A prompt through the mixer's ``prefill``: ``x`` (batch, length, d) ->
         ``(y (batch, length, d), state)``; ``max_len`` as :meth:`init_state`."""
-        h, state = self.mixer.prefill(x, **max_len_option(self.mixer, "prefill", max_len))
+        h, state = self.mixer.prefill(x, **max_len_option(self.mixer, max_len))
         return self._mlp(h), state
