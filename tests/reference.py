@@ -224,6 +224,26 @@ def smooth_number(n: int) -> int:
         m += 1
 
 
+# ------------------------------------------------------------------------ activations
+
+
+def gelu_erf(x: np.ndarray) -> np.ndarray:
+    """GELU, ``x Phi(x)`` with ``Phi(x) = (1 + erf(x / sqrt 2)) / 2 = erfc(-x / sqrt 2) / 2``
+    (Hendrycks & Gimpel, 2016), by ``math.erfc`` element by element (no cancellation
+    for x << 0)."""
+    x = np.asarray(x, np.float64)
+    return x * np.vectorize(math.erfc)(-x / math.sqrt(2)) / 2
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU's tanh approximation, ``x (1 + tanh(u)) / 2`` with
+    ``u = sqrt(2/pi) (x + 0.044715 x^3)`` (Hendrycks & Gimpel, 2016; Hugging Face's
+    ``gelu_new``), written as ``x / (1 + exp(-2u))`` (no cancellation for x << 0)."""
+    x = np.asarray(x, np.float64)
+    u = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
+    return x / (1 + np.exp(-2 * u))
+
+
 # --------------------------------------------------- HiPPO online function approximation
 
 

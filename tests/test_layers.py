@@ -6,10 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+import reference as ref
 from stepping import check_gradients, rel, run_steps
 
 from ssm import kernels
 from ssm.layers import S4, S4D, SequenceModel
+from ssm.layers.block import ACTIVATIONS
 
 LAYER_KW = {
     "s4d": dict(d_state=8),
@@ -229,6 +231,21 @@ def test_s4_runs_inputs_longer_than_l_max_with_the_exact_kernel(bidirectional, r
         err = rel(run_steps(m, x)[0], m(x))
         print(f"S4 l_max=16 on length 40: convolution vs recurrence, relative error {err:.1e}")
         assert err < 1e-9
+
+
+def test_each_activation_is_its_float64_formula(rng, x64):
+    """``"gelu"`` is the exact x Phi(x) by erf (S4's and M2's ``nn.GELU()``), ``"gelu_tanh"``
+    its tanh approximation (``jax.nn.gelu``'s default); the tolerance is far below their gap."""
+    formulas = {"gelu": ref.gelu_erf, "gelu_tanh": ref.gelu_tanh, "silu": lambda x: x / (1 + np.exp(-x)),
+                "relu": lambda x: np.maximum(x, 0), "tanh": np.tanh, "identity": lambda x: x}
+    assert sorted(ACTIVATIONS) == sorted(formulas)
+    x = 3 * rng.normal(size=512)
+    # atol: jax.nn.gelu's tanh form adds 1 + tanh(u), which cancels for x << 0 (|x| eps absolute).
+    for name, f in formulas.items():
+        np.testing.assert_allclose(ACTIVATIONS[name](jnp.asarray(x)), f(x), rtol=1e-13, atol=1e-14, err_msg=name)
+    gap = np.abs(ref.gelu_erf(x) - ref.gelu_tanh(x)).max()
+    print(f"\nmax |gelu - gelu_tanh| on N(0, 9) samples: {gap:.1e}")
+    assert gap > 1e-5
 
 
 @pytest.mark.parametrize(
