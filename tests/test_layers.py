@@ -9,7 +9,7 @@ from flax import nnx
 import reference as ref
 from stepping import check_gradients, rel, run_steps
 
-from ssm import kernels
+from ssm import hippo, kernels
 from ssm.layers import S4, S4D, SequenceModel
 from ssm.layers.block import ACTIVATIONS
 
@@ -231,6 +231,42 @@ def test_s4_runs_inputs_longer_than_l_max_with_the_exact_kernel(bidirectional, r
         err = rel(run_steps(m, x)[0], m(x))
         print(f"S4 l_max=16 on length 40: convolution vs recurrence, relative error {err:.1e}")
         assert err < 1e-9
+
+
+def _initial_B(layer):
+    """The layer's initial ``B`` as complex numbers: (H, N/2)."""
+    B = np.asarray(layer.B[...])
+    return B[..., 0] + 1j * B[..., 1]
+
+
+@pytest.mark.parametrize("cls, kw", [(S4, dict(l_max=16)), (S4D, {})], ids=["s4", "s4d"])
+def test_legs_B_is_the_reference_nplr_B_clipped_at_2_by_default(cls, kw, x64):
+    """The S4 reference clips Im B~ of LegS to [-2, 2] (``nplr``'s ``B_clip=2.0``; its
+    S4D-LegS takes that B too): the layers' default. ``b_clip=None`` keeps V^* B."""
+    N = 64
+    make = lambda **b: cls(2, d_state=N, param_dtype=jnp.float64, rngs=nnx.Rngs(0), **kw, **b)  # noqa: E731
+    V = hippo.dplr("legs", N)[3]  # the eigenvector phases the clip is taken in (ref.legs_nplr checks them)
+    _, clipped = ref.legs_nplr(N, b_clip=2.0, basis=V)
+    _, exact = ref.legs_nplr(N, basis=V)
+    for B, want in ((_initial_B(make()), clipped), (_initial_B(make(b_clip=None)), exact)):
+        assert B.shape == (2, N // 2)
+        np.testing.assert_allclose(B, np.broadcast_to(want, B.shape), rtol=0, atol=1e-12 * np.abs(want).max())
+    outside = np.abs(exact.imag) > 2
+    print(f"\nLegS N={N}: the clip moves {outside.mean():.0%} of Im B~ (the largest "
+          f"{np.abs(exact.imag).max():.1f}) to +-2")
+    assert outside.mean() > 0.3
+
+
+@pytest.mark.parametrize("measure", ["legt", "lagt"])
+def test_s4_clips_B_at_2_by_default_for_the_other_measures_too(measure, x64):
+    """The reference's ``nplr`` clips for every measure (FouT's Im B~ stays inside
+    [-2, 2], so it is left out: the clip changes nothing there)."""
+    N = 16
+    _, _, exact, _ = hippo.dplr(measure, N)
+    want = exact.real + 1j * np.clip(exact.imag, -2, 2)
+    B = _initial_B(S4(2, d_state=N, l_max=16, measure=measure, param_dtype=jnp.float64, rngs=nnx.Rngs(0)))
+    np.testing.assert_allclose(B, np.broadcast_to(want, B.shape), rtol=0, atol=1e-12 * np.abs(want).max())
+    assert np.any(np.abs(exact.imag) > 2)
 
 
 def test_each_activation_is_its_float64_formula(rng, x64):
