@@ -174,9 +174,12 @@ def dplr(
       measure: ``"legs"``, ``"legt"``, ``"lagt"`` or ``"fout"``.
       N: full (even) state size.
       rank: correction rank (default: the smallest that works).
-      b_clip: if set, clip ``Im Bt`` to ``[-b_clip, b_clip]``. The S4 reference
-        clips at 2.0 by default; that changes the initial LegS kernel by ~67% at
-        N=64, so here it is off unless asked for.
+      b_clip: if set, clip ``Im Bt`` to ``[-b_clip, b_clip]``. Off by default here, so
+        that ``B = W [Bt; conj Bt]`` holds exactly; the S4 reference's ``nplr`` clips at
+        2.0 by default (for LegS at N=64 that changes the initial kernel by ~67%), and
+        so do the layers :class:`~ssm.layers.S4` and :class:`~ssm.layers.S4D`. What
+        the clip moves depends on the phase of each column of ``V``, which ``eigh``
+        leaves to LAPACK's convention, here as in the reference.
 
     Returns:
       ``(Lambda, P, B, V)``, complex128 NumPy arrays: ``Lambda`` (N/2,), ``P``
@@ -240,7 +243,9 @@ def s4d_init(kind: str, N: int, b_clip: float | None = None) -> tuple[np.ndarray
     Args:
       kind: one of :data:`S4D_INITS`: ``"lin"``, ``"inv"``, ``"legs"``, ``"real"``.
       N: full (even) state size; N/2 complex modes are returned.
-      b_clip: for ``"legs"``, clip ``Im B`` as :func:`dplr` does; None: off.
+      b_clip: for ``"legs"``, clip ``Im B`` as :func:`dplr` does; None (default): off.
+        The S4 reference's S4D-LegS clips at 2.0, as the layer :class:`~ssm.layers.S4D`
+        does by default; the other inits have ``B = 1`` and ignore it.
 
     Returns:
       ``(Lambda, B)``: complex128 NumPy arrays (N/2,), ``Lambda`` with ``Re < 0`` and

@@ -40,10 +40,10 @@ __all__ = ["load", "save", "from_mamba_ssm", "model_kwargs", "model_config", "hf
 CLASSES = {"mamba": "MambaForCausalLM", "mamba2": "Mamba2ForCausalLM"}
 #: Hugging Face's ``hidden_act`` -> ours (``ssm.layers.block.ACTIVATIONS``).
 ACTS = {"silu": "silu", "swish": "silu", "relu": "relu", "tanh": "tanh", "linear": "identity",
-        "gelu": "gelu_exact", "gelu_new": "gelu", "gelu_pytorch_tanh": "gelu"}
+        "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 #: Ours -> Hugging Face's ``hidden_act`` (what :func:`save` writes).
 HF_ACTS = {"silu": "silu", "relu": "relu", "tanh": "tanh", "identity": "linear",
-           "gelu_exact": "gelu", "gelu": "gelu_pytorch_tanh"}
+           "gelu": "gelu", "gelu_tanh": "gelu_pytorch_tanh"}
 #: The file names of the weights, unsharded, and of a sharded checkpoint's index.
 WEIGHTS, INDEX = "model.safetensors", "model.safetensors.index.json"
 

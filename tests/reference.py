@@ -264,6 +264,57 @@ def smooth_number(n: int) -> int:
         m += 1
 
 
+# ------------------------------------------------------------- HiPPO-LegS, S4's nplr
+
+
+def legs_nplr(N: int, b_clip: float | None = None, basis: np.ndarray | None = None):
+    """``(Lambda, Bt)`` (N/2,) of S4's ``nplr("legs", N, B_clip=b_clip)``, from the
+    published formulas alone: ``A[n, k] = -sqrt((2n+1)(2k+1))`` below the diagonal and
+    ``-(n+1)`` on it, ``B = sqrt(2n+1)``, ``P = sqrt(n + 1/2)``; ``A + P P^T = -I/2 + S``
+    with S skew, ``(Im Lambda, V) = eigh(-i S)``, sorted, the first N/2 (negative Im)
+    kept, ``Bt = V^* B``, then ``Im Bt`` clipped to ``[-b_clip, b_clip]`` (None: not).
+
+    The clip depends on the phase of each column of V, which an eigendecomposition
+    leaves arbitrary (``eigh`` takes LAPACK's, in the reference as here). ``basis``
+    (N, N/2): eigenvectors in the phases to clip in, checked to be the same
+    eigenvectors as ``eigh``'s up to phase."""
+    n = np.arange(N, dtype=np.float64)
+    A = -np.tril(np.sqrt(np.outer(2 * n + 1, 2 * n + 1)), -1) - np.diag(n + 1)
+    B, P = np.sqrt(2 * n + 1), np.sqrt(n + 0.5)
+    S = A + np.outer(P, P) + 0.5 * np.eye(N)
+    im, V = np.linalg.eigh(-1j * S)
+    order = np.argsort(im)[: N // 2]
+    V = V[:, order]
+    if basis is not None:
+        overlap = np.abs(basis.conj().T @ V)  # the identity when the columns differ by phases only
+        assert np.abs(overlap - np.eye(N // 2)).max() < 1e-8, "basis: not the eigenvectors of LegS's normal part"
+        V = basis
+    Bt = V.conj().T @ B
+    if b_clip is not None:
+        Bt = Bt.real + 1j * np.clip(Bt.imag, -b_clip, b_clip)
+    return -0.5 + 1j * im[order], Bt
+
+
+# ------------------------------------------------------------------------ activations
+
+
+def gelu_erf(x: np.ndarray) -> np.ndarray:
+    """GELU, ``x Phi(x)`` with ``Phi(x) = (1 + erf(x / sqrt 2)) / 2 = erfc(-x / sqrt 2) / 2``
+    (Hendrycks & Gimpel, 2016), by ``math.erfc`` element by element (no cancellation
+    for x << 0)."""
+    x = np.asarray(x, np.float64)
+    return x * np.vectorize(math.erfc)(-x / math.sqrt(2)) / 2
+
+
+def gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """GELU's tanh approximation, ``x (1 + tanh(u)) / 2`` with
+    ``u = sqrt(2/pi) (x + 0.044715 x^3)`` (Hendrycks & Gimpel, 2016; Hugging Face's
+    ``gelu_new``), written as ``x / (1 + exp(-2u))`` (no cancellation for x << 0)."""
+    x = np.asarray(x, np.float64)
+    u = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
+    return x / (1 + np.exp(-2 * u))
+
+
 # --------------------------------------------------- HiPPO online function approximation
 
 

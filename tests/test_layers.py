@@ -5,14 +5,14 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import reference
 from flax import nnx
 from stepping import check_distribution, check_gradients, rel, run_steps
 
 import reference as ref
 
-from ssm import kernels
+from ssm import hippo, kernels
 from ssm.layers import S4, S4D, GatedMLP, SequenceModel
+from ssm.layers.block import ACTIVATIONS
 
 LAYER_KW = {
     "s4d": dict(d_state=8),
@@ -225,8 +225,8 @@ def _plain_output(Lambda, P, B, C_tilde, dt, l_max):
     conjugate-completed bilinear system, with an explicit matrix power."""
     C = []
     for h in range(len(dt)):
-        A, Bf, Ct = reference.conjugate_completed(Lambda[h], P[h], B[h], C_tilde[h])
-        Abar, _ = reference.discretize_bilinear(A, Bf, float(dt[h]))
+        A, Bf, Ct = ref.conjugate_completed(Lambda[h], P[h], B[h], C_tilde[h])
+        Abar, _ = ref.discretize_bilinear(A, Bf, float(dt[h]))
         C_full = np.linalg.solve((np.eye(len(Ct)) - np.linalg.matrix_power(Abar, l_max)).T, Ct)
         half = len(Ct) // 2
         np.testing.assert_allclose(C_full[half:], np.conj(C_full[:half]), atol=1e-10)  # still conjugate-symmetric
@@ -258,14 +258,14 @@ def test_bidirectional_output_is_both_kernels_of_the_discrete_system(layer, reve
     if isinstance(m, S4):
         P = _complex(m.P)  # (H, rank, N/2)
         C, C_rev = (_plain_output(Lambda, P, B, c, dt, m.l_max) for c in (C, C_rev))
-        K, K_rev = (reference.ssm_kernel(Lambda, P, B, c, dt, L, "bilinear") for c in (C, C_rev))
+        K, K_rev = (ref.ssm_kernel(Lambda, P, B, c, dt, L, "bilinear") for c in (C, C_rev))
     else:
-        K, K_rev = (reference.ssm_kernel(Lambda, None, B, c, dt, L, m.discretization) for c in (C, C_rev))
+        K, K_rev = (ref.ssm_kernel(Lambda, None, B, c, dt, L, m.discretization) for c in (C, C_rev))
     want = np.zeros_like(x)
     for b in range(2):
         for h in range(H):
             u = x[b, :, h]
-            want[b, :, h] = (reference.causal_conv(u, K[h]) + reference.anticausal_conv(u, K_rev[h], reverse_lag0)
+            want[b, :, h] = (ref.causal_conv(u, K[h]) + ref.anticausal_conv(u, K_rev[h], reverse_lag0)
                              + D[h] * u)
     err = rel(y, want)
     print(f"{layer} reverse_lag0={reverse_lag0}: output vs float64 two-sided convolution, relative error {err:.1e}; "
@@ -304,6 +304,57 @@ def test_s4_runs_inputs_longer_than_l_max_with_the_exact_kernel(bidirectional, r
         err = rel(run_steps(m, x)[0], m(x))
         print(f"S4 l_max=16 on length 40: convolution vs recurrence, relative error {err:.1e}")
         assert err < 1e-9
+
+
+def _initial_B(layer):
+    """The layer's initial ``B`` as complex numbers: (H, N/2)."""
+    B = np.asarray(layer.B[...])
+    return B[..., 0] + 1j * B[..., 1]
+
+
+@pytest.mark.parametrize("cls, kw", [(S4, dict(l_max=16)), (S4D, {})], ids=["s4", "s4d"])
+def test_legs_B_is_the_reference_nplr_B_clipped_at_2_by_default(cls, kw, x64):
+    """The S4 reference clips Im B~ of LegS to [-2, 2] (``nplr``'s ``B_clip=2.0``; its
+    S4D-LegS takes that B too): the layers' default. ``b_clip=None`` keeps V^* B."""
+    N = 64
+    make = lambda **b: cls(2, d_state=N, param_dtype=jnp.float64, rngs=nnx.Rngs(0), **kw, **b)  # noqa: E731
+    V = hippo.dplr("legs", N)[3]  # the eigenvector phases the clip is taken in (ref.legs_nplr checks them)
+    _, clipped = ref.legs_nplr(N, b_clip=2.0, basis=V)
+    _, exact = ref.legs_nplr(N, basis=V)
+    for B, want in ((_initial_B(make()), clipped), (_initial_B(make(b_clip=None)), exact)):
+        assert B.shape == (2, N // 2)
+        np.testing.assert_allclose(B, np.broadcast_to(want, B.shape), rtol=0, atol=1e-12 * np.abs(want).max())
+    outside = np.abs(exact.imag) > 2
+    print(f"\nLegS N={N}: the clip moves {outside.mean():.0%} of Im B~ (the largest "
+          f"{np.abs(exact.imag).max():.1f}) to +-2")
+    assert outside.mean() > 0.3
+
+
+@pytest.mark.parametrize("measure", ["legt", "lagt"])
+def test_s4_clips_B_at_2_by_default_for_the_other_measures_too(measure, x64):
+    """The reference's ``nplr`` clips for every measure (FouT's Im B~ stays inside
+    [-2, 2], so it is left out: the clip changes nothing there)."""
+    N = 16
+    _, _, exact, _ = hippo.dplr(measure, N)
+    want = exact.real + 1j * np.clip(exact.imag, -2, 2)
+    B = _initial_B(S4(2, d_state=N, l_max=16, measure=measure, param_dtype=jnp.float64, rngs=nnx.Rngs(0)))
+    np.testing.assert_allclose(B, np.broadcast_to(want, B.shape), rtol=0, atol=1e-12 * np.abs(want).max())
+    assert np.any(np.abs(exact.imag) > 2)
+
+
+def test_each_activation_is_its_float64_formula(rng, x64):
+    """``"gelu"`` is the exact x Phi(x) by erf (S4's and M2's ``nn.GELU()``), ``"gelu_tanh"``
+    its tanh approximation (``jax.nn.gelu``'s default); the tolerance is far below their gap."""
+    formulas = {"gelu": ref.gelu_erf, "gelu_tanh": ref.gelu_tanh, "silu": lambda x: x / (1 + np.exp(-x)),
+                "relu": lambda x: np.maximum(x, 0), "tanh": np.tanh, "identity": lambda x: x}
+    assert sorted(ACTIVATIONS) == sorted(formulas)
+    x = 3 * rng.normal(size=512)
+    # atol: jax.nn.gelu's tanh form adds 1 + tanh(u), which cancels for x << 0 (|x| eps absolute).
+    for name, f in formulas.items():
+        np.testing.assert_allclose(ACTIVATIONS[name](jnp.asarray(x)), f(x), rtol=1e-13, atol=1e-14, err_msg=name)
+    gap = np.abs(ref.gelu_erf(x) - ref.gelu_tanh(x)).max()
+    print(f"\nmax |gelu - gelu_tanh| on N(0, 9) samples: {gap:.1e}")
+    assert gap > 1e-5
 
 
 @pytest.mark.parametrize(

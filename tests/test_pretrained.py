@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
+import reference as ref
 from safetensors.numpy import load_file, save_file  # the test extra brings it
 
 from ssm import pretrained
 from ssm.generate import generate
+from ssm.layers.block import ACTIVATIONS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pretrained"
 NAMES = ["mamba", "mamba-untied-gelu", "mamba2", "mamba2-untied-dt-limit"]
@@ -56,7 +58,20 @@ def test_the_options_reach_the_model():
     m, _ = pretrained.load(FIXTURES / "mamba2-untied-dt-limit")
     assert m.blocks[0].mixer.dt_limit == (0.05, 0.3) and m.head.bias is None
     m, _ = pretrained.load(FIXTURES / "mamba-untied-gelu")
-    assert m.blocks[0].mixer.activation == "gelu_exact" and m.blocks[0].mixer.conv1d.bias is None
+    assert m.blocks[0].mixer.activation == "gelu" and m.blocks[0].mixer.conv1d.bias is None
+
+
+def test_hidden_act_names_read_as_hugging_faces_functions(rng, x64):
+    """transformers' ``"gelu"`` is the exact erf GELU, ``"gelu_new"`` and
+    ``"gelu_pytorch_tanh"`` its tanh approximation; what :func:`pretrained.save` writes
+    reads back as the same function."""
+    x = 3 * rng.normal(size=256)
+    for hf, formula in {"gelu": ref.gelu_erf, "gelu_new": ref.gelu_tanh, "gelu_pytorch_tanh": ref.gelu_tanh}.items():
+        np.testing.assert_allclose(ACTIVATIONS[pretrained.ACTS[hf]](jnp.asarray(x)), formula(x), rtol=1e-13,
+                                   atol=1e-14, err_msg=hf)
+    assert set(pretrained.HF_ACTS) == set(ACTIVATIONS)  # save has a name for every activation
+    for ours, hf in pretrained.HF_ACTS.items():
+        assert pretrained.ACTS[hf] == ours
 
 
 def flat_params(model):

@@ -12,8 +12,8 @@ from ssm.checks import check_choice
 from ssm.layers.conv_ssm import make_dropout
 
 ACTIVATIONS: dict[str, Callable] = {
-    "gelu": jax.nn.gelu,  # the tanh approximation (Flax's default)
-    "gelu_exact": lambda x: jax.nn.gelu(x, approximate=False),  # the erf form (PyTorch's default)
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # exact, x Phi(x) by erf (S4's, M2's, PyTorch's)
+    "gelu_tanh": jax.nn.gelu,  # its tanh approximation (jax.nn.gelu's default)
     "silu": jax.nn.silu,
     "relu": jax.nn.relu,
     "tanh": jnp.tanh,

@@ -19,7 +19,8 @@ class GatedMLP(nnx.Module):
     Args:
       d_model: width d.
       expand: hidden width ``expand · d``.
-      activation: a name in ``ssm.layers.block.ACTIVATIONS`` (default GELU).
+      activation: a name in ``ssm.layers.block.ACTIVATIONS`` (default ``"gelu"``, the exact
+        erf form, as M2).
       linear: ``"dense"`` (``nnx.Linear``) or ``"monarch"`` (:class:`MonarchLinear`;
         M2 itself uses one block-diagonal factor without the permutation, a
         Monarch matrix with ``L = I``).

@@ -38,7 +38,9 @@ class S4(ConvSSM):
       l_max: the training length, for which ``C~`` is stored.
       measure: ``"legs"`` (default), ``"legt"``, ``"lagt"`` or ``"fout"``.
       rank: low-rank correction rank (default: the measure's smallest).
-      b_clip: clip ``Im B`` of the DPLR form (S4's reference uses 2.0); None: off.
+      b_clip: clip ``Im B`` of the DPLR form to ``[-b_clip, b_clip]``, or None for no
+        clip (the exact HiPPO ``B``, :func:`ssm.hippo.dplr`'s default). The default 2.0
+        is the S4 reference's, whose ``nplr`` clips for every measure.
       dt_min, dt_max: log-uniform range of the initial step sizes.
       step_mode: how the recurrent step applies the bilinear system: ``"linear"``
         (default; S4's "linear" mode) through the Woodbury identity, O(H N rank) per
@@ -73,7 +75,7 @@ class S4(ConvSSM):
         l_max: int = 1024,
         measure: str = "legs",
         rank: int | None = None,
-        b_clip: float | None = None,
+        b_clip: float | None = 2.0,
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         step_mode: str = "linear",

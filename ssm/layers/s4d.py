@@ -22,7 +22,9 @@ class S4D(ConvSSM):
       d_state: full state size N (even); N/2 complex modes per channel.
       init: ``"legs"`` (S4D-LegS, default), ``"inv"``, ``"lin"`` or ``"real"``
         (:func:`ssm.hippo.s4d_init`).
-      b_clip: clip ``Im B`` of the LegS init (S4's reference uses 2.0); None: off.
+      b_clip: clip ``Im B`` of the LegS init to ``[-b_clip, b_clip]``, or None for no
+        clip. The default 2.0 is the S4 reference's (its S4D-LegS takes ``B`` from
+        ``nplr("legs")`` with ``B_clip=2.0``). The other inits have ``B = 1`` and ignore it.
       dt_min, dt_max: log-uniform range of the initial step sizes.
       discretization: ``"zoh"`` (default) or ``"bilinear"``.
       bidirectional: add an anti-causal kernel with its own ``C`` (no recurrence).
@@ -61,7 +63,7 @@ class S4D(ConvSSM):
         *,
         d_state: int = 64,
         init: str = "legs",
-        b_clip: float | None = None,
+        b_clip: float | None = 2.0,
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
         discretization: kernels.Discretization = "zoh",

@@ -43,7 +43,7 @@ class ModelConfig:
     block: str = "residual"  # residual (a residual around each sublayer) or m2 (M2's BERT layer: prenorm false, post null, an mlp)
     norm: str = "layer"  # layer (LayerNorm) or rms (RMSNorm)
     prenorm: bool = True  # normalize each block's input (true) or its output (false)
-    activation: str = "gelu"  # after the sequence layer: gelu, silu, relu, tanh or identity
+    activation: str = "gelu"  # after the sequence layer: gelu (exact, erf), gelu_tanh, silu, relu, tanh or identity
     post: str | None = "glu"  # projection after the activation: glu, linear or null (none; the Mamba block)
     dropout: float = 0.0  # dropout rate after the activation and the projection
     mlp: str | None = None  # a position-wise GLU MLP after each layer: dense, monarch (M2) or none
