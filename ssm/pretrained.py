@@ -38,7 +38,7 @@ __all__ = ["load", "save", "from_mamba_ssm", "model_kwargs", "model_config", "hf
 
 #: The Hugging Face class of each ``model_type`` read and written.
 CLASSES = {"mamba": "MambaForCausalLM", "mamba2": "Mamba2ForCausalLM"}
-#: Hugging Face's ``hidden_act`` -> ours (``ssm.layers.block.ACTIVATIONS``).
+#: Hugging Face's ``hidden_act`` -> ours (``ssm.layers.parts.ACTIVATIONS``).
 ACTS = {"silu": "silu", "swish": "silu", "relu": "relu", "tanh": "tanh", "linear": "identity",
         "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh"}
 #: Ours -> Hugging Face's ``hidden_act`` (what :func:`save` writes).

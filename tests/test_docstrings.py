@@ -22,7 +22,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Modules whose public functions and classes each carry an ``Example:`` (a doctest).
 EXAMPLE_MODULES = ("ssm.hippo", "ssm.hippo_online", "ssm.kernels", "ssm.scan", "ssm.ssd", "ssm.attention",
                    "ssm.monarch", "ssm.linalg", "ssm.solve", "ssm.optim", "ssm.groups", "ssm.layers",
-                   "ssm.layers.segments",
+                   "ssm.layers.segments", "ssm.layers.parts",
                    "ssm.linen", "ssm.generate")
 
 

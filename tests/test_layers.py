@@ -12,7 +12,7 @@ import reference as ref
 
 from ssm import hippo, kernels
 from ssm.layers import S4, S4D, GatedMLP, SequenceModel
-from ssm.layers.block import ACTIVATIONS
+from ssm.layers.parts import ACTIVATIONS
 
 LAYER_KW = {
     "s4d": dict(d_state=8),

@@ -19,7 +19,7 @@ from safetensors.numpy import load_file, save_file  # the test extra brings it
 
 from ssm import pretrained
 from ssm.generate import generate
-from ssm.layers.block import ACTIVATIONS
+from ssm.layers.parts import ACTIVATIONS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pretrained"
 NAMES = ["mamba", "mamba-untied-gelu", "mamba2", "mamba2-untied-dt-limit"]

@@ -10,14 +10,14 @@ from flax import nnx
 
 from ssm.checks import check_choice, check_positive_int
 from ssm.layers.attention import Attention
-from ssm.layers.block import ResidualBlock, make_norm
+from ssm.layers.block import ResidualBlock
 from ssm.layers.lstm import LSTM
 from ssm.layers.m2_block import M2Block
 from ssm.layers.mamba import Mamba
 from ssm.layers.mamba2 import Mamba2
 from ssm.layers.mlp import GatedMLP
-from ssm.layers.monarch_linear import LINEARS
 from ssm.layers.monarch_mixer import MonarchMixer
+from ssm.layers.parts import LINEARS, make_norm
 from ssm.layers.s4 import S4
 from ssm.layers.s4d import S4D
 from ssm.layers.unbatched import accepts_unbatched, check_batched

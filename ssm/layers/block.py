@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from ssm.checks import check_choice
-from ssm.layers.conv_ssm import make_dropout
+from ssm.layers.parts import ACTIVATIONS, make_dropout, make_norm
 
-ACTIVATIONS: dict[str, Callable] = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),  # exact, x Phi(x) by erf (S4's, M2's, PyTorch's)
-    "gelu_tanh": jax.nn.gelu,  # its tanh approximation (jax.nn.gelu's default)
-    "silu": jax.nn.silu,
-    "relu": jax.nn.relu,
-    "tanh": jnp.tanh,
-    "identity": lambda x: x,
-}
-NORMS: tuple[str, ...] = ("layer", "rms")
 POSTS: tuple[str | None, ...] = ("glu", "linear", None)
-
-
-def make_norm(kind: str, d_model: int, *, eps: float = 1e-6, dtype, param_dtype, rngs: nnx.Rngs) -> nnx.Module:
-    """``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm) over the last axis, with
-    ``eps`` added to the variance (Flax's default 1e-6; Mamba's references use 1e-5)."""
-    check_choice("norm", kind, NORMS)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"norm_eps={eps!r}; expected a number > 0")
-    cls = nnx.LayerNorm if kind == "layer" else nnx.RMSNorm
-    return cls(d_model, epsilon=float(eps), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
 def max_len_option(mixer: nnx.Module, max_len: int | None) -> dict:

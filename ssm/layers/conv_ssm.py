@@ -33,6 +33,7 @@ from flax import nnx
 from ssm import hippo, kernels
 from ssm.checks import check_positive_int, check_sequence, check_token
 from ssm.groups import ssm_param_dtype
+from ssm.layers.parts import make_dropout
 from ssm.layers.segments import boundaries, check_segment_ids, recurrent_scan
 from ssm.layers.unbatched import accepts_unbatched
 
@@ -62,18 +63,6 @@ def lambda_params(Lambda, H: int, param_dtype):
     log_A_real = jnp.log(jnp.maximum(-Lambda.real, MIN_DECAY))
     dtype = ssm_param_dtype(param_dtype)
     return (nnx.Param(log_A_real.astype(dtype), group="ssm"), nnx.Param(Lambda.imag.astype(dtype), group="ssm"))
-
-
-def make_dropout(rate: float, rngs: nnx.Rngs) -> nnx.Dropout:
-    """Dropout at ``rate`` in [0, 1), drawing its masks from the ``dropout`` stream of
-    ``rngs`` (or its ``default``) when ``rate > 0``.
-
-    ``rngs`` with neither stream (a Linen ``init`` given only a ``params`` rng) builds
-    a Dropout without one: it runs in evaluation mode, and training mode raises."""
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"dropout={rate!r} must be in [0, 1)")
-    has_stream = "dropout" in rngs or "default" in rngs
-    return nnx.Dropout(rate, rngs=rngs if rate > 0 and has_stream else None)
 
 
 class ConvSSM(nnx.Module):

@@ -6,7 +6,8 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
-from ssm.layers.block import make_norm, max_len_option, state_options
+from ssm.layers.block import max_len_option, state_options
+from ssm.layers.parts import make_norm
 from ssm.layers.mlp import GatedMLP
 
 
@@ -41,7 +42,7 @@ class M2Block(nnx.Module):
       linear: ``"dense"`` or ``"monarch"`` projections of the MLP (M2: one
         block-diagonal factor, ``BlockdiagLinear``; see :class:`~ssm.layers.GatedMLP`).
       nblocks: of Monarch projections.
-      activation: of the gate, a name in ``ssm.layers.block.ACTIVATIONS`` (M2's is the
+      activation: of the gate, a name in ``ssm.layers.parts.ACTIVATIONS`` (M2's is the
         exact, erf, GELU).
       dropout: after the gate (M2's ``hidden_dropout_prob``).
       norm: ``"layer"`` (M2's LayerNorm) or ``"rms"``.

@@ -11,7 +11,7 @@ from flax import nnx
 from ssm import scan
 from ssm.checks import check_choice, check_positive_int, check_sequence, check_token
 from ssm.groups import ssm_param_dtype
-from ssm.layers.block import ACTIVATIONS
+from ssm.layers.parts import ACTIVATIONS
 from ssm.layers.conv1d import CausalConv1d
 from ssm.layers.segments import boundaries, check_segment_ids, check_state
 from ssm.layers.init import dt_bias_init, symmetric_uniform, torch_linear
@@ -34,7 +34,7 @@ class Mamba(nnx.Module):
       dt_rank: rank of the dt projection; ``None`` is ceil(d / 16).
       dt_min, dt_max, dt_init_floor: step-size initialization (softplus of dt_proj's bias).
       conv_bias, bias: biases of the convolution and of in/out projections.
-      activation: after the convolution, a name in :data:`ssm.layers.block.ACTIVATIONS`
+      activation: after the convolution, a name in :data:`ssm.layers.parts.ACTIVATIONS`
         (``"silu"``, the reference's; Hugging Face's ``hidden_act``). The gate is
         ``silu(z)`` whatever it is, as in both references.
       out_init_scale: multiplies out_proj's initial kernel (the backbone passes

@@ -13,7 +13,7 @@ from flax import nnx
 
 from ssm.checks import check_choice, check_positive_int, check_sequence, check_token
 from ssm.groups import ssm_param_dtype
-from ssm.layers.block import ACTIVATIONS
+from ssm.layers.parts import ACTIVATIONS
 from ssm.layers.conv1d import CausalConv1d
 from ssm.layers.segments import boundaries, check_segment_ids, check_state
 from ssm.layers.init import dt_bias_init, torch_linear
@@ -66,7 +66,7 @@ class Mamba2(nnx.Module):
       dt_limit: ``(lo, hi)``, clip of the step sizes; the default (0, inf) is off.
       conv_bias: bias in the convolution.
       bias: biases in the two projections.
-      activation: after the convolution, a name in :data:`ssm.layers.block.ACTIVATIONS`
+      activation: after the convolution, a name in :data:`ssm.layers.parts.ACTIVATIONS`
         (``"silu"``, the reference's; Hugging Face's ``hidden_act``); the gate of
         the norm is ``silu(z)`` whatever it is, as in both references.
       norm_eps: epsilon of the gated RMSNorm.

@@ -7,9 +7,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssm.checks import check_choice, check_positive_int
-from ssm.layers.block import ACTIVATIONS
-from ssm.layers.conv_ssm import make_dropout
-from ssm.layers.monarch_linear import make_linear
+from ssm.layers.parts import ACTIVATIONS, make_dropout, make_linear
 
 
 class GatedMLP(nnx.Module):
@@ -19,7 +17,7 @@ class GatedMLP(nnx.Module):
     Args:
       d_model: width d.
       expand: hidden width ``expand · d``.
-      activation: a name in ``ssm.layers.block.ACTIVATIONS`` (default ``"gelu"``, the exact
+      activation: a name in ``ssm.layers.parts.ACTIVATIONS`` (default ``"gelu"``, the exact
         erf form, as M2).
       linear: ``"dense"`` (``nnx.Linear``) or ``"monarch"`` (:class:`MonarchLinear`;
         M2 itself uses one block-diagonal factor without the permutation, a

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssm import monarch
-from ssm.checks import check_choice, check_positive_int
+from ssm.checks import check_positive_int
 
 
 def default_nblocks(in_features: int, out_features: int) -> int:
@@ -135,18 +135,3 @@ def from_linear(linear: nnx.Linear, *, nblocks: int | None = None) -> MonarchLin
     if linear.bias is not None:
         layer.bias[...] = linear.bias[...]
     return layer
-
-
-
-LINEARS = ("dense", "monarch")
-
-
-def make_linear(kind: str, in_features: int, out_features: int, *, nblocks: int | None = None,
-                use_bias: bool = True, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.Module:
-    """``nnx.Linear`` (``kind="dense"``) or :class:`MonarchLinear` (``"monarch"``), with
-    the arguments both take (``nblocks`` for Monarch only)."""
-    check_choice("linear", kind, LINEARS)
-    kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    if kind == "dense":
-        return nnx.Linear(in_features, out_features, **kw)
-    return MonarchLinear(in_features, out_features, nblocks=nblocks, **kw)

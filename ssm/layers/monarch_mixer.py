@@ -11,9 +11,8 @@ from ssm import kernels
 from ssm.checks import check_choice, check_positive_int, check_sequence
 from ssm.groups import ssm_param_dtype
 from ssm.layers.conv1d import CausalConv1d
-from ssm.layers.conv_ssm import make_dropout
 from ssm.layers.hyena import FILTERS, ExplicitFilter, HyenaFilter
-from ssm.layers.monarch_linear import make_linear
+from ssm.layers.parts import make_dropout, make_linear
 from ssm.layers.unbatched import accepts_unbatched
 
 

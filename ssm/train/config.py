@@ -59,7 +59,8 @@ class ModelConfig:
     def check(self, path: str) -> None:
         from ssm.layers import LAYERS
         from ssm.layers.backbone import BLOCKS, MLPS
-        from ssm.layers.block import ACTIVATIONS, NORMS, POSTS
+        from ssm.layers.block import POSTS
+        from ssm.layers.parts import ACTIVATIONS, NORMS
 
         choose(f"{path}.layer", self.layer, tuple(LAYERS))
         positive(f"{path}.d_model", self.d_model)
