@@ -4,8 +4,8 @@ array types of its shape annotations.
 A letter names an axis in a docstring's shapes, ``u`` (b, l, h), and in an einsum or
 einops pattern, ``"...hn,...n->...h"``; the name is the same axis in a shape annotation,
 ``Float[ArrayLike, "batch length channels"]``. A dimension with no letter (—) is
-written out.
-Where a formula uses sizes it writes them as capitals: L, S, H, N, N/2, G, Q.
+written out. Where a formula uses sizes it writes them as capitals: L, S, H, N, N/2,
+G, Q.
 
 Conventions beyond the table:
 
@@ -14,7 +14,9 @@ Conventions beyond the table:
   is ``"hij"``.
 - ``[g,]`` is an axis that may be absent; ``h/g`` and ``e/g`` are the channels and the
   heads of one group, so a grouped (b, l, g, h/g) is (b, l, h) when g = 1.
-- ``...`` (``*batch`` in annotations) is any number of leading axes.
+- ``...`` is any number of leading axes, ``*batch`` in annotations; there a starred
+  name (``"batch length *groups state"``) is an axis that may be absent, and
+  ``"channels length//2+1"`` a size computed from another.
 - Indices in a formula that follows a paper (``W[a·u + c, t·v + j]``, ``w_k``) keep the
   paper's letters; the table names axes.
 
@@ -37,7 +39,7 @@ __all__ = ["DIMENSIONS"]
 #: The notation table, ``(letter, name, meaning)`` per dimension (letter ``""``: written out).
 DIMENSIONS: tuple[tuple[str, str, str], ...] = (
     ("b", "batch", "examples in a batch"),
-    ("l", "length", "positions of a sequence, L; a convolution kernel's length; the queries of attention"),
+    ("l", "length", "positions of a sequence, L (and of the S4 kernels made for it); the queries of attention"),
     ("s", "keys", "key positions of attention, S (a cache's length when decoding); the source positions of "
                   "an SSD chunk's quadratic form"),
     ("d", "d_model", "model width: the features of a layer's input and output"),
@@ -50,8 +52,8 @@ DIMENSIONS: tuple[tuple[str, str, str], ...] = (
     ("g", "groups", "groups sharing B and C, G: each serves h/g channels or e/g heads"),
     ("c", "chunks", "chunks of a sequence"),
     ("q", "chunk", "positions of one chunk, Q (or of one block of queries)"),
-    ("w", "taps", "taps of a convolution kernel: a depthwise kernel's width (d_conv), the kernel of an FFT "
-                  "convolution"),
+    ("w", "taps", "taps of a convolution kernel: a depthwise kernel's width (d_conv); an FFT convolution's "
+                  "kernel, cut to the length"),
     ("k", "blocks", "blocks of a Monarch factor R (nblocks)"),
     ("u", "block_in", "inputs of one R block: n_in = k·u"),
     ("v", "block_mid", "outputs of one R block, which is the number of L blocks"),
