@@ -7,6 +7,12 @@ napoleon, Google style).
 
 import pathlib
 import sys
+import typing
+
+# jaxtyping's switch for documentation builds (the one the Equinox family of libraries
+# sets): shape annotations render as written, ``Float[ArrayLike, 'batch length channels']``,
+# not as a union spelled with jax's private class path. Set before jaxtyping is imported.
+typing.GENERATING_DOCUMENTATION = "ssm"
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

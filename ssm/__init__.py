@@ -2,6 +2,7 @@
 
 Submodules load on first use, so ``import ssm`` stays light:
 
+- ``ssm.typing``   the notation table (one letter, one name per dimension) and the array types of annotations
 - ``ssm.checks``   argument checks shared by the package (one choice of several, counts, shapes)
 - ``ssm.hippo``    HiPPO matrices, DPLR form, S4D initializations (NumPy float64)
 - ``ssm.hippo_online`` HiPPO as an online memory: recurrence, reconstruction, test signal
@@ -30,7 +31,8 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("attention", "bench", "checks", "data", "extras", "generate", "groups", "hippo", "hippo_online",
-               "kernels", "layers", "linalg", "linen", "monarch", "optim", "pretrained", "scan", "solve", "ssd", "train")
+               "kernels", "layers", "linalg", "linen", "monarch", "optim", "pretrained", "scan", "solve", "ssd",
+               "train", "typing")
 
 
 def __getattr__(name):

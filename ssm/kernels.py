@@ -1,8 +1,9 @@
 """Discretization, S4D (Vandermonde) and S4 (Cauchy + Woodbury) convolution
 kernels, and the FFT convolution that applies them.
 
-Notation: ``h`` channels (H), ``n`` conjugate-pair index (N/2 of them), ``l``
-position, ``r`` rank of the low-rank correction. All kernels are real, shape
+Shapes in the notation of :mod:`ssm.typing`: ``h`` channels (H), ``m`` the N/2 complex
+modes a diagonal or DPLR system keeps of its conjugate pairs, ``n`` the full state (N),
+``r`` rank of the low-rank correction, ``l`` length. All kernels are real, shape
 (H, length), with ``y[t] = sum_{l <= t} K[l] u[t - l]``. Complex inputs are complex64
 (complex128 when an input is float64/complex128 with x64 enabled); kernels come back in
 the matching real dtype.
@@ -34,6 +35,7 @@ import jax.numpy as jnp
 
 from ssm.checks import check_choice, check_positive_int, concrete
 from ssm.solve import solve  # not jnp.linalg.solve: see ssm.solve
+from ssm.typing import Array, ArrayLike, Bool, Complex, Float
 
 __all__ = ["DISCRETIZATIONS", "CHUNK", "discretize_zoh", "discretize_bilinear", "discretize",
            "dplr_conjugate_completed", "discretize_dplr", "woodbury_step_factors", "woodbury_step",
@@ -44,6 +46,13 @@ Discretization = Literal["zoh", "bilinear"]
 #: The ``discretization`` options of :func:`discretize` and :func:`diagonal_kernel`.
 DISCRETIZATIONS: tuple[str, ...] = ("zoh", "bilinear")
 CHUNK = 256  #: Positions (or frequencies) evaluated at once in the kernel sums (``chunk``'s default).
+
+# The shapes the signatures repeat (names of ssm.typing).
+_Modes = Complex[ArrayLike, "channels modes"]  # Lambda, B, C: the conjugate half, (H, N/2)
+_LowRank = Complex[ArrayLike, "*channels rank modes"]  # P: (rank, N/2) shared, or (H, rank, N/2)
+_Steps = Float[ArrayLike, "channels"]  # dt: one step size per channel
+_Kernel = Float[Array, "channels length"]
+_ModesOut = Complex[Array, "channels modes"]
 
 
 # ----------------------------------------------------------------------------- checks
@@ -90,7 +99,7 @@ def _complex_dtype(*xs):
 # ------------------------------------------------------------------------ discretization
 
 
-def discretize_zoh(Lambda, B, dt):
+def discretize_zoh(Lambda: _Modes, B: _Modes, dt: _Steps) -> tuple[_ModesOut, _ModesOut]:
     """Zero-order hold for a diagonal system: ``Abar = exp(dt Lambda)``,
     ``Bbar = B (exp(dt Lambda) - 1) / Lambda`` (S4D's default; Gu, Gupta, Goel & Re,
     2022, "On the Parameterization and Initialization of Diagonal State Space Models").
@@ -120,7 +129,7 @@ def discretize_zoh(Lambda, B, dt):
     return Abar, B * jnp.expm1(dtL) / Lambda
 
 
-def discretize_bilinear(Lambda, B, dt):
+def discretize_bilinear(Lambda: _Modes, B: _Modes, dt: _Steps) -> tuple[_ModesOut, _ModesOut]:
     """Bilinear (Tustin) transform for a diagonal system:
     ``Abar = (1 + dt Lambda/2) / (1 - dt Lambda/2)``, ``Bbar = dt B / (1 - dt Lambda/2)``
     (the discretization of S4; Gu, Goel & Re, 2022, eq. (3)).
@@ -148,7 +157,8 @@ def discretize_bilinear(Lambda, B, dt):
     return (1 + half) / (1 - half), dt[:, None] * B / (1 - half)
 
 
-def discretize(Lambda, B, dt, discretization: Discretization = "zoh"):
+def discretize(Lambda: _Modes, B: _Modes, dt: _Steps,
+               discretization: Discretization = "zoh") -> tuple[_ModesOut, _ModesOut]:
     """:func:`discretize_zoh` or :func:`discretize_bilinear`, by name.
 
     Args:
@@ -174,7 +184,7 @@ def discretize(Lambda, B, dt, discretization: Discretization = "zoh"):
     return fn(Lambda, B, dt)
 
 
-def dplr_conjugate_completed(Lambda, P, B, C=None):
+def dplr_conjugate_completed(Lambda: _Modes, P: _LowRank, B: _Modes, C: _Modes | None = None):
     """The full N-dimensional complex system behind a DPLR half (the state matrix of
     S4, Gu, Goel & Re, 2022, with its conjugate pairs written out).
 
@@ -201,7 +211,7 @@ def dplr_conjugate_completed(Lambda, P, B, C=None):
     P = _broadcast_P(P, Lambda.shape[0])
     lam = jnp.concatenate([Lambda, Lambda.conj()], -1)
     p = jnp.concatenate([P, P.conj()], -1)  # (H, r, N)
-    A = jax.vmap(jnp.diag)(lam) - jnp.einsum("hrm,hrn->hmn", p, p.conj())
+    A = jax.vmap(jnp.diag)(lam) - jnp.einsum("hri,hrj->hij", p, p.conj())
     Bf = jnp.concatenate([B, B.conj()], -1)
     if C is None:
         return A, Bf
@@ -222,7 +232,8 @@ def _dplr_increment(Lambda, P, B, dt):
     return sol[..., :-1], sol[..., -1]
 
 
-def discretize_dplr(Lambda, P, B, dt):
+def discretize_dplr(Lambda: _Modes, P: _LowRank, B: _Modes, dt: _Steps,
+                    ) -> tuple[Complex[Array, "channels state state"], Complex[Array, "channels state"]]:
     """Bilinear discretization of the conjugate-completed DPLR system, densely.
 
     ``Abar = (I - dt A/2)^{-1} (I + dt A/2)``, ``Bbar = (I - dt A/2)^{-1} dt B``.
@@ -253,7 +264,8 @@ def discretize_dplr(Lambda, P, B, dt):
     return E + jnp.eye(E.shape[-1], dtype=E.dtype), Bbar
 
 
-def woodbury_step_factors(Lambda, P, B, dt):
+def woodbury_step_factors(Lambda: _Modes, P: _LowRank, B: _Modes, dt: _Steps,
+                          ) -> dict[str, Complex[Array, "channels *rank modes"]]:
     """The factors of S4's O(N) bilinear step of a DPLR system (Gu, Goel & Re, 2022,
     Appendix C.2: the bilinear matrices applied through the Woodbury identity instead of
     formed densely).
@@ -291,13 +303,15 @@ def woodbury_step_factors(Lambda, P, B, dt):
     two_dt = (2 / dt)[:, None]
     D = 1 / (two_dt - Lambda)
     PD = P.conj() * D[:, None]  # p^* D over the top half: (H, rank, N/2)
-    M = 2 * jnp.einsum("hrn,hsn->hrs", PD, P).real  # p^* D p (real: the halves are conjugate)
+    M = 2 * jnp.einsum("him,hjm->hij", PD, P).real  # p^* D p (real: the halves are conjugate)
     eye = jnp.eye(M.shape[-1], dtype=M.dtype)
     R = solve((eye + M).astype(PD.dtype), PD)
     return {"D": D, "E": two_dt + Lambda, "B2": 2 * B, "P": P, "R": R}
 
 
-def woodbury_step(factors, x, u):
+def woodbury_step(factors: dict[str, Complex[ArrayLike, "channels *rank modes"]],
+                  x: Complex[ArrayLike, "batch channels modes"],
+                  u: Float[ArrayLike, "batch channels"]) -> Complex[Array, "batch channels modes"]:
     """One bilinear step ``x' = Abar x + Bbar u`` of a DPLR system in O(H N rank), from
     the factors of :func:`woodbury_step_factors` (S4's "linear" step mode).
 
@@ -319,16 +333,16 @@ def woodbury_step(factors, x, u):
       >>> x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 4)), jnp.complex64)
       >>> u = jnp.ones((2, 4))
       >>> Abar, Bbar = kernels.discretize_dplr(Lambda, P, B, dt)
-      >>> dense = jnp.einsum("hmn,bhn->bhm", Abar, jnp.concatenate([x, x.conj()], -1)) + Bbar * u[..., None]
+      >>> dense = jnp.einsum("hij,bhj->bhi", Abar, jnp.concatenate([x, x.conj()], -1)) + Bbar * u[..., None]
       >>> linear = kernels.woodbury_step(kernels.woodbury_step_factors(Lambda, P, B, dt), x, u)
       >>> bool(jnp.allclose(linear, dense[..., :4], atol=1e-5))
       True
     """
     P = factors["P"]
-    px = 2 * jnp.einsum("hrn,bhn->bhr", P.conj(), x).real  # p^* x
-    w = factors["E"] * x - jnp.einsum("hrn,bhr->bhn", P, px) + factors["B2"] * u[..., None]
-    rw = 2 * jnp.einsum("hrn,bhn->bhr", factors["R"], w).real  # R w
-    return factors["D"] * (w - jnp.einsum("hrn,bhr->bhn", P, rw))
+    px = 2 * jnp.einsum("hrm,bhm->bhr", P.conj(), x).real  # p^* x
+    w = factors["E"] * x - jnp.einsum("hrm,bhr->bhm", P, px) + factors["B2"] * u[..., None]
+    rw = 2 * jnp.einsum("hrm,bhm->bhr", factors["R"], w).real  # R w
+    return factors["D"] * (w - jnp.einsum("hrm,bhr->bhm", P, rw))
 
 
 def _power_minus_identity(E, power: int):
@@ -347,7 +361,7 @@ def _power_minus_identity(E, power: int):
     return out
 
 
-def truncate_output(Lambda, P, B, C, dt, length: int):
+def truncate_output(Lambda: _Modes, P: _LowRank, B: _Modes, C: _Modes, dt: _Steps, length: int) -> _ModesOut:
     """S4's truncated output matrix ``C~ = C (I - Abar^L)`` (top half, (H, N/2)).
 
     With ``C~`` the generating function of the length-L kernel is exactly
@@ -378,11 +392,12 @@ def truncate_output(Lambda, P, B, C, dt, length: int):
     """
     E, _ = _dplr_increment(Lambda, P, B, dt)
     Cf = jnp.concatenate([C, C.conj()], -1)
-    out = -jnp.einsum("hm,hmn->hn", Cf, _power_minus_identity(E, _check_length(length)))
+    out = -jnp.einsum("hi,hij->hj", Cf, _power_minus_identity(E, _check_length(length)))
     return out[..., : C.shape[-1]]
 
 
-def untruncate_output(Lambda, P, B, C_tilde, dt, length: int):
+def untruncate_output(Lambda: _Modes, P: _LowRank, B: _Modes, C_tilde: _Modes, dt: _Steps,
+                      length: int) -> _ModesOut:
     """Inverse of :func:`truncate_output`: ``C = C~ (I - Abar^L)^{-1}``.
 
     Args:
@@ -435,7 +450,8 @@ def _sum_in_chunks(term: Callable, count: int, chunk: int):
 # ---------------------------------------------------------------------- S4D (diagonal)
 
 
-def vandermonde_kernel(log_Abar, W, length: int, *, negate=None):
+def vandermonde_kernel(log_Abar: _Modes, W: _Modes, length: int, *,
+                       negate: Bool[ArrayLike, "channels modes"] | None = None) -> _Kernel:
     """``K[h, l] = 2 Re sum_n W[h, n] Abar[h, n]^l`` for l < length, where
     ``Abar = exp(log_Abar)``, negated where ``negate`` is True.
 
@@ -467,7 +483,7 @@ def vandermonde_kernel(log_Abar, W, length: int, *, negate=None):
       >>> C = jnp.asarray(rng.normal(size=(4, 4)) + 1j * rng.normal(size=(4, 4)), jnp.complex64)
       >>> Abar, Bbar = kernels.discretize_zoh(Lambda, B, dt)
       >>> K = kernels.vandermonde_kernel(dt[:, None] * Lambda, C * Bbar, 16)  # log Abar = dt Lambda
-      >>> naive = 2 * jnp.einsum("hn,hnl->hl", C * Bbar, Abar[..., None] ** jnp.arange(16)).real
+      >>> naive = 2 * jnp.einsum("hm,hml->hl", C * Bbar, Abar[..., None] ** jnp.arange(16)).real
       >>> K.shape, bool(jnp.allclose(K, naive, atol=1e-5))
       ((4, 16), True)
     """
@@ -476,23 +492,25 @@ def vandermonde_kernel(log_Abar, W, length: int, *, negate=None):
     J = -(-length // T)
     real = log_Abar.real.dtype
 
-    def powers(exponents):  # (H, N/2, len(exponents)): Abar^e
+    def powers(exponents):  # (h, m, len(exponents)): Abar^e
         out = jnp.exp(log_Abar[..., None] * exponents.astype(real))
         if negate is not None:
             out = jnp.where(negate[..., None] & (exponents % 2 == 1), -out, out)
         return out
 
-    outer = 2 * W[..., None] * powers(jnp.arange(J) * T)  # (H, N/2, J)
-    inner = powers(jnp.arange(T))  # (H, N/2, T)
+    # The length as J chunks (c) of T positions (q): l = j T + t.
+    outer = 2 * W[..., None] * powers(jnp.arange(J) * T)  # (h, m, c)
+    inner = powers(jnp.arange(T))  # (h, m, q)
     # Re(outer^T inner) = [Re outer; -Im outer]^T [Re inner; Im inner]: one real
-    # batched matmul contracting over N, with one (H, J, T) output.
-    a = jnp.concatenate([outer.real, -outer.imag], axis=1)  # (H, N, J)
-    b = jnp.concatenate([inner.real, inner.imag], axis=1)  # (H, N, T)
-    K = jnp.einsum("hnj,hnt->hjt", a, b)
+    # batched matmul contracting over the N = 2 (N/2) real parts, with one (h, c, q) output.
+    a = jnp.concatenate([outer.real, -outer.imag], axis=1)  # (h, n, c)
+    b = jnp.concatenate([inner.real, inner.imag], axis=1)  # (h, n, q)
+    K = jnp.einsum("hnc,hnq->hcq", a, b)
     return K.reshape(K.shape[0], J * T)[:, :length]
 
 
-def diagonal_kernel(Lambda, B, C, dt, length: int, discretization: Discretization = "zoh"):
+def diagonal_kernel(Lambda: _Modes, B: _Modes, C: _Modes, dt: _Steps, length: int,
+                    discretization: Discretization = "zoh") -> _Kernel:
     """S4D convolution kernel ``K[l] = 2 Re sum_n C_n Abar_n^l Bbar_n``.
 
     Gu, Gupta, Goel, Re (2022), "On the Parameterization and Initialization of
@@ -523,7 +541,7 @@ def diagonal_kernel(Lambda, B, C, dt, length: int, discretization: Discretizatio
       >>> K.shape, K.dtype
       ((4, 16), dtype('float32'))
       >>> Abar, Bbar = kernels.discretize_zoh(Lambda, B, dt)
-      >>> naive = 2 * jnp.einsum("hn,hnl->hl", C * Bbar, Abar[..., None] ** jnp.arange(16)).real
+      >>> naive = 2 * jnp.einsum("hm,hml->hl", C * Bbar, Abar[..., None] ** jnp.arange(16)).real
       >>> bool(jnp.allclose(K, naive, atol=1e-5))
       True
     """
@@ -556,7 +574,8 @@ def _broadcast_P(P, H: int):
     return P
 
 
-def cauchy_woodbury(Lambda, P, B, C_tilde, dt, length: int, *, chunk: int = CHUNK):
+def cauchy_woodbury(Lambda: _Modes, P: _LowRank, B: _Modes, C_tilde: _Modes, dt: _Steps, length: int, *,
+                    chunk: int = CHUNK) -> Complex[Array, "channels length//2+1"]:
     """The kernel's DFT ``sum_{l<L} K_l w^l`` at ``w_k = exp(-2 pi i k / L)``,
     k = 0..L/2, for the bilinear DPLR system with truncated output ``C~``.
 
@@ -596,7 +615,7 @@ def cauchy_woodbury(Lambda, P, B, C_tilde, dt, length: int, *, chunk: int = CHUN
     H, half = Lambda.shape
     P = _broadcast_P(P, H)
     rank = P.shape[-2]
-    # Rows x in {C~, conj P_1..r}, columns y in {B, P_1..r}: numerators (H, r+1, r+1, N/2).
+    # Rows x in {C~, conj P_1..r} (i), columns y in {B, P_1..r} (j): numerators (h, r+1, r+1, m).
     X = jnp.concatenate([C_tilde[:, None], P.conj()], 1)
     Y = jnp.concatenate([B[:, None], P], 1)
     W = X[:, :, None] * Y[:, None, :]
@@ -604,26 +623,27 @@ def cauchy_woodbury(Lambda, P, B, C_tilde, dt, length: int, *, chunk: int = CHUN
     real = dt.dtype
 
     def term(k):
-        theta = (2 * math.pi / length) * k.astype(real)  # (T,)
+        theta = (2 * math.pi / length) * k.astype(real)  # (q,): one chunk of the frequencies
         s, c = jnp.sin(theta / 2), jnp.cos(theta / 2)
-        inv = 1 / (1j * s - c * dtL[..., None])  # (H, N/2, T)
+        inv = 1 / (1j * s - c * dtL[..., None])  # (h, m, q)
         inv_conj = 1 / (1j * s - c * dtL.conj()[..., None])
-        h = jnp.einsum("habn,hnt->habt", W, inv) + jnp.einsum("habn,hnt->habt", W.conj(), inv_conj)
-        g = (c * dt[:, None] / 2)  # (H, T)
+        h = jnp.einsum("hijm,hmq->hijq", W, inv) + jnp.einsum("hijm,hmq->hijq", W.conj(), inv_conj)
+        g = (c * dt[:, None] / 2)  # (h, q)
         h_CB, h_Cp, h_pB, h_pp = h[:, 0, 0], h[:, 0, 1:], h[:, 1:, 0], h[:, 1:, 1:]
         if rank == 1:
             corr = h_Cp[:, 0] * h_pB[:, 0] / (1 + g * h_pp[:, 0, 0])
         else:
             eye = jnp.eye(rank, dtype=h.dtype)
-            M = eye + jnp.einsum("ht,hijt->htij", g, h_pp)  # (H, T, r, r)
-            sol = solve(M, jnp.moveaxis(h_pB, 1, -1))  # (H, T, r)
-            corr = jnp.einsum("hit,hti->ht", h_Cp, sol)
+            M = eye + jnp.einsum("hq,hijq->hqij", g, h_pp)  # (h, q, r, r)
+            sol = solve(M, jnp.moveaxis(h_pB, 1, -1))  # (h, q, r)
+            corr = jnp.einsum("hrq,hqr->hq", h_Cp, sol)
         return dt[:, None] * jnp.exp(0.5j * theta) / 2 * (h_CB - g * corr)
 
     return _sum_in_chunks(term, length // 2 + 1, chunk)
 
 
-def dplr_kernel(Lambda, P, B, C, dt, length: int, *, c_tilde: bool = False, chunk: int = CHUNK):
+def dplr_kernel(Lambda: _Modes, P: _LowRank, B: _Modes, C: _Modes, dt: _Steps, length: int, *,
+                c_tilde: bool = False, chunk: int = CHUNK) -> _Kernel:
     """S4 convolution kernel of a bilinear DPLR system.
 
     The system is the conjugate-completed one: state matrix
@@ -663,7 +683,7 @@ def dplr_kernel(Lambda, P, B, C, dt, length: int, *, c_tilde: bool = False, chun
       >>> x, naive = Bbar, []
       >>> for l in range(16):
       ...     naive.append(jnp.einsum("hn,hn->h", C_full, x).real)
-      ...     x = jnp.einsum("hmn,hn->hm", Abar, x)
+      ...     x = jnp.einsum("hij,hj->hi", Abar, x)
       >>> K.shape, bool(jnp.allclose(K, jnp.stack(naive, -1), atol=1e-4))
       ((4, 16), True)
     """
@@ -716,7 +736,9 @@ def fft_length(n: int) -> int:
     return best
 
 
-def fft_conv(u, K, K_reverse=None, *, reverse_lag0: bool = False):
+def fft_conv(u: Float[ArrayLike, "batch length channels"], K: Float[ArrayLike, "channels taps"],
+             K_reverse: Float[ArrayLike, "channels taps"] | None = None, *,
+             reverse_lag0: bool = False) -> Float[Array, "batch length channels"]:
     """Convolve each channel of ``u`` with its kernel by FFT, without wrap-around.
 
     ``y[t] = sum_{0 <= l <= t} K[l] u[t - l]`` and, if ``K_reverse`` is given, also
@@ -769,5 +791,5 @@ def fft_conv(u, K, K_reverse=None, *, reverse_lag0: bool = False):
         if L > 1:
             taps = taps.at[:, n - rev.shape[1]:].add(rev[:, ::-1])
     u_f = jnp.fft.rfft(u.astype(real), n=n, axis=1)
-    k_f = jnp.fft.rfft(taps, n=n, axis=-1).T  # (n//2+1, H)
+    k_f = jnp.fft.rfft(taps, n=n, axis=-1).T  # (n//2+1, h): n the FFT's length here
     return jnp.fft.irfft(u_f * k_f, n=n, axis=1)[:, :L].astype(u.dtype)

@@ -1,13 +1,13 @@
 """Matrix functions for Muon-style optimizers: the matrix sign (polar factor) by
 Newton–Schulz, singular-value clipping with msign only, and low-rank tools.
 
-Notation: ``M`` is (..., m, n); leading axes are batch axes. ``M = U Σ V^H`` is
-its (thin) SVD with singular values ``σ_i``; ``k = min(m, n)``.
+Notation (:mod:`ssm.typing`): ``M`` is (..., rows, cols); leading axes are batch axes.
+``M = U Σ V^H`` is its (thin) SVD with min(rows, cols) singular values ``σ_i``.
 
 * ``msign(M) = U V^H = (M M^H)^{-1/2} M`` — the polar factor.
 * One Newton–Schulz step is ``X <- a X + (b A + c A^2) X`` with ``A = X X^H``;
   each singular value follows ``p(x) = a x + b x^3 + c x^5``. Tall inputs are
-  transposed to wide so that ``A`` is (k, k).
+  transposed to wide so that ``A`` is (rows, rows) with rows <= cols.
 
 All functions are pure ``jax.numpy`` and work under ``jit`` and ``vmap``. Results keep
 the input's dtype (float32 for integer inputs where noted).
@@ -118,7 +118,7 @@ MCLIP_STEPS = 12
 def _check_matrix(M, name="M"):
     M = jnp.asarray(M)
     if M.ndim < 2:
-        raise ValueError(f"{name} has shape {M.shape}; expected (..., m, n) with at least 2 axes")
+        raise ValueError(f"{name} has shape {M.shape}; expected (..., rows, cols) with at least 2 axes")
     return M
 
 
@@ -249,8 +249,8 @@ def msign(M, steps=None, coeffs="polar_express", *, normalize: Normalize = "frob
     division runs on ``M / max|M|``, so ``‖M‖_F`` itself is never formed.
 
     Tall matrices are transposed to wide first (``msign(M^T) = msign(M)^T``), so ``A``
-    is (k, k). ``steps`` past the schedule's rows repeat its last row, which diverges
-    for ``su`` (see :func:`schedule`).
+    is min(rows, cols) on a side. ``steps`` past the schedule's rows repeat its last
+    row, which diverges for ``su`` (see :func:`schedule`).
 
     Renormalization (``normalize``): a smaller norm than ``‖M‖_F`` that still bounds
     ``σ_max`` starts the small σ larger, so they reach 1 in fewer steps. Step 1 has
@@ -268,7 +268,7 @@ def msign(M, steps=None, coeffs="polar_express", *, normalize: Normalize = "frob
     ``‖X_0‖_F ≈ 1``) so ``M = 0`` gives 0.
 
     Args:
-      M: (..., m, n) real or complex.
+      M: (..., rows, cols) real or complex.
       steps: number of steps; ``None`` runs the schedule's rows, more repeat the last row.
       coeffs: schedule name in :data:`COEFFS` or a (rows, 3) table.
       normalize: ``"frobenius"``, ``"schatten4"`` or ``"schatten8"``.
@@ -278,7 +278,7 @@ def msign(M, steps=None, coeffs="polar_express", *, normalize: Normalize = "frob
         returned in ``compute_dtype`` if given, else in ``M``'s dtype.
 
     Returns:
-      (..., m, n), singular values in the band the schedule promises.
+      (..., rows, cols), singular values in the band the schedule promises.
 
     Newton–Schulz for the polar factor (Higham, 2008, "Functions of Matrices", ch. 8);
     the quintic schedules of Muon (Jordan, 2024) and Polar Express (Amsel et al., 2025,
@@ -338,10 +338,10 @@ def polar(M):
     """Exact polar factor ``U V^H`` via the SVD (reference for :func:`msign`).
 
     Args:
-      M: (..., m, n).
+      M: (..., rows, cols).
 
     Returns:
-      (..., m, n) in ``M``'s dtype.
+      (..., rows, cols) in ``M``'s dtype.
 
     Example:
       >>> import numpy as np, jax.numpy as jnp
@@ -360,11 +360,11 @@ def svd_clip(M, lo, hi):
     """``U clip(Σ, lo, hi) V^H`` via the SVD (reference for :func:`mclip`).
 
     Args:
-      M: (..., m, n).
+      M: (..., rows, cols).
       lo, hi: Python floats, ``0 <= lo <= hi`` (``hi=inf``: no upper clip).
 
     Returns:
-      (..., m, n) in ``M``'s dtype.
+      (..., rows, cols) in ``M``'s dtype.
 
     Example:
       >>> import numpy as np, jax.numpy as jnp
@@ -427,13 +427,13 @@ def mclip(M, lo, hi, steps=None, coeffs="polar_express", *, form: MclipForm = "i
     ``steps=None`` means :data:`MCLIP_STEPS` (12).
 
     Args:
-      M: (..., m, n).
+      M: (..., rows, cols).
       lo, hi: Python floats with 0 <= lo <= hi (``hi=inf``: no upper clip; NaN refused).
       steps, coeffs, normalize, compute_dtype: of each :func:`msign` call.
       form: ``"interval"`` or ``"cancelling"``.
 
     Returns:
-      (..., m, n) in M's dtype (or ``compute_dtype``).
+      (..., rows, cols) in M's dtype (or ``compute_dtype``).
 
     Su (2025), "msign for singular value clipping" (kexue.fm/archives/11059) and its
     follow-ups.
@@ -488,11 +488,11 @@ def low_rank(M, r):
     matrix does better in either norm.
 
     Args:
-      M: (..., m, n).
-      r: integer rank in [0, min(m, n)].
+      M: (..., rows, cols).
+      r: integer rank in [0, min(rows, cols)].
 
     Returns:
-      (..., m, n) of rank <= r, in ``M``'s dtype.
+      (..., rows, cols) of rank <= r, in ``M``'s dtype.
 
     Example:
       >>> import numpy as np, jax.numpy as jnp
@@ -517,14 +517,14 @@ def randomized_svd(M, r, oversample=10, power_iters=2, *, key):
     The expected error approaches ``σ_{r+1}`` as q grows (HMT Cor. 10.10).
 
     Args:
-      M: (..., m, n).
-      r: rank in [1, min(m, n)].
+      M: (..., rows, cols).
+      r: rank in [1, min(rows, cols)].
       oversample: p >= 0.
       power_iters: q >= 0.
       key: a ``jax.random`` key.
 
     Returns:
-      ``(U (..., m, r), s (..., r), Vh (..., r, n))``; ``s`` real, descending.
+      ``(U (..., rows, r), s (..., r), Vh (..., r, cols))``; ``s`` real, descending.
 
     Example:
       >>> import numpy as np, jax.numpy as jnp
@@ -556,8 +556,8 @@ def energy_ratio(s, r):
     """Fraction of the energy ``Σ s²`` held by the top r singular values.
 
     Args:
-      s: (..., k) singular values in decreasing order.
-      r: an int in [0, k].
+      s: (..., min(rows, cols)) singular values in decreasing order.
+      r: an int in [0, min(rows, cols)].
 
     Returns:
       (...,), in ``s``'s real dtype.
@@ -570,7 +570,7 @@ def energy_ratio(s, r):
     """
     s = jnp.asarray(s)
     if s.ndim < 1:
-        raise ValueError(f"s has shape {s.shape}; expected (..., k)")
+        raise ValueError(f"s has shape {s.shape}; expected (..., min(rows, cols)) singular values")
     r = _check_int(r, "r", 0, s.shape[-1])
     e = jnp.abs(s) ** 2
     return jnp.sum(e[..., :r], axis=-1) / jnp.sum(e, axis=-1)
@@ -582,7 +582,7 @@ def spectral_norm(M, iters=20, *, key):
     A lower bound that converges like ``(σ_2/σ_1)^{2 iters}``.
 
     Args:
-      M: (..., m, n).
+      M: (..., rows, cols).
       iters: power iterations, >= 1.
       key: a ``jax.random`` key (the start vector).
 

@@ -2,33 +2,34 @@
 and two fixed permutations, ``M = P L P^T R``, applied with two batched block
 matmuls and reshapes; no dense matrix is ever built.
 
-Layout. A Monarch map from ``n_in = b·p`` to ``n_out = q·s`` features is a pair of
-factors ``(R, L)``:
+Layout, in the notation of :mod:`ssm.typing` (``k`` blocks; ``u``, ``v``, ``o`` the
+widths of a block). A Monarch map from ``n_in = k·u`` to ``n_out = v·o`` features is a
+pair of factors ``(R, L)``:
 
-* ``R`` (b, p, q): ``b`` blocks, each maps ``p`` inputs to ``q`` outputs;
-* ``L`` (q, b, s): ``q`` blocks, each maps ``b`` inputs to ``s`` outputs.
+* ``R`` (k, u, v): ``k`` blocks, each maps ``u`` inputs to ``v`` outputs;
+* ``L`` (v, k, o): ``v`` blocks, each maps ``k`` inputs to ``o`` outputs.
 
 For ``x`` (..., n_in), in Flax's ``x @ W`` layout:
 
-1. split ``x`` into ``b`` contiguous chunks of ``p`` and multiply chunk ``a`` by
-   ``R[a]``: ``h[a, j]`` (b, q);
-2. permute: transpose ``h`` to (q, b), so block ``j`` of ``L`` gathers output ``j``
+1. split ``x`` into ``k`` contiguous chunks of ``u`` and multiply chunk ``a`` by
+   ``R[a]``: ``h[a, j]`` (k, v);
+2. permute: transpose ``h`` to (v, k), so block ``j`` of ``L`` gathers output ``j``
    of every ``R`` block;
-3. multiply row ``j`` by ``L[j]``: ``z[j, t]`` (q, s);
-4. permute: output feature ``t·q + j`` is ``z[j, t]``.
+3. multiply row ``j`` by ``L[j]``: ``z[j, t]`` (v, o);
+4. permute: output feature ``t·v + j`` is ``z[j, t]``.
 
-Hence ``W[a·p + c, t·q + j] = R[a, c, j] · L[j, a, t]``: cut ``W`` into (p × s)
-blocks ``W_{a,j}`` (rows ``a·p + c``, columns ``t·q + j``) and each is the rank-one
+Hence ``W[a·u + c, t·v + j] = R[a, c, j] · L[j, a, t]``: cut ``W`` into (u × o)
+blocks ``W_{a,j}`` (rows ``a·u + c``, columns ``t·v + j``) and each is the rank-one
 matrix ``R[a, :, j] ⊗ L[j, a, :]``. That is why :func:`project` is exact and
 Frobenius-optimal by a rank-one SVD per block.
 
-For a square ``n = m²`` with ``b = m``, ``R`` and ``L`` are ``m`` blocks of m × m and
-this is the paper's ``P L P^T R`` with ``P`` the reshape-transpose ``i·m + j -> j·m + i``.
-For any ``n`` and a divisor ``b`` the blocks of ``R`` are (n/b) × (n/b) and those of
-``L`` are b × b. Rectangular maps use ``b | n_in`` and ``b | n_out``, with
-``p = n_in/b``, ``q = n_out/b`` and ``s = b``: the intermediate width is ``n_out``.
+For a square ``n = k²`` with ``k`` blocks, ``R`` and ``L`` are ``k`` blocks of k × k and
+this is the paper's ``P L P^T R`` with ``P`` the reshape-transpose ``i·k + j -> j·k + i``.
+For any ``n`` and a divisor ``k`` the blocks of ``R`` are (n/k) × (n/k) and those of
+``L`` are k × k. Rectangular maps use ``k | n_in`` and ``k | n_out``, with
+``u = n_in/k``, ``v = n_out/k`` and ``o = k``: the intermediate width is ``n_out``.
 
-Cost: ``b·p·q + q·b·s`` parameters (``2 n^1.5`` for ``b = sqrt(n)``, against ``n²``
+Cost: ``k·u·v + v·k·o`` parameters (``2 n^1.5`` for ``k = sqrt(n)``, against ``n²``
 dense) and as many multiply-adds per row of ``x``.
 """
 
@@ -40,9 +41,13 @@ import jax.numpy as jnp
 from einops import rearrange
 
 from ssm.checks import check_positive_int
+from ssm.typing import Array, ArrayLike, Float, Inexact, Num
 
-__all__ = ["divisors", "default_nblocks", "factor_shapes", "param_count", "flops", "sizes", "matmul", "to_dense",
-           "project", "projection_error"]
+__all__ = ["Factors", "divisors", "default_nblocks", "factor_shapes", "param_count", "flops", "sizes", "matmul",
+           "to_dense", "project", "projection_error"]
+
+#: A factor pair ``(R (k, u, v), L (v, k, o))`` (the layout of the module docstring).
+Factors = tuple[Num[ArrayLike, "blocks block_in block_mid"], Num[ArrayLike, "block_mid blocks block_out"]]
 
 # ---------------------------------------------------------------------- sizes
 
@@ -72,14 +77,14 @@ def divisors(n: int) -> list[int]:
 
 def default_nblocks(n_in: int, n_out: int | None = None) -> int:
     """The number of ``R`` blocks: the common divisor of ``n_in`` and ``n_out``
-    nearest ``sqrt(n_in)`` (the larger on a tie). For a square ``n = m²`` it is ``m``.
+    nearest ``sqrt(n_in)`` (the larger on a tie). For a square ``n = k²`` it is ``k``.
 
     Args:
       n_in: input features.
       n_out: output features (default ``n_in``).
 
     Returns:
-      An int ``b`` dividing both sizes.
+      An int ``k`` dividing both sizes.
 
     Example:
       >>> from ssm.monarch import default_nblocks
@@ -105,11 +110,11 @@ def _check_nblocks(n_in: int, n_out: int, nblocks) -> int:
 
 def factor_shapes(n_in: int, n_out: int, nblocks: int | None = None) -> tuple[tuple, tuple]:
     """Shapes of the factors ``(R, L)`` of an ``n_in -> n_out`` Monarch map:
-    ``((b, n_in/b, n_out/b), (n_out/b, b, b))`` (the layout of the module docstring).
+    ``((k, n_in/k, n_out/k), (n_out/k, k, k))`` (the layout of the module docstring).
 
     Args:
       n_in, n_out: sizes.
-      nblocks: b, dividing both (default :func:`default_nblocks`).
+      nblocks: k, dividing both (default :func:`default_nblocks`).
 
     Returns:
       ``(R shape, L shape)``, two 3-tuples of ints.
@@ -120,13 +125,13 @@ def factor_shapes(n_in: int, n_out: int, nblocks: int | None = None) -> tuple[tu
       (((4, 4, 4), (4, 4, 4)), ((4, 3, 2), (2, 4, 4)))
     """
     n_in, n_out = _check_size("n_in", n_in), _check_size("n_out", n_out)
-    b = _check_nblocks(n_in, n_out, nblocks)
-    return (b, n_in // b, n_out // b), (n_out // b, b, b)
+    k = _check_nblocks(n_in, n_out, nblocks)
+    return (k, n_in // k, n_out // k), (n_out // k, k, k)
 
 
 def param_count(n_in: int, n_out: int, nblocks: int | None = None) -> int:
     """Parameters of a Monarch map (also its multiply-adds per row of ``x``):
-    ``b·p·q + q·b·s``, ``2 n^1.5`` for a square ``n`` with ``b = sqrt(n)``.
+    ``k·u·v + v·k·o``, ``2 n^1.5`` for a square ``n`` with ``k = sqrt(n)``.
 
     Args:
       n_in, n_out, nblocks: as :func:`factor_shapes`.
@@ -167,22 +172,22 @@ def _check_factors(factors) -> tuple:
         raise ValueError(f"factors must be a pair (R, L); got {type(factors).__name__}")
     R, L = (jnp.asarray(f) for f in factors)
     if R.ndim != 3 or L.ndim != 3:
-        raise ValueError(f"factors have shapes R {R.shape}, L {L.shape}; expected R (b, p, q) and L (q, b, s)")
-    b, _, q = R.shape
-    if L.shape[:2] != (q, b):
-        raise ValueError(f"factors have shapes R {R.shape}, L {L.shape}; L must be ({q}, {b}, s) "
+        raise ValueError(f"factors have shapes R {R.shape}, L {L.shape}; expected R (k, u, v) and L (v, k, o)")
+    k, _, v = R.shape
+    if L.shape[:2] != (v, k):
+        raise ValueError(f"factors have shapes R {R.shape}, L {L.shape}; L must be ({v}, {k}, o) "
                          f"(one block per output of an R block, one input per R block)")
     return R, L
 
 
-def sizes(factors) -> tuple[int, int]:
+def sizes(factors: Factors) -> tuple[int, int]:
     """``(n_in, n_out)`` of a factor pair.
 
     Args:
-      factors: ``(R (b, p, q), L (q, b, s))``.
+      factors: ``(R (k, u, v), L (v, k, o))``.
 
     Returns:
-      ``(b·p, q·s)``, two ints.
+      ``(k·u, v·o)``, two ints.
 
     Example:
       >>> import numpy as np, jax.numpy as jnp
@@ -193,22 +198,22 @@ def sizes(factors) -> tuple[int, int]:
       (16, 16)
     """
     R, L = _check_factors(factors)
-    b, p, q = R.shape
-    return b * p, q * L.shape[2]
+    k, u, v = R.shape
+    return k * u, v * L.shape[2]
 
 
 # ------------------------------------------------------------------- the map
 
 
-def matmul(x, factors):
+def matmul(x: Num[ArrayLike, "*batch n_in"], factors: Factors) -> Inexact[Array, "*batch n_out"]:
     """``x @ W`` for the Monarch matrix ``W`` of ``factors``, without forming ``W``.
 
     Args:
       x: (..., n_in).
-      factors: ``(R (b, p, q), L (q, b, s))`` with ``n_in = b·p``.
+      factors: ``(R (k, u, v), L (v, k, o))`` with ``n_in = k·u``.
 
     Returns:
-      (..., n_out) with ``n_out = q·s``, in the promoted dtype of ``x`` and the factors.
+      (..., n_out) with ``n_out = v·o``, in the promoted dtype of ``x`` and the factors.
 
     Dao et al. (2022), "Monarch: Expressive Structured Matrices for Efficient and
     Accurate Training": ``M = P L P^T R``, two batched block products.
@@ -224,27 +229,27 @@ def matmul(x, factors):
       ((2, 16), True)
     """
     R, L = _check_factors(factors)
-    b, p, q = R.shape
+    k, u, v = R.shape
     x = jnp.asarray(x)
-    if x.ndim < 1 or x.shape[-1] != b * p:
-        raise ValueError(f"x has shape {x.shape}; expected (..., {b * p}) for factors R {R.shape}")
+    if x.ndim < 1 or x.shape[-1] != k * u:
+        raise ValueError(f"x has shape {x.shape}; expected (..., {k * u}) for factors R {R.shape}")
     # Blocks lead every operand, so both products are canonical batched matmuls and
     # XLA adds no transposes of its own: the three rearranges are all the data moves.
-    rows = x.reshape(-1, b * p)
-    h = jnp.einsum("arc,acj->arj", rearrange(rows, "r (a c) -> a r c", a=b), R)  # (b, rows, q)
-    z = jnp.einsum("jra,jat->jrt", rearrange(h, "a r j -> j r a"), L)  # (q, rows, s)
-    return rearrange(z, "j r t -> r (t j)").reshape(*x.shape[:-1], -1)
+    rows = x.reshape(-1, k * u)  # (b, n_in): every leading axis in one
+    h = jnp.einsum("kbu,kuv->kbv", rearrange(rows, "b (k u) -> k b u", k=k), R)  # (k, b, v)
+    z = jnp.einsum("vbk,vko->vbo", rearrange(h, "k b v -> v b k"), L)  # (v, b, o)
+    return rearrange(z, "v b o -> b (o v)").reshape(*x.shape[:-1], -1)
 
 
-def to_dense(factors):
+def to_dense(factors: Factors) -> Inexact[Array, "n_in n_out"]:
     """The (n_in, n_out) matrix ``W`` with ``matmul(x, factors) == x @ W``:
-    ``W[a·p + c, t·q + j] = R[a, c, j] · L[j, a, t]``.
+    ``W[a·u + c, t·v + j] = R[a, c, j] · L[j, a, t]``.
 
     Args:
-      factors: ``(R (b, p, q), L (q, b, s))``.
+      factors: ``(R (k, u, v), L (v, k, o))``.
 
     Returns:
-      (b·p, q·s) in the factors' promoted dtype.
+      (k·u, v·o) in the factors' promoted dtype.
 
     Example:
       >>> import numpy as np, jax.numpy as jnp
@@ -252,28 +257,29 @@ def to_dense(factors):
       >>> rng = np.random.default_rng(0)
       >>> R, L = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in monarch.factor_shapes(16, 16))
       >>> W = monarch.to_dense((R, L))
-      >>> W.shape, int(jnp.linalg.matrix_rank(W[:4, ::4]))  # each (p x s) block W_{a,j} has rank one
+      >>> W.shape, int(jnp.linalg.matrix_rank(W[:4, ::4]))  # each (u x o) block W_{a,j} has rank one
       ((16, 16), 1)
     """
     R, L = _check_factors(factors)
-    return rearrange(jnp.einsum("acj,jat->acjt", R, L), "a c j t -> (a c) (t j)")
+    return rearrange(jnp.einsum("kuv,vko->kuvo", R, L), "k u v o -> (k u) (o v)")
 
 
 def _blocks(W, nblocks):
-    """``W`` (n_in, n_out) as an inexact array and its (b, q, p, s) blocks ``W_{a,j}``."""
+    """``W`` (n_in, n_out) as an inexact array and its (k, v, u, o) blocks ``W_{a,j}``."""
     W = jnp.asarray(W)
     if W.ndim != 2:
         raise ValueError(f"W has shape {W.shape}; expected (n_in, n_out)")
     if not jnp.issubdtype(W.dtype, jnp.inexact):
         W = W.astype(jnp.float32)
-    (b, p, q), (_, _, s) = factor_shapes(*W.shape, nblocks)
-    return W, rearrange(W, "(a c) (t j) -> a j c t", a=b, c=p, t=s, j=q)
+    (k, u, v), (_, _, o) = factor_shapes(*W.shape, nblocks)
+    return W, rearrange(W, "(k u) (o v) -> k v u o", k=k, u=u, o=o, v=v)
 
 
-def project(W, nblocks: int | None = None):
+def project(W: Num[ArrayLike, "n_in n_out"], nblocks: int | None = None,
+            ) -> tuple[Inexact[Array, "blocks block_in block_mid"], Inexact[Array, "block_mid blocks block_out"]]:
     """The Monarch matrix nearest ``W`` in Frobenius norm, as factors.
 
-    Each (p × s) block ``W_{a,j}`` (see the module docstring) is replaced by its
+    Each (u × o) block ``W_{a,j}`` (see the module docstring) is replaced by its
     best rank-one approximation ``σ_1 u_1 v_1^H`` (Eckart–Young), split as
     ``R[a, :, j] = sqrt(σ_1) u_1`` and ``L[j, a, :] = sqrt(σ_1) v_1^H``. The blocks
     are independent, so this is the exact optimum; its error is
@@ -285,7 +291,7 @@ def project(W, nblocks: int | None = None):
         :func:`default_nblocks`).
 
     Returns:
-      ``(R (b, n_in/b, n_out/b), L (n_out/b, b, b))`` in ``W``'s dtype (float32 for an
+      ``(R (k, n_in/k, n_out/k), L (n_out/k, k, k))`` in ``W``'s dtype (float32 for an
       integer ``W``).
 
     Example:
@@ -300,13 +306,13 @@ def project(W, nblocks: int | None = None):
     """
     W, blocks = _blocks(W, nblocks)
     U, S, Vh = jnp.linalg.svd(blocks, full_matrices=False)
-    root = jnp.sqrt(S[..., 0]).astype(W.dtype)  # (b, q)
-    R = U[..., :, 0] * root[..., None]  # (b, q, p)
-    L = Vh[..., 0, :] * root[..., None]  # (b, q, s)
-    return rearrange(R, "a j c -> a c j"), rearrange(L, "a j t -> j a t")
+    root = jnp.sqrt(S[..., 0]).astype(W.dtype)  # (k, v)
+    R = U[..., :, 0] * root[..., None]  # (k, v, u)
+    L = Vh[..., 0, :] * root[..., None]  # (k, v, o)
+    return rearrange(R, "k v u -> k u v"), rearrange(L, "k v o -> v k o")
 
 
-def projection_error(W, nblocks: int | None = None):
+def projection_error(W: Num[ArrayLike, "n_in n_out"], nblocks: int | None = None) -> Float[Array, ""]:
     """``‖W − to_dense(project(W))‖_F``, in closed form: the root sum of squares of
     every block's singular values after the first.
 

@@ -29,6 +29,15 @@ def test_make_docs_builds_the_site_without_a_warning(tmp_path):
         # autodoc found the module and documented its members
         assert f'id="module-{name}"' in page, name
         assert page.count('class="sig sig-object py"') > 0, f"{name}: no documented member"
+        # Shape annotations render as written, Float[ArrayLike, 'batch length channels'],
+        # not as a union spelled with jax's private class path.
+        assert "jaxlib._jax" not in page, f"{name}: an annotation rendered with jaxlib's class path"
+    from ssm.typing import DIMENSIONS
+
+    notation = (out / "api" / "ssm.typing.html").read_text()
+    assert notation.count("<tr") == len(DIMENSIONS) + 1  # the notation table: its header and a row each
+    scan = re.sub(r"<[^>]+>", "", (out / "api" / "ssm.scan.html").read_text())
+    assert "delta (Float[ArrayLike, 'batch length channels'])" in scan
     for guide in ("getting_started", "which_layer", "config", "benchmarks"):
         assert (out / f"{guide}.html").exists(), guide
     notebooks = sorted(p.stem for p in (ROOT / "notebooks").glob("*.ipynb"))

@@ -141,7 +141,7 @@ def test_bad_input_raises_clear_errors(rng):
     with pytest.raises(ValueError, match="nblocks=0; expected a positive integer"):
         monarch.factor_shapes(16, 16, 0)
     R, L = random_factors(rng, 16, 16, 4)
-    with pytest.raises(ValueError, match=r"L must be \(4, 4, s\)"):
+    with pytest.raises(ValueError, match=r"L must be \(4, 4, o\)"):
         monarch.matmul(np.ones((2, 16)), (R, L[:2]))
     with pytest.raises(ValueError, match=r"x has shape \(2, 15\); expected \(\.\.\., 16\)"):
         monarch.matmul(np.ones((2, 15)), (R, L))

@@ -83,13 +83,13 @@ class Attention(nnx.Module):
         self.out = nnx.Linear(d_model, d_model, **kw)
 
     def _heads(self, x, positions):
-        """x (b, t, d) at ``positions`` (t,) or (b, t) -> rotated q, k and v, (b, t, h, k) each."""
-        q, k, v = rearrange(self.qkv(x), "b t (three h k) -> three b t h k", three=3, h=self.n_heads)
+        """x (b, l, d) at ``positions`` (l,) or (b, l) -> rotated q, k and v, (b, l, e, p) each."""
+        q, k, v = rearrange(self.qkv(x), "b l (three e p) -> three b l e p", three=3, e=self.n_heads)
         return apply_rope(q, positions, base=self.rope_base), apply_rope(k, positions, base=self.rope_base), v
 
     def _merge(self, y, dtype):
-        """Heads (b, t, h, k) -> the output projection, (b, t, d) in ``dtype``."""
-        return self.out(rearrange(y, "b t h k -> b t (h k)")).astype(dtype)
+        """Heads (b, l, e, p) -> the output projection, (b, l, d) in ``dtype``."""
+        return self.out(rearrange(y, "b l e p -> b l (e p)")).astype(dtype)
 
     @accepts_unbatched()
     def __call__(self, x, mask=None, *, segment_ids=None, initial_state=None, return_state=False):

@@ -19,12 +19,12 @@ class CausalConv1d(nnx.Module):
     truncated to the input length, as in Mamba).
 
     Args:
-      channels: C.
-      width: taps K (Mamba's ``d_conv``).
+      channels: h, the channels (Mamba's ``d_inner``).
+      width: w, the taps (Mamba's ``d_conv``).
       use_bias: add a bias.
 
-    Parameters: ``kernel`` (K, C), group ``adamw`` (a depthwise kernel, never Muon);
-    ``bias`` (C,). Both drawn U(+-1/sqrt(K)), PyTorch's default for this layer.
+    Parameters: ``kernel`` (w, h), group ``adamw`` (a depthwise kernel, never Muon);
+    ``bias`` (h,). Both drawn U(+-1/sqrt(w)), PyTorch's default for this layer.
 
     Example:
       >>> import numpy as np, jax.numpy as jnp
@@ -50,8 +50,8 @@ class CausalConv1d(nnx.Module):
         self.bias = nnx.Param(uniform((channels,))) if use_bias else None
 
     def _taps(self, window, dtype):
-        """Sum over the last ``width`` positions: window (..., width, C) -> (..., C)."""
-        y = jnp.einsum("...kc,kc->...c", window.astype(dtype), self.kernel[...].astype(dtype))
+        """Sum over the last ``width`` positions: window (..., w, h) -> (..., h)."""
+        y = jnp.einsum("...wh,wh->...h", window.astype(dtype), self.kernel[...].astype(dtype))
         return y if self.bias is None else y + self.bias[...].astype(dtype)
 
     def __call__(self, x, *, segment_ids=None, mask=None, initial_state=None, return_state=False,
@@ -59,21 +59,21 @@ class CausalConv1d(nnx.Module):
         """Convolve every channel with its taps.
 
         Args:
-          x: (batch, length, C).
+          x: (batch, length, h).
           segment_ids: (batch, length) int, or None: a tap never reaches an input of
             another segment (module :mod:`ssm.layers.segments`).
           mask: (batch, length) bool marking real positions, or None; used only to find
             the last real position for ``return_state`` (the caller zeroes padded
             inputs; padding belongs at the ends).
-          initial_state: (batch, width - 1, C), the inputs before position 0 (as
+          initial_state: (batch, width - 1, h), the inputs before position 0 (as
             :meth:`init_state`, :meth:`step` and :meth:`prefill` keep them), or None
             (zeros); they belong to the first position's segment.
           return_state: also return the state after the last real position.
           state_dtype: the returned state's dtype.
 
         Returns:
-          y (batch, length, C) in ``dtype`` (by default ``x``'s); with
-          ``return_state``, ``(y, state)``, state (batch, width - 1, C): the last
+          y (batch, length, h) in ``dtype`` (by default ``x``'s); with
+          ``return_state``, ``(y, state)``, state (batch, width - 1, h): the last
           ``width - 1`` inputs of the last segment (zeros before its start).
         """
         if x.ndim != 3 or x.shape[-1] != self.channels:
@@ -83,7 +83,7 @@ class CausalConv1d(nnx.Module):
         keep = self.width - 1
         head = (jnp.zeros((b, keep, self.channels), dtype) if initial_state is None
                 else self._check_state(initial_state, b).astype(dtype))
-        inputs = jnp.concatenate([head, x.astype(dtype)], axis=1)  # (b, keep + L, C)
+        inputs = jnp.concatenate([head, x.astype(dtype)], axis=1)  # (b, keep + l, h)
         same = None if segment_ids is None else same_segment(segment_ids, self.width)
         kernel = self.kernel[...].astype(dtype)
         y = 0
@@ -114,18 +114,18 @@ class CausalConv1d(nnx.Module):
         return jnp.asarray(state)
 
     def init_state(self, batch_size: int, dtype=jnp.float32):
-        """The last ``width - 1`` inputs, zeros: (batch_size, width - 1, C) in ``dtype``."""
+        """The last ``width - 1`` inputs, zeros: (batch_size, width - 1, h) in ``dtype``."""
         return jnp.zeros((batch_size, self.width - 1, self.channels), dtype)
 
     def step(self, x_t, state):
-        """One position: ``x_t`` (batch, C) and the state (batch, width - 1, C) ->
-        ``(y_t (batch, C), state)``, y_t in ``dtype`` (default ``x_t``'s), the state in
+        """One position: ``x_t`` (batch, h) and the state (batch, width - 1, h) ->
+        ``(y_t (batch, h), state)``, y_t in ``dtype`` (default ``x_t``'s), the state in
         its own dtype."""
         window = jnp.concatenate([state, x_t[:, None].astype(state.dtype)], axis=1)
         return self._taps(window, self.dtype or x_t.dtype), window[:, 1:]
 
     def prefill(self, x, dtype=jnp.float32):
-        """``x`` (batch, length, C) -> ``(y, state)``: y as ``conv(x)`` and the last
-        ``width - 1`` inputs (batch, width - 1, C) in ``dtype``; works for any length,
+        """``x`` (batch, length, h) -> ``(y, state)``: y as ``conv(x)`` and the last
+        ``width - 1`` inputs (batch, width - 1, h) in ``dtype``; works for any length,
         also shorter than the width (the state is then left-padded with zeros)."""
         return self(x, return_state=True, state_dtype=dtype)

@@ -6,7 +6,7 @@ A subclass supplies:
     kernel when bidirectional;
   - ``discrete_system()``: ``(Abar, Bbar, C_out)`` of the recurrence
     ``x_t = Abar x_{t-1} + Bbar u_t``, ``y_t = Re(C_out . x_t) + D u_t``, with
-    ``Abar`` diagonal (H, M) or dense (H, M, M), ``Bbar`` and ``C_out`` (H, M);
+    ``Abar`` diagonal (H, N/2) or dense (H, N, N), ``Bbar`` and ``C_out`` (H, N/2) or (H, N);
   - optionally ``setup_step()`` and ``advance(system, x, u)``, when its step runs on
     another form of that system than ``discrete_system()``'s (S4's conjugate half).
 
@@ -148,7 +148,7 @@ class ConvSSM(nnx.Module):
     def discrete_system(self):
         """``(Abar, Bbar, C_out)`` of the recurrence ``x_t = Abar x_{t-1} + Bbar u_t``,
         ``y_t = Re(C_out . x_t) + D u_t`` (module :mod:`ssm.layers.conv_ssm`): complex,
-        ``Abar`` diagonal (H, M) or dense (H, M, M), ``Bbar`` and ``C_out`` (H, M)."""
+        ``Abar`` diagonal (H, N/2) or dense (H, N, N), ``Bbar`` and ``C_out`` (H, N/2) or (H, N)."""
         raise NotImplementedError
 
     def setup_step(self):

@@ -45,10 +45,10 @@ class RMSNormGated(nnx.Module):
 class Mamba2(nnx.Module):
     """Mamba-2 mixer: ``x`` (batch, length, d_model) or (length, d_model) -> same shape.
 
-    ``in_proj`` maps d_model to ``[z, x, B, C, dt]`` (d_inner, d_inner, G N, G N,
-    H channels, in that order); a causal depthwise convolution and SiLU act on
+    ``in_proj`` maps d_model to ``[z, x, B, C, dt]`` (d_inner, d_inner, G N, G N and
+    one per head, in that order); a causal depthwise convolution and SiLU act on
     ``xBC``; ``dt = softplus(dt + dt_bias)`` (clipped to ``dt_limit``); ``A = -exp(A_log)``;
-    the SSD (:func:`ssm.ssd.ssd_chunked`) with ``H = d_inner / headdim`` heads of
+    the SSD (:func:`ssm.ssd.ssd_chunked`) with ``d_inner / headdim`` heads of
     ``headdim`` channels, B and C shared by the heads of each of G groups; ``y += D x``;
     a gated RMSNorm ``norm(y * silu(z))``; ``out_proj`` back to d_model.
 
@@ -180,14 +180,14 @@ class Mamba2(nnx.Module):
         return param[...].astype(self.real_dtype)
 
     def _split_heads(self, xBC):
-        """xBC (..., conv_dim) -> x (..., H, P), B and C (..., G, N)."""
+        """xBC (..., conv_dim) -> x (..., heads, headdim), B and C (..., G, N)."""
         x, B, C = jnp.split(xBC, [self.d_inner, self.d_inner + self.ngroups * self.d_state], axis=-1)
         return (rearrange(x, "... (h p) -> ... h p", p=self.headdim),
                 rearrange(B, "... (g n) -> ... g n", n=self.d_state),
                 rearrange(C, "... (g n) -> ... g n", n=self.d_state))
 
     def _step_sizes(self, dt):
-        """Raw dt (..., H) -> ``softplus(dt + dt_bias)``, clipped to ``dt_limit``."""
+        """Raw dt (..., heads) -> ``softplus(dt + dt_bias)``, clipped to ``dt_limit``."""
         dt = jax.nn.softplus(dt.astype(self.real_dtype) + self._real(self.dt_bias))
         if self.dt_limit != (0.0, math.inf):
             dt = jnp.clip(dt, *self.dt_limit)
@@ -197,7 +197,7 @@ class Mamba2(nnx.Module):
         return -jnp.exp(self._real(self.A_log))
 
     def _readout(self, y, x, z):
-        """SSD output y and its input x (..., H, P), gate z (..., d_inner) -> (..., d_model)."""
+        """SSD output y and its input x (..., heads, headdim), gate z (..., d_inner) -> (..., d_model)."""
         y = y + self._real(self.D)[:, None] * x.astype(y.dtype)
         return self.out_proj(self.norm(rearrange(y, "... h p -> ... (h p)"), z))
 
@@ -255,7 +255,7 @@ class Mamba2(nnx.Module):
     # Recurrent mode ---------------------------------------------------------------
     def init_state(self, batch_size: int):
         """Zero state: ``{"conv": (batch, d_conv - 1, d_inner + 2 G N),
-        "ssm": (batch, H, P, N)}``, float32 (float64 with float64 parameters)."""
+        "ssm": (batch, heads, headdim, N)}``, float32 (float64 with float64 parameters)."""
         check_positive_int("batch_size", batch_size)
         return {"conv": self.conv1d.init_state(batch_size, self.real_dtype),
                 "ssm": jnp.zeros((batch_size, self.nheads, self.headdim, self.d_state), self.real_dtype)}

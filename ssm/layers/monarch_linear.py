@@ -28,13 +28,13 @@ class MonarchLinear(nnx.Module):
     Args:
       in_features, out_features: as ``nnx.Linear``.
       nblocks: number of ``R`` blocks (default: :func:`default_nblocks`, which for a
-        square ``n = m²`` is ``m``).
+        square ``n = k²`` is ``k``).
       use_bias: add a bias (zeros at init, as ``nnx.Linear``).
 
-    Parameters: ``R`` (b, p, q) and ``L`` (q, b, s), group ``matrix`` (Muon
+    Parameters: ``R`` (k, u, v) and ``L`` (v, k, o), group ``matrix`` (Muon
     orthogonalizes each block); ``bias`` (out_features,). Each factor is drawn
-    lecun-normal with its block's fan-in (``p`` for ``R``, ``b`` for ``L``), so every
-    entry of ``W = R ⊗ L`` has variance ``1/(b·p) = 1/in_features``: the variance
+    lecun-normal with its block's fan-in (``u`` for ``R``, ``k`` for ``L``), so every
+    entry of ``W = R ⊗ L`` has variance ``1/(k·u) = 1/in_features``: the variance
     of ``nnx.Linear``'s default kernel (with padding, ``R`` is scaled by
     ``sqrt(padded/in_features)`` so that this still holds).
 
@@ -71,7 +71,7 @@ class MonarchLinear(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((out_features,), param_dtype)) if use_bias else None
 
     def factors(self, dtype=None):
-        """The factors ``(R (b, p, q), L (q, b, s))`` of :mod:`ssm.monarch` (over the
+        """The factors ``(R (k, u, v), L (v, k, o))`` of :mod:`ssm.monarch` (over the
         padded sizes), cast to ``dtype`` if given."""
         return tuple(f[...] if dtype is None else f[...].astype(dtype) for f in (self.R, self.L))
 

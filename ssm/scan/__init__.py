@@ -1,7 +1,8 @@
 """Mamba's selective scan (S6): three scan methods and a one-step update.
 
-Notation: ``b`` batch, ``l`` length, ``d`` dim (channels), ``n`` state size,
-``g`` groups of B/C, ``k = d/g`` channels per group, ``t`` chunk length.
+Shapes in the notation of :mod:`ssm.typing`: ``b`` batch, ``l`` length, ``h`` channels
+(Mamba's d_inner), ``n`` state size, ``g`` groups of B/C (``h/g`` channels each),
+``q`` positions per chunk.
 
 Semantics are those of ``selective_scan_ref`` in state-spaces/mamba
 (``mamba_ssm/ops/selective_scan_interface.py``), channel-last. Per channel c,
@@ -17,12 +18,12 @@ state index i and position t, all in float32 (or float64 if an input is float64)
 Methods (:func:`resolve_method` picks one for ``"auto"``), one module each:
 
 - ``"sequential"`` (:mod:`ssm.scan.sequential`): one ``lax.scan`` over positions.
-  Forward memory O(b l d); its autodiff backward holds O(b l d n).
-- ``"chunked"`` (:mod:`ssm.scan.chunked`): the same forward in chunks of t positions
+  Forward memory O(b l h); its autodiff backward holds O(b l h n).
+- ``"chunked"`` (:mod:`ssm.scan.chunked`): the same forward in chunks of q positions
   and a hand-written backward that recomputes each chunk from the state entering it.
-  Memory O(b l d + b d n l / t). Reverse-mode only.
+  Memory O(b l h + b h n l / q). Reverse-mode only.
 - ``"associative"`` (:mod:`ssm.scan.associative`): ``lax.associative_scan`` over
-  (dA, dBu), materialized as (b, l, d, n): O(log l) depth, O(b l d n) memory.
+  (dA, dBu), materialized as (b, l, h, n): O(log l) depth, O(b l h n) memory.
 
 The step math they share (decay, drive, readout, softplus, gate, a float32 exp) is in
 :mod:`ssm.scan.recurrence`; the argument checks in :mod:`ssm.scan.inputs`. This module
@@ -50,6 +51,7 @@ from ssm.scan.inputs import check_scan_inputs, check_stable, check_step_inputs, 
 from ssm.scan.recurrence import decay, drive, readout, skip_and_gate, time_step
 from ssm.scan.recurrence import exp_float32 as _exp_float32  # noqa: F401  (its tests reach it here)
 from ssm.scan.sequential import scan_sequential
+from ssm.typing import Array, ArrayLike, Bool, Float, Real
 
 __all__ = ["CHUNK", "METHODS", "SOFTPLUS_THRESHOLD", "resolve_method", "selective_scan",
            "selective_state_update"]
@@ -74,7 +76,7 @@ def resolve_method(method: str = "auto", platform: str | None = None) -> str:
     forward+backward the fastest and smallest by far (2.1-2.2x faster than "sequential"
     with 1/7 of its memory, 4.5-6x faster than "associative" with 1/27). On GPU and TPU it is a
     choice made without a measurement: the chunked scan keeps training memory at
-    O(b l d), where the associative scan needs O(b l d n); a per-step loop may be
+    O(b l h), where the associative scan needs O(b l h n); a per-step loop may be
     launch-bound there, so measure before relying on it.
 
     Args:
@@ -95,24 +97,29 @@ def resolve_method(method: str = "auto", platform: str | None = None) -> str:
     return _AUTO.get(platform or jax.default_backend(), "chunked")
 
 
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, *,
-                   initial_state=None, return_last_state=False, reset=None, reverse=False,
-                   method="auto", chunk_size=None):
+def selective_scan(u: Real[ArrayLike, "batch length channels"], delta: Float[ArrayLike, "batch length channels"],
+                   A: Float[ArrayLike, "channels state"], B: Float[ArrayLike, "batch length *groups state"],
+                   C: Float[ArrayLike, "batch length *groups state"], D: Float[ArrayLike, "channels"] | None = None,
+                   z: Float[ArrayLike, "batch length channels"] | None = None,
+                   delta_bias: Float[ArrayLike, "channels"] | None = None, delta_softplus: bool = False, *,
+                   initial_state: Float[ArrayLike, "batch channels state"] | None = None,
+                   return_last_state: bool = False, reset: Bool[ArrayLike, "batch length"] | None = None,
+                   reverse: bool = False, method: str = "auto", chunk_size: int | None = None):
     """Mamba's selective scan (S6), channel-last; semantics of ``selective_scan_ref``.
 
     Gu & Dao (2023), "Mamba: Linear-Time Sequence Modeling with Selective State
     Spaces", Algorithm 2. See the module docstring for the equations and methods.
 
     Args:
-      u: (b, l, d) input.
-      delta: (b, l, d) time steps (before ``delta_bias`` and softplus).
-      A: (d, n) real state matrix (diagonal per channel; Mamba's ``-exp(A_log)``).
-      B, C: (b, l, n), or (b, l, g, n) where group j serves channels [j d/g, (j+1) d/g).
-      D: (d,) skip, optional.
-      z: (b, l, d) gate, optional: the output is multiplied by ``silu(z)``.
-      delta_bias: (d,) added to ``delta`` before the softplus, optional.
+      u: (b, l, h) input.
+      delta: (b, l, h) time steps (before ``delta_bias`` and softplus).
+      A: (h, n) real state matrix (diagonal per channel; Mamba's ``-exp(A_log)``).
+      B, C: (b, l, n), or (b, l, g, n) where group j serves channels [j h/g, (j+1) h/g).
+      D: (h,) skip, optional.
+      z: (b, l, h) gate, optional: the output is multiplied by ``silu(z)``.
+      delta_bias: (h,) added to ``delta`` before the softplus, optional.
       delta_softplus: apply softplus to ``delta + delta_bias``.
-      initial_state: (b, d, n) state before position 0 (before the last position when
+      initial_state: (b, h, n) state before position 0 (before the last position when
         ``reverse``); zero if None.
       return_last_state: also return the state after the last scanned position.
       reset: (b, l) bool; True marks the start of a new sequence, whose entering
@@ -123,15 +130,15 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
         chunks are made equal, so the length is padded by less than one per chunk.
 
     Returns:
-      ``y`` (b, l, d) in u's dtype (float32 for integer u); with ``return_last_state``, ``(y, last_state)``
-      with last_state (b, d, n) float32 (float64 for float64 inputs).
+      ``y`` (b, l, h) in u's dtype (float32 for integer u); with ``return_last_state``, ``(y, last_state)``
+      with last_state (b, h, n) float32 (float64 for float64 inputs).
 
     Example:
       >>> import numpy as np, jax.numpy as jnp
       >>> from ssm.scan import selective_scan, selective_state_update
       >>> rng = np.random.default_rng(0)
-      >>> u, delta = (jnp.asarray(rng.normal(size=(2, 16, 8)), jnp.float32) for _ in range(2))  # (b, l, d)
-      >>> A = -jnp.exp(jnp.asarray(rng.normal(size=(8, 8)), jnp.float32))  # (d, n)
+      >>> u, delta = (jnp.asarray(rng.normal(size=(2, 16, 8)), jnp.float32) for _ in range(2))  # (b, l, h)
+      >>> A = -jnp.exp(jnp.asarray(rng.normal(size=(8, 8)), jnp.float32))  # (h, n)
       >>> B, C = (jnp.asarray(rng.normal(size=(2, 16, 8)), jnp.float32) for _ in range(2))  # (b, l, n)
       >>> y, h = selective_scan(u, delta, A, B, C, delta_softplus=True, return_last_state=True)
       >>> y.shape, y.dtype, h.shape
@@ -148,7 +155,7 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     check_stable(A, delta, delta_bias, delta_softplus)
 
     # The methods' layout (ssm.scan.recurrence): batch-major, in scan order (flipped if
-    # reverse), channels and B/C grouped as (g, k) and (g, n) when g > 1.
+    # reverse), channels and B/C grouped as (g, h/g) and (g, n) when g > 1.
     dtype = compute_dtype(u, delta, A, B, C, D, z, delta_bias, initial_state)
     channels, states = ((g, d // g), (g, n)) if g > 1 else ((d,), (n,))
     delta_t = time_step(delta, delta_bias, delta_softplus, dtype)
@@ -182,8 +189,13 @@ def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_sof
     return (y, h.reshape(b, d, n)) if return_last_state else y
 
 
-def selective_state_update(state, u_t, delta_t, A, B_t, C_t, D=None, z_t=None, delta_bias=None,
-                           delta_softplus=False):
+def selective_state_update(state: Float[ArrayLike, "batch channels state"], u_t: Real[ArrayLike, "batch channels"],
+                           delta_t: Float[ArrayLike, "batch channels"], A: Float[ArrayLike, "channels state"],
+                           B_t: Float[ArrayLike, "batch *groups state"], C_t: Float[ArrayLike, "batch *groups state"],
+                           D: Float[ArrayLike, "channels"] | None = None,
+                           z_t: Float[ArrayLike, "batch channels"] | None = None,
+                           delta_bias: Float[ArrayLike, "channels"] | None = None, delta_softplus: bool = False,
+                           ) -> tuple[Float[Array, "batch channels"], Float[Array, "batch channels state"]]:
     """One step of :func:`selective_scan` for recurrent inference (Mamba's ``step``).
 
     ``h' = exp(delta A) h + delta u B``, ``y = <h', C> + D u``, ``y *= silu(z)``, with
@@ -191,23 +203,23 @@ def selective_state_update(state, u_t, delta_t, A, B_t, C_t, D=None, z_t=None, d
     position at a time gives the scan's outputs and states.
 
     Args:
-      state: (b, d, n) state before this step.
-      u_t, delta_t, z_t: (b, d); z_t optional.
-      A: (d, n) real.
+      state: (b, h, n) state before this step.
+      u_t, delta_t, z_t: (b, h); z_t optional.
+      A: (h, n) real.
       B_t, C_t: (b, n) or (b, g, n).
-      D, delta_bias: (d,), optional.
+      D, delta_bias: (h,), optional.
       delta_softplus: as in :func:`selective_scan`.
 
     Returns:
-      ``(y_t, new_state)``: y_t (b, d) in u_t's dtype (float32 for integer u_t), new_state (b, d, n) float32
+      ``(y_t, new_state)``: y_t (b, h) in u_t's dtype (float32 for integer u_t), new_state (b, h, n) float32
       (float64 for float64 inputs).
 
     Example:
       >>> import numpy as np, jax.numpy as jnp
       >>> from ssm.scan import selective_scan, selective_state_update
       >>> rng = np.random.default_rng(0)
-      >>> u, delta = (jnp.asarray(rng.normal(size=(2, 16, 8)), jnp.float32) for _ in range(2))  # (b, l, d)
-      >>> A = -jnp.exp(jnp.asarray(rng.normal(size=(8, 8)), jnp.float32))  # (d, n)
+      >>> u, delta = (jnp.asarray(rng.normal(size=(2, 16, 8)), jnp.float32) for _ in range(2))  # (b, l, h)
+      >>> A = -jnp.exp(jnp.asarray(rng.normal(size=(8, 8)), jnp.float32))  # (h, n)
       >>> B, C = (jnp.asarray(rng.normal(size=(2, 16, 8)), jnp.float32) for _ in range(2))  # (b, l, n)
       >>> y, h = selective_scan(u, delta, A, B, C, delta_softplus=True, return_last_state=True)
       >>> state, steps = jnp.zeros((2, 8, 8)), []

@@ -1,8 +1,9 @@
 """Argument checks of :func:`ssm.scan.selective_scan` and
 :func:`ssm.scan.selective_state_update`, and the dtype they compute in.
 
-Each error names the argument, its shape (or dtype) and what was expected. Shapes as
-in :mod:`ssm.scan`: ``b`` batch, ``l`` length, ``d`` dim, ``n`` state size, ``g`` groups.
+Each error names the argument, its shape (or dtype) and what was expected. Shapes in
+the notation of :mod:`ssm.typing`: ``b`` batch, ``l`` length, ``h`` channels, ``n``
+state size, ``g`` groups.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def output_dtype(u, dtype):
 
 
 def check_A_D(A, D, delta_bias, d: int) -> int:
-    """A (d, n) real, D and delta_bias (d,) or None; returns n."""
+    """A (h, n) real, D and delta_bias (h,) or None; returns n (h is ``d`` here)."""
     if jnp.iscomplexobj(A):
         raise ValueError(f"A has complex dtype {jnp.asarray(A).dtype}; only real A (Mamba's "
                          "A = -exp(A_log)) is supported")
@@ -59,7 +60,7 @@ def check_stable(A, delta, delta_bias, delta_softplus: bool, delta_name: str = "
 
 
 def check_B_C(B, C, lead: tuple, lead_names: str, d: int, n: int, suffix: str = "") -> int:
-    """B and C: lead + (n,) or lead + (g, n) with g dividing d; returns g."""
+    """B and C: lead + (n,) or lead + (g, n) with g dividing the channels ``d``; returns g."""
     names = ("B" + suffix, "C" + suffix)
     for name, v in zip(names, (B, C)):
         shape = tuple(jnp.shape(v))

@@ -16,18 +16,19 @@ The methods' layout: each method (``scan_sequential``, ``scan_in_chunks``,
 ``scan_associative``) takes ``(delta, x, A, B, C, h0, keep)``, batch-major and in scan
 order (already flipped for a reverse scan), and returns ``(y, h)``:
 
-- delta, x: (b, l, [g,] k), the time steps and ``x = delta u``;
-- A: ([g,] k, n);
+- delta, x: (b, l, [g,] h/g), the time steps and ``x = delta u``;
+- A: ([g,] h/g, n);
 - B, C: (b, l, [g,] n);
-- h0: (b, [g,] k, n), the state before position 0;
+- h0: (b, [g,] h/g, n), the state before position 0;
 - keep: (b, l), 0 where a reset drops the state entering the position; or None;
-- y: (b, l, [g,] k), without the D and z terms; h: (b, [g,] k, n), the last state.
+- y: (b, l, [g,] h/g), without the D and z terms; h: (b, [g,] h/g, n), the last state.
 
-Inside the scans the state is (b, g, k, n) (channel c = group * k + j), or (b, d, n)
+Inside the scans the state is (b, g, h/g, n) (channel c = group * h/g + j), or (b, h, n)
 when g = 1: a size-1 group axis makes XLA:CPU pick transposed layouts for the
 per-chunk arrays, which made the backward 2.5x slower (measured). The functions below
 take either, written ``[g,]``, and any leading axes (one position (b, ...), or all of
 them (b, l, ...)). :func:`time_major` makes the (l, b, ...) copies ``lax.scan`` runs over.
+Shapes are in the notation of :mod:`ssm.typing`.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ SOFTPLUS_THRESHOLD = 20.0  # softplus(x) = x above this, as torch's softplus and
 
 
 def time_step(delta, delta_bias, delta_softplus: bool, dtype):
-    """``softplus(delta + delta_bias)`` (softplus optional) in ``dtype``; delta (..., d),
-    delta_bias (d,) or None.
+    """``softplus(delta + delta_bias)`` (softplus optional) in ``dtype``; delta (..., h),
+    delta_bias (h,) or None.
 
     softplus(x) = x for x > 20 (torch's threshold, used by Mamba's reference and CUDA
     kernel), else log1p(exp(x)); in float32 the two branches agree to rounding at 20.
@@ -56,7 +57,7 @@ def time_step(delta, delta_bias, delta_softplus: bool, dtype):
 
 
 def skip_and_gate(y, u, D, z, dtype):
-    """``(y + D u) * silu(z)``, each term optional: y, u, z (..., d), D (d,)."""
+    """``(y + D u) * silu(z)``, each term optional: y, u, z (..., h), D (h,)."""
     if D is not None:
         y = y + D.astype(dtype) * u.astype(dtype)
     if z is not None:
@@ -67,20 +68,20 @@ def skip_and_gate(y, u, D, z, dtype):
 def decay(delta, A, keep):
     """``dA = exp(delta A)``, zeroed where the state is dropped (keep = 0).
 
-    delta (b, [l,] [g,] k), A ([g,] k, n), keep (b, [l]) or None -> (b, [l,] [g,] k, n).
+    delta (b, [l,] [g,] h/g), A ([g,] h/g, n), keep (b, [l]) or None -> (b, [l,] [g,] h/g, n).
     """
     a = exp(delta[..., None] * A)
     return a if keep is None else a * keep.reshape(keep.shape + (1,) * (a.ndim - keep.ndim))
 
 
 def drive(x, B):
-    """``dBu = (delta u) B``: x = delta u (..., [g,] k), B (..., [g,] n) -> (..., [g,] k, n)."""
+    """``dBu = (delta u) B``: x = delta u (..., [g,] h/g), B (..., [g,] n) -> (..., [g,] h/g, n)."""
     return x[..., None] * B[..., None, :]
 
 
 def readout(h, C):
-    """``sum_i h[.., i] C[i]``: h (..., [g,] k, n), C (..., [g,] n) -> (..., [g,] k)."""
-    return jnp.einsum("...kn,...n->...k", h, C)
+    """``sum_i h[.., i] C[i]``: h (..., [g,] h/g, n), C (..., [g,] n) -> (..., [g,] h/g)."""
+    return jnp.einsum("...hn,...n->...h", h, C)
 
 
 def time_major(*arrays):

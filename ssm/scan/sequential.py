@@ -1,8 +1,8 @@
 """The ``"sequential"`` method: one ``lax.scan`` over positions, the state as the carry
 and y_t emitted in the body.
 
-Forward memory O(b l d); JAX's autodiff of the scan stores the state of every step,
-so its backward holds O(b l d n). Unlike the chunked method it also runs in forward
+Forward memory O(b l h); JAX's autodiff of the scan stores the state of every step,
+so its backward holds O(b l h n). Unlike the chunked method it also runs in forward
 mode (``jax.jvp``).
 
 The scan runs on time-major copies of the inputs: loops that write into a batch-major
@@ -20,7 +20,7 @@ from ssm.scan.recurrence import decay, drive, readout, time_major
 
 def scan_sequential(delta, x, A, B, C, h0, keep):
     """The recurrence position by position: ``(y, h)`` from the inputs in the methods'
-    layout (:mod:`ssm.scan.recurrence`), y (b, l, [g,] k) and the last state h (b, [g,] k, n)."""
+    layout (:mod:`ssm.scan.recurrence`), y (b, l, [g,] h/g) and the last state h (b, [g,] h/g, n)."""
     def step(h, s):
         delta_t, x_t, B_t, C_t, keep_t = s
         h = decay(delta_t, A, keep_t) * h + drive(x_t, B_t)
