@@ -225,7 +225,7 @@ def test_batch_must_divide_over_devices(tmp_path):
         train_and_evaluate(config, tmp_path / "run")
 
 
-# Every shipped task x model config, shrunk, in this one process.
+# Every shipped task x model config, shrunk to a few steps on a few examples.
 SHRINK = {
     "copying": ["task.params.l_noise=8"],
     "selective_copying": ["task.params.l_noise=8", "task.params.l_memorize=4"],
@@ -252,19 +252,58 @@ def test_every_task_has_configs_for_every_model():
     assert set(SHRINK) == set(TASKS)
 
 
-@pytest.mark.parametrize("path", MODEL_CONFIGS, ids=[f"{p.parent.name}/{p.stem}" for p in MODEL_CONFIGS])
-def test_shipped_config_trains_a_few_steps(path, tmp_path):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 40)
+# One process trains a task's configs one after another, as train.py would (and, as the
+# commands the tests start, at XLA's optimization level 0, tests/conftest.py: a few steps of
+# each are bound by compilation, 5-12 s each at the default level, half that at 0).
+TRAIN_CONFIGS = """
+import json, sys, traceback
+from ssm.train import load_config, train_and_evaluate
+for job in json.load(sys.stdin):
+    try:
+        summary = train_and_evaluate(load_config(job["path"], job["overrides"]), job["workdir"])
+        print(json.dumps({"path": job["path"], "summary": summary}, default=str), flush=True)
+    except Exception:
+        print(json.dumps({"path": job["path"], "error": traceback.format_exc()}), flush=True)
+"""
+_trained: dict[str, dict] = {}
+
+
+def shipped_config_overrides(path: pathlib.Path, folder: pathlib.Path) -> list[str]:
+    """The few-step, few-example version of a shipped config, its files under ``folder``."""
     overrides = [*SHRINK[path.parent.name], *SHRINK_MODEL.get(path.stem, SHRINK_STATE), "model.d_model=8",
                  "model.n_layers=1", "trainer.steps=2", "trainer.batch_size=4",
                  "trainer.eval_every=2", "trainer.devices=1", "checkpoint.every=2",
                  "schedule.warmup_steps=1", "task.sizes={train: 8, validation: 4, test: 4}",
-                 f"task.cache_dir={tmp_path / 'cache'}", "logging.progress=false", "logging.plot=false"]
+                 f"task.cache_dir={folder / 'cache'}", "logging.progress=false", "logging.plot=false"]
     if path.parent.name == "text":
+        corpus = folder / "corpus.txt"
+        corpus.write_text("the quick brown fox jumps over the lazy dog. " * 40)
         overrides.append(f"task.params.path={corpus}")
-    config = load_config(path, overrides)
-    summary = train_and_evaluate(config, tmp_path / "run")
+    return overrides
+
+
+def trained_task_configs(task: str, tmp_path_factory) -> dict:
+    """Every shipped config of ``task`` trained a few steps in one subprocess (once per
+    test process): ``{path: summary}``, or ``{path: "error": traceback}``."""
+    if task not in _trained:
+        folder = tmp_path_factory.mktemp(task)
+        jobs = [{"path": str(p), "overrides": shipped_config_overrides(p, folder), "workdir": str(folder / p.stem)}
+                for p in MODEL_CONFIGS if p.parent.name == task]
+        proc = subprocess.run([sys.executable, "-c", TRAIN_CONFIGS], input=json.dumps(jobs), cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+        lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+        _trained[task] = {x["path"]: x for x in lines}
+        assert len(lines) == len(jobs), f"the training process stopped (exit {proc.returncode}): {proc.stderr[-3000:]}"
+    return _trained[task]
+
+
+# A task's configs share one worker (--dist loadgroup, Makefile), so its process runs once.
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xdist_group(f"configs-{p.parent.name}"))
+                                  for p in MODEL_CONFIGS], ids=[f"{p.parent.name}/{p.stem}" for p in MODEL_CONFIGS])
+def test_shipped_config_trains_a_few_steps(path, tmp_path_factory):
+    result = trained_task_configs(path.parent.name, tmp_path_factory)[str(path)]
+    assert "error" not in result, result.get("error")
+    summary = result["summary"]
     assert summary["status"] == "completed" and summary["steps"] == 2
     assert np.isfinite(summary["final"]["test"]["loss"])
 
