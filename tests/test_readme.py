@@ -120,13 +120,14 @@ def test_help_commands_print_the_help():
 
 def trained_for(argv: list[str], tmp_path: pathlib.Path) -> pathlib.Path:
     """Run the README's training command that writes the folder ``argv`` reads, cut to a
-    few steps on a few examples (the README's own numbers are measured, not asserted
-    here); the folder it made, under ``tmp_path``."""
+    few steps on a few examples with a model of width 8 and one block (the README's own
+    numbers are measured, not asserted here; what reads the folder then runs as written
+    on a small model); the folder it made, under ``tmp_path``."""
     folder = argv[argv.index("--workdir" if "--workdir" in argv else "--model") + 1]
     (train,) = [a for a in of_kind("train") if "--workdir" in a and a[a.index("--workdir") + 1] == folder]
     workdir = tmp_path / pathlib.Path(folder).name
-    small = ["--set", "trainer.steps=4", "trainer.eval_every=4", "schedule.warmup_steps=0",
-             "task.sizes.train=64", "task.sizes.validation=16", "task.sizes.test=16"]
+    small = ["--set", "trainer.steps=4", "trainer.eval_every=4", "schedule.warmup_steps=0", "model.d_model=8",
+             "model.n_layers=1", "task.sizes.train=64", "task.sizes.validation=16", "task.sizes.test=16"]
     result = run(with_workdir(train, workdir) + small)
     assert result.returncode == 0, result.stderr[-2000:]
     return workdir
