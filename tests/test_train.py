@@ -98,11 +98,15 @@ def test_train_py_runs_end_to_end_and_writes_its_run_folder(tmp_path):
     assert summary["steps"] == 30 and load_config(workdir / "config.yaml").trainer.steps == 30
 
 
-def interrupted_run(args, whole, other, ready, interrupt):
-    """Train ``args`` uninterrupted in ``whole``; start it again in ``other``, wait until
-    ``ready()`` and ``interrupt(proc)``; returns what the interrupted process said."""
+def train_whole(args, whole):
+    """Train ``args`` uninterrupted in ``whole``: what an interrupted run must end as."""
     code, _, err = finish(run_train(args, whole))
     assert code == 0, err
+
+
+def interrupted_run(args, other, ready, interrupt):
+    """Start ``args`` in ``other``, wait until ``ready()`` and ``interrupt(proc)``; returns
+    what the interrupted process said."""
     proc = run_train(args, other)
     deadline = time.time() + 180
     while not ready():
@@ -137,7 +141,8 @@ def records_if_any(workdir):
 def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     args = ["--set", *tiny(tmp_path, "trainer.steps=300", "checkpoint.every=10", "model.dropout=0.1")]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    interrupted_run(args, whole, killed, lambda: (killed / "checkpoints" / "20").exists(),
+    train_whole(args, whole)
+    interrupted_run(args, killed, lambda: (killed / "checkpoints" / "20").exists(),
                     lambda proc: os.kill(proc.pid, signal.SIGKILL))
     assert not (killed / "summary.json").exists(), "the run finished before the kill"
     steps_at_kill = max(r["step"] for r in records(killed))
@@ -145,27 +150,29 @@ def test_resume_after_sigkill_is_bitwise_identical(tmp_path):
     print(f"killed after step {steps_at_kill}, resumed, records identical")
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_sigterm_or_sigint_saves_a_checkpoint_says_how_to_resume_and_resume_is_bitwise(tmp_path, signum):
+def test_sigterm_or_sigint_saves_a_checkpoint_says_how_to_resume_and_resume_is_bitwise(tmp_path):
     """Preemption (SIGTERM) or Ctrl-C (SIGINT) between checkpoints: the run saves the step
     it is at, says so without a traceback, exits 128 + the signal; rerunning the same
     command ends exactly as an uninterrupted run, and the summary's wall time counts both
-    processes."""
+    processes. (One uninterrupted run for both signals.)"""
     # No scheduled checkpoint before the last step: any earlier one was written on the signal.
     args = ["--set", *tiny(tmp_path, "trainer.steps=300", "checkpoint.every=300", "model.dropout=0.1")]
-    whole, stopped = tmp_path / "whole", tmp_path / "stopped"
-    code, _, err = interrupted_run(
-        args, whole, stopped, lambda: any(r["split"] == "train" and r["step"] >= 15 for r in records_if_any(stopped)),
-        lambda proc: os.kill(proc.pid, signum))
-    assert code == 128 + signum, err
-    assert "Traceback" not in err and "Resume with the same command" in err
-    step_at_stop = int(re.search(r"at step (\d+) of 300; checkpoint \1 is saved", err).group(1))
-    assert 15 <= step_at_stop < 300
-    assert (stopped / "checkpoints" / str(step_at_stop)).exists() and not (stopped / "summary.json").exists()
-    assert f"resuming from step {step_at_stop}" in assert_resumed_bitwise(args, whole, stopped)
-    first, second = segments(records(stopped))
-    summary = json.loads((stopped / "summary.json").read_text())
-    assert summary["wall_time_s"] >= first[-1]["wall_time_s"] + second[-1]["wall_time_s"]
+    whole = tmp_path / "whole"
+    train_whole(args, whole)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        stopped = tmp_path / f"stopped-{signum.name}"
+        code, _, err = interrupted_run(
+            args, stopped, lambda: any(r["split"] == "train" and r["step"] >= 15 for r in records_if_any(stopped)),
+            lambda proc: os.kill(proc.pid, signum))
+        assert code == 128 + signum, (signum.name, err)
+        assert "Traceback" not in err and "Resume with the same command" in err
+        step_at_stop = int(re.search(r"at step (\d+) of 300; checkpoint \1 is saved", err).group(1))
+        assert 15 <= step_at_stop < 300
+        assert (stopped / "checkpoints" / str(step_at_stop)).exists() and not (stopped / "summary.json").exists()
+        assert f"resuming from step {step_at_stop}" in assert_resumed_bitwise(args, whole, stopped)
+        first, second = segments(records(stopped))
+        summary = json.loads((stopped / "summary.json").read_text())
+        assert summary["wall_time_s"] >= first[-1]["wall_time_s"] + second[-1]["wall_time_s"]
 
 
 def test_nonfinite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
