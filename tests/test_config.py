@@ -285,3 +285,18 @@ def test_the_layers_the_task_sizes_are_the_layers_built_for_a_length():
         task = data.get_task(config.task.name)
         info = task.info(data.make_params(task, config.task.params))
         assert build_model(config, info, nnx.Rngs(0)).blocks[0].mixer.l_max == (expected or info.seq_len)
+
+
+def test_model_embedding_std_reaches_the_embedding_and_a_bad_one_is_named():
+    import numpy as np
+    from flax import nnx
+
+    from ssm import data
+    from ssm.train.trainer import build_model
+
+    config = load_config(None, ["model.d_model=64", "model.n_layers=1", "model.embedding_std=0.5"])
+    task = data.get_task(config.task.name)
+    model = build_model(config, task.info(data.make_params(task, config.task.params)), nnx.Rngs(0))
+    assert 0.4 < float(np.std(np.asarray(model.encoder.embedding[...]))) < 0.6  # Flax's default would be 1/8
+    with pytest.raises(ConfigError, match=r"model.embedding_std: -1.0 must be > 0"):
+        load_config(None, ["model.embedding_std=-1.0"])

@@ -471,6 +471,19 @@ def test_other_lms_keep_flax_initialization():
     check_distribution("mlp.down", down, ref.normal_cdf((expand * d) ** -0.5 / LECUN_TRUNCATION_STD, truncate=2))
 
 
+def test_embedding_std_sets_the_embedding_draw_for_any_layer():
+    """``embedding_std`` overrides both defaults (0.02 for Mamba, Flax's 1/sqrt(d) else);
+    a bad value is named."""
+    d = 32
+    for layer, kw in (("mamba", dict(d_state=4)), ("s4d", dict(d_state=4))):
+        lm = SequenceModel(d_model=d, n_layers=1, d_output=256, vocab_size=256, layer=layer, layer_kwargs=kw,
+                           embedding_std=0.3, rngs=nnx.Rngs(0))
+        check_distribution(f"{layer} embedding", lm.encoder.embedding[...], ref.normal_cdf(0.3))
+    with pytest.raises(ValueError, match=r"embedding_std=0; expected a number > 0"):
+        SequenceModel(d_model=d, n_layers=1, d_output=4, vocab_size=4, layer="s4d", embedding_std=0,
+                      rngs=nnx.Rngs(0))
+
+
 @pytest.mark.parametrize("linear", ["dense", "monarch"])
 def test_gated_mlp_out_init_scale_multiplies_the_down_projection_exactly(linear):
     plain = GatedMLP(16, expand=2, linear=linear, rngs=nnx.Rngs(2))

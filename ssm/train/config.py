@@ -52,6 +52,7 @@ class ModelConfig:
     tie_embeddings: bool = False  # head = transposed embedding (token tasks; the Mamba LM)
     head_bias: bool = True  # an untied head has a bias (Hugging Face's Mamba heads have none)
     norm_eps: float | None = None  # epsilon of every norm (null: 1e-5 for mamba and mamba2, as mamba_ssm; else 1e-6, Flax's)
+    embedding_std: float | None = None  # the token embedding's initial std (null: 0.02 for mamba and mamba2, as mamba_ssm; else Flax's 1/sqrt(d_model))
     residual_in_fp32: bool = False  # keep the residual stream float32 under bf16 activations (mamba_ssm's Block)
     dtype: str | None = None  # activations: null (= param_dtype) or bfloat16 (mixed precision)
     param_dtype: str = "float32"  # parameters (and optimizer state); SSM state and loss stay float32 at least
@@ -75,6 +76,8 @@ class ModelConfig:
         choose(f"{path}.pool", self.pool, ("auto", "none", "mean", "last"))
         if self.norm_eps is not None:
             positive(f"{path}.norm_eps", self.norm_eps)
+        if self.embedding_std is not None:
+            positive(f"{path}.embedding_std", self.embedding_std)
         choose(f"{path}.dtype", self.dtype, (None, *DTYPES))
         choose(f"{path}.param_dtype", self.param_dtype, DTYPES)
         signature = inspect.signature(LAYERS[self.layer].__init__).parameters

@@ -69,7 +69,7 @@ def build_model(config: Config, info: "data.TaskInfo", rngs: nnx.Rngs) -> Sequen
         vocab_size=info.vocab_size, d_input=info.d_input, layer=m.layer, layer_kwargs=layer_kwargs, block=m.block,
         norm=m.norm, prenorm=m.prenorm, activation=m.activation, post=m.post, dropout=m.dropout,
         mlp=m.mlp, mlp_expand=m.mlp_expand, pool=pool, tie_embeddings=m.tie_embeddings, head_bias=m.head_bias,
-        norm_eps=m.norm_eps, residual_in_fp32=m.residual_in_fp32,
+        norm_eps=m.norm_eps, embedding_std=m.embedding_std, residual_in_fp32=m.residual_in_fp32,
         dtype=None if m.dtype is None else jnp.dtype(m.dtype), param_dtype=jnp.dtype(m.param_dtype), rngs=rngs,
     )
 
