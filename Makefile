@@ -17,10 +17,9 @@ setup: $(STAMP)
 train: $(STAMP)
 	$(PY) train.py $(ARGS)
 
-# -n 2: one worker per core (loadgroup: tests marked with one xdist_group share a worker);
-# --durations shows where the time goes.
+# -n 2: one worker per core; --durations shows where the time goes.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup --durations=15 $(ARGS)
+	$(PY) -m pytest -n 2 --durations=15 $(ARGS)
 
 # The documentation site, offline, warnings as errors: docs/_build/html/index.html.
 docs: $(STAMP)

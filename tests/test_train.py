@@ -272,9 +272,6 @@ for job in json.load(sys.stdin):
     except Exception:
         print(json.dumps({"path": job["path"], "error": traceback.format_exc()}), flush=True)
 """
-_trained: dict[str, dict] = {}
-
-
 def shipped_config_overrides(path: pathlib.Path, folder: pathlib.Path) -> list[str]:
     """The few-step, few-example version of a shipped config, its files under ``folder``."""
     overrides = [*SHRINK[path.parent.name], *SHRINK_MODEL.get(path.stem, SHRINK_STATE), "model.d_model=8",
@@ -289,30 +286,25 @@ def shipped_config_overrides(path: pathlib.Path, folder: pathlib.Path) -> list[s
     return overrides
 
 
-def trained_task_configs(task: str, tmp_path_factory) -> dict:
-    """Every shipped config of ``task`` trained a few steps in one subprocess (once per
-    test process): ``{path: summary}``, or ``{path: "error": traceback}``."""
-    if task not in _trained:
-        folder = tmp_path_factory.mktemp(task)
-        jobs = [{"path": str(p), "overrides": shipped_config_overrides(p, folder), "workdir": str(folder / p.stem)}
-                for p in MODEL_CONFIGS if p.parent.name == task]
-        proc = subprocess.run([sys.executable, "-c", TRAIN_CONFIGS], input=json.dumps(jobs), cwd=ROOT,
-                              capture_output=True, text=True, timeout=600)
-        lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
-        _trained[task] = {x["path"]: x for x in lines}
-        assert len(lines) == len(jobs), f"the training process stopped (exit {proc.returncode}): {proc.stderr[-3000:]}"
-    return _trained[task]
+TASKS_SHIPPED = sorted({p.parent.name for p in MODEL_CONFIGS})
 
 
-# A task's configs share one worker (--dist loadgroup, Makefile), so its process runs once.
-@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.xdist_group(f"configs-{p.parent.name}"))
-                                  for p in MODEL_CONFIGS], ids=[f"{p.parent.name}/{p.stem}" for p in MODEL_CONFIGS])
-def test_shipped_config_trains_a_few_steps(path, tmp_path_factory):
-    result = trained_task_configs(path.parent.name, tmp_path_factory)[str(path)]
-    assert "error" not in result, result.get("error")
-    summary = result["summary"]
-    assert summary["status"] == "completed" and summary["steps"] == 2
-    assert np.isfinite(summary["final"]["test"]["loss"])
+@pytest.mark.parametrize("task", TASKS_SHIPPED)
+def test_shipped_configs_train_a_few_steps(task, tmp_path):
+    """Every shipped config of ``task`` (one per layer) trains a few steps and scores the
+    test split, all in one process."""
+    jobs = [{"path": str(p), "overrides": shipped_config_overrides(p, tmp_path), "workdir": str(tmp_path / p.stem)}
+            for p in MODEL_CONFIGS if p.parent.name == task]
+    proc = subprocess.run([sys.executable, "-c", TRAIN_CONFIGS], input=json.dumps(jobs), cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    results = {x["path"]: x for x in (json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{"))}
+    assert len(results) == len(jobs), f"the training process stopped (exit {proc.returncode}): {proc.stderr[-3000:]}"
+    failed = {path: r["error"] for path, r in results.items() if "error" in r}
+    assert not failed, "\n".join(f"{path}:\n{error}" for path, error in failed.items())
+    for path, r in results.items():
+        summary = r["summary"]
+        assert summary["status"] == "completed" and summary["steps"] == 2, path
+        assert np.isfinite(summary["final"]["test"]["loss"]), path
 
 
 def test_two_processes_through_jax_distributed_match_one_process(tmp_path):
