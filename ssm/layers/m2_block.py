@@ -7,8 +7,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from ssm.layers.block import max_len_option, state_options
-from ssm.layers.parts import make_norm
 from ssm.layers.mlp import GatedMLP
+from ssm.layers.parts import make_norm
 
 
 class M2Block(nnx.Module):

@@ -11,10 +11,10 @@ from flax import nnx
 from ssm import scan
 from ssm.checks import check_choice, check_positive_int, check_sequence, check_token
 from ssm.groups import ssm_param_dtype
-from ssm.layers.parts import ACTIVATIONS
 from ssm.layers.conv1d import CausalConv1d
-from ssm.layers.segments import boundaries, check_segment_ids, check_state
 from ssm.layers.init import dt_bias_init, symmetric_uniform, torch_linear
+from ssm.layers.parts import ACTIVATIONS
+from ssm.layers.segments import boundaries, check_segment_ids, check_state
 from ssm.layers.unbatched import accepts_unbatched
 from ssm.scan.recurrence import time_step
 

@@ -47,8 +47,7 @@ class GatedMLP(nnx.Module):
 
     def __init__(self, d_model: int, *, expand: int = 4, activation: str = "gelu", linear: str = "dense",
                  nblocks: int | None = None, dropout: float = 0.0, out_init_scale: float = 1.0,
-                 up_bias: bool = True, dtype=None,
-                 param_dtype=jnp.float32, rngs: nnx.Rngs):
+                 up_bias: bool = True, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
         self.d_model = check_positive_int("d_model", d_model)
         self.hidden = d_model * check_positive_int("expand", expand)
         check_choice("activation", activation, ACTIVATIONS)
