@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numbers
 
-__all__ = ["check_choice", "check_positive_int", "as_arrays", "concrete", "real_floating", "check_sequence",
+__all__ = ["check_choice", "check_positive", "check_positive_int", "as_arrays", "concrete", "real_floating", "check_sequence",
            "check_token"]
 
 
@@ -33,6 +33,14 @@ def check_choice(name: str, value, choices, *, error: type[Exception] = ValueErr
     if value not in choices:
         raise error(f"{name}={value!r}; expected one of {tuple(choices)}")
     return value
+
+
+def check_positive(name: str, value) -> float:
+    """``value`` as a ``float`` if it is a number > 0 (an int or float, not a bool); else
+    a ``ValueError`` naming the argument (``name``) and the value."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name}={value!r}; expected a number > 0")
+    return float(value)
 
 
 def check_positive_int(name: str, value) -> int:

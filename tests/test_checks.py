@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from ssm import linalg, optim
-from ssm.checks import check_choice, check_positive_int
+from ssm.checks import check_choice, check_positive, check_positive_int
 from ssm.train.config import ConfigError, load_config
 
 
@@ -44,3 +44,15 @@ def test_check_positive_int_returns_a_python_int(value):
 def test_check_positive_int_names_the_argument_and_the_value(value):
     with pytest.raises(ValueError, match=f"^{re.escape(f'd_model={value!r}')}; expected a positive integer$"):
         check_positive_int("d_model", value)
+
+
+@pytest.mark.parametrize("value", [1e-5, 2, np.float64(0.5)])
+def test_check_positive_returns_a_python_float(value):
+    out = check_positive("norm_eps", value)
+    assert type(out) is float and out == float(value)
+
+
+@pytest.mark.parametrize("value", [0, -1e-3, True, "1e-5", None, float("nan")])
+def test_check_positive_names_the_argument_and_the_value(value):
+    with pytest.raises(ValueError, match=r"norm_eps=.*; expected a number > 0"):
+        check_positive("norm_eps", value)

@@ -8,7 +8,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import nnx
 
-from ssm.checks import check_choice, check_positive_int
+from ssm.checks import check_choice, check_positive, check_positive_int
 from ssm.layers.attention import Attention
 from ssm.layers.block import ResidualBlock
 from ssm.layers.lstm import LSTM
@@ -186,10 +186,10 @@ class SequenceModel(nnx.Module):
         if vocab_size is not None:
             if embedding_std is None:
                 embedding_std = 0.02 if mamba_lm else None
-            elif isinstance(embedding_std, bool) or not isinstance(embedding_std, (int, float)) or not embedding_std > 0:
-                raise ValueError(f"embedding_std={embedding_std!r}; expected a number > 0, or None")
+            else:
+                embedding_std = check_positive("embedding_std", embedding_std)
             embedding_init = ({} if embedding_std is None else
-                              {"embedding_init": nnx.initializers.normal(float(embedding_std))})
+                              {"embedding_init": nnx.initializers.normal(embedding_std)})
             self.encoder = nnx.Embed(check_positive_int("vocab_size", vocab_size), d_model,
                                      embedding_metadata={"group": "adamw"}, **embedding_init, **kw)
         else:

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from ssm.checks import check_choice
+from ssm.checks import check_choice, check_positive
 from ssm.layers.monarch_linear import MonarchLinear
 
 __all__ = ["ACTIVATIONS", "LINEARS", "NORMS", "make_dropout", "make_linear", "make_norm"]
@@ -52,10 +52,9 @@ def make_norm(kind: str, d_model: int, *, eps: float = 1e-6, dtype, param_dtype,
       [[1.0, -1.0, 1.0, -1.0]]
     """
     check_choice("norm", kind, NORMS)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-        raise ValueError(f"norm_eps={eps!r}; expected a number > 0")
+    eps = check_positive("norm_eps", eps)
     cls = nnx.LayerNorm if kind == "layer" else nnx.RMSNorm
-    return cls(d_model, epsilon=float(eps), dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    return cls(d_model, epsilon=eps, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
 
 def make_dropout(rate: float, rngs: nnx.Rngs) -> nnx.Dropout:
